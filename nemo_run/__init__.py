@@ -1,0 +1,43 @@
+"""nemo_run: launch ML jobs on many backends through TorchX and keep a durable record of each.
+
+Names load lazily (module `__getattr__`): `import nemo_run` imports neither torchx, fiddle,
+docker nor any cloud SDK; each comes in when the name that needs it is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Script": "nemo_run.config",
+    "get_nemorun_home": "nemo_run.config",
+    "set_nemorun_home": "nemo_run.config",
+    "Config": "nemo_run.core.configurable",
+    "Partial": "nemo_run.core.configurable",
+    "Executor": "nemo_run.core.execution.base",
+    "ExecutorMacros": "nemo_run.core.execution.base",
+    "LocalExecutor": "nemo_run.core.execution.local",
+    "Packager": "nemo_run.core.packaging.base",
+    "RunResult": "nemo_run.run.api",
+    "NemoRunError": "nemo_run.exceptions",
+    "ConfigError": "nemo_run.exceptions",
+    "JobFailedError": "nemo_run.exceptions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "run":  # the subpackage is callable: `run.run(task, executor=...)`
+        return importlib.import_module("nemo_run.run")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nemo_run' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "run"])

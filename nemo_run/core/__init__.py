@@ -1,0 +1,1 @@
+"""Backend-neutral building blocks: the store, executors, clients and packagers."""

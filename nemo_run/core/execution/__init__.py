@@ -1,0 +1,1 @@
+"""Executor dataclasses: where a task runs. Configuration and validation only, no I/O at import."""

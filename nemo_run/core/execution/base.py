@@ -1,0 +1,100 @@
+"""The `Executor` base: what every backend's configuration shares, validated on creation."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict, dataclass, field, fields
+from string import Template
+from typing import Any
+
+from nemo_run.config import check_env_vars
+from nemo_run.core.execution.launcher import Launcher, resolve_launcher
+from nemo_run.core.packaging.base import Packager
+from nemo_run.exceptions import ConfigError
+
+
+@dataclass(kw_only=True)
+class ExecutorMacros:
+    """Names of the variables a backend sets per node, substituted into `${...}` in args and env."""
+
+    HEAD_NODE_IP_VAR = "${head_node_ip_var}"
+    NPROC_PER_NODE_VAR = "${nproc_per_node_var}"
+    NUM_NODES_VAR = "${num_nodes_var}"
+    NODE_RANK_VAR = "${node_rank_var}"
+
+    head_node_ip_var: str
+    nproc_per_node_var: str
+    num_nodes_var: str
+    node_rank_var: str
+    het_group_host_var: str = ""
+
+    def substitute(self, text: str) -> str:
+        """Replace `${name}` macros; anything else (shell `$VARS`) is left untouched."""
+        return Template(text).safe_substitute(**asdict(self))
+
+    def apply(self, args: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        return [self.substitute(a) for a in args], {k: self.substitute(v) for k, v in env.items()}
+
+
+@dataclass(kw_only=True)
+class Executor:
+    """Where and how a task runs. Subclasses add backend fields and validate in `__post_init__`."""
+
+    packager: Packager = field(default_factory=Packager)
+    launcher: Launcher | str | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+    experiment_id: str | None = None
+    job_dir: str = ""
+    experiment_dir: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        check_env_vars(self.env_vars, f"{type(self).__name__}.env_vars")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"{type(self).__name__}.retries must be an integer >= 0, got {self.retries!r}")
+        resolve_launcher(self.launcher)  # raises on an unknown launcher name
+        if not isinstance(self.packager, Packager):
+            raise ConfigError(
+                f"{type(self).__name__}.packager must be a Packager, got {type(self.packager).__name__}"
+            )
+
+    # -- identity and placement -------------------------------------------------------------
+    def info(self) -> str:
+        return type(self).__name__
+
+    def clone(self) -> Executor:
+        return copy.deepcopy(self)
+
+    def assign(self, exp_id: str, exp_dir: str, task_id: str, task_dir: str) -> None:
+        """Place this task's files under the experiment folder."""
+        self.experiment_id = exp_id
+        self.experiment_dir = exp_dir
+        self.job_dir = os.path.join(exp_dir, task_dir)
+
+    # -- shape of the job -------------------------------------------------------------------
+    def nnodes(self) -> int:
+        return 1
+
+    def nproc_per_node(self) -> int:
+        return 1
+
+    def macro_values(self) -> ExecutorMacros | None:
+        return None
+
+    def get_launcher(self) -> Launcher:
+        return resolve_launcher(self.launcher)
+
+    def python_executable(self) -> str:
+        """The interpreter that runs Python tasks on the target (the caller's own for local)."""
+        return "python"
+
+    def validate_task(self, task: Any) -> None:
+        """Backend-specific checks of a task before anything starts (e.g. local paths exist)."""
+
+    def describe_fields(self) -> dict[str, Any]:
+        """Public settings as plain data, for dry-run text and records (secrets are repr=False)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.repr and not f.name.startswith("_")}
+
+    def cleanup(self, handle: str) -> None:
+        """Release anything held for a finished job (nothing by default)."""

@@ -1,0 +1,56 @@
+"""`LocalExecutor`: run tasks as detached processes on this machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from nemo_run.config import Script
+from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.exceptions import ConfigError
+
+
+@dataclass(kw_only=True)
+class LocalExecutor(Executor):
+    """Processes on this host; `ntasks_per_node` replicas (ranks) per job, `nodes` must be 1."""
+
+    ntasks_per_node: int = 1
+    nodes: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("ntasks_per_node", "nodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"LocalExecutor.{name} must be an integer >= 1, got {value!r}")
+        if self.nodes != 1:
+            raise ConfigError(
+                f"LocalExecutor.nodes={self.nodes}: a local job runs on this one machine; "
+                "use ntasks_per_node for more processes, or a cluster executor for more nodes"
+            )
+
+    def nnodes(self) -> int:
+        return self.nodes
+
+    def nproc_per_node(self) -> int:
+        return self.ntasks_per_node
+
+    def macro_values(self) -> ExecutorMacros:
+        return ExecutorMacros(
+            head_node_ip_var="MASTER_ADDR",
+            nproc_per_node_var="LOCAL_WORLD_SIZE",
+            num_nodes_var="NNODES",
+            node_rank_var="NODE_RANK",
+        )
+
+    def python_executable(self) -> str:
+        return sys.executable
+
+    def validate_task(self, task: Any) -> None:
+        if isinstance(task, Script) and task.path and not task.m and not os.path.isfile(task.path):
+            raise ConfigError(
+                f"Script.path={task.path!r} does not exist (looked in {os.getcwd()}); "
+                "pass an existing file, or inline='...' for script text"
+            )

@@ -1,0 +1,45 @@
+"""One error hierarchy for nemo_run, so callers can catch by kind rather than by backend."""
+
+from __future__ import annotations
+
+
+class NemoRunError(Exception):
+    """Base of every error nemo_run raises on purpose."""
+
+
+class ConfigError(NemoRunError, ValueError):
+    """User input is invalid; raised before any process, container or remote call starts."""
+
+
+class BackendError(NemoRunError):
+    """A backend (engine, API server, cloud service) refused or failed a request."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class StoreError(NemoRunError):
+    """The job store cannot be read or written; the message names the file and the fix."""
+
+
+class MissingDependencyError(NemoRunError, ImportError):
+    """An optional backend SDK is not installed; the message says which extra to install."""
+
+
+class UnknownJobError(NemoRunError, KeyError):
+    """An app id or handle that no store or backend knows."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class JobFailedError(NemoRunError):
+    """A job the caller waited for ended in a state other than SUCCEEDED."""
+
+    def __init__(self, handle: str, state: str, message: str = "") -> None:
+        detail = f": {message}" if message else ""
+        super().__init__(f"job {handle} ended {state}{detail}")
+        self.handle = handle
+        self.state = state

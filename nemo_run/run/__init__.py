@@ -1,0 +1,18 @@
+"""Running tasks. The module itself is callable, so `run.run(task, executor=...)` works whether
+`nemo_run.run` names this package or the function (both stay importable as paths)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from nemo_run.run.api import run
+
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

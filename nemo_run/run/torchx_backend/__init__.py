@@ -1,0 +1,1 @@
+"""TorchX integration: task -> AppDef, a Runner that carries Executors, and the schedulers."""

@@ -1,0 +1,1 @@
+"""One TorchX scheduler per backend; `api` holds what they share."""
