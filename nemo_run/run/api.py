@@ -24,6 +24,7 @@ class RunResult:
     state: AppState
     log_dir: str | None = None
     dryrun: str | None = None
+    roles: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -67,16 +68,17 @@ def run(
     app = package(name, task, executor)
     runner = get_runner()
     info = runner.dryrun_for(app, executor)
+    roles = tuple(role.name for role in app.roles)
     if dryrun:
         text = str(info)
         print(text)
-        return RunResult(handle="", state=AppState.UNSUBMITTED, dryrun=text)
+        return RunResult(handle="", state=AppState.UNSUBMITTED, dryrun=text, roles=roles)
 
     handle = runner.schedule(info)
     log_dir = getattr(info.request, "log_dir", None)
     if detach:
         status = runner.status(handle)
-        return RunResult(handle, status.state if status else AppState.UNKNOWN, log_dir)
+        return RunResult(handle, status.state if status else AppState.UNKNOWN, log_dir, roles=roles)
 
     tailers = _start_tailing(runner, handle, app) if tail_logs else []
     try:
@@ -91,7 +93,7 @@ def run(
     if state != AppState.SUCCEEDED:
         where = f"; logs in {log_dir}" if log_dir else ""
         raise JobFailedError(handle, state.name, (status.msg if status else "") + where)
-    return RunResult(handle, state, log_dir)
+    return RunResult(handle, state, log_dir, roles=roles)
 
 
 def _run_direct(task: Any, name: str) -> RunResult:
