@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "LocalExecutor": "nemo_run.core.execution.local",
     "Packager": "nemo_run.core.packaging.base",
     "RunResult": "nemo_run.run.api",
+    "Experiment": "nemo_run.run.experiment",
     "NemoRunError": "nemo_run.exceptions",
     "ConfigError": "nemo_run.exceptions",
     "JobFailedError": "nemo_run.exceptions",

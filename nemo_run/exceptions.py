@@ -35,6 +35,13 @@ class UnknownJobError(NemoRunError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownExperimentError(NemoRunError, KeyError):
+    """An experiment id or title, or a task id within one, that does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class JobFailedError(NemoRunError):
     """A job the caller waited for ended in a state other than SUCCEEDED."""
 

@@ -1,19 +1,14 @@
-"""`run.run(task, executor=...)`: launch one task, wait for it (or not), and report how it ended."""
+"""`run.run(task, executor=...)`: one task as a one-task Experiment, with its outcome returned."""
 
 from __future__ import annotations
 
-import logging
-import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from torchx.specs import AppState, parse_app_handle
+from torchx.specs import AppState
 
 from nemo_run.core.execution.base import Executor
 from nemo_run.exceptions import ConfigError, JobFailedError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +20,7 @@ class RunResult:
     log_dir: str | None = None
     dryrun: str | None = None
     roles: tuple[str, ...] = ()
+    experiment_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -49,13 +45,10 @@ def run(
     `detach=True` returns as soon as the job started; `dryrun=True` returns the request text
     without starting anything; `direct=True` runs a Partial/Config in this process.
     """
-    from nemo_run.run.torchx_backend.packaging import package, task_name
+    from nemo_run.run.experiment import Experiment
+    from nemo_run.run.torchx_backend.packaging import task_name
 
-    if executor is None:
-        from nemo_run.core.execution.local import LocalExecutor
-
-        executor = LocalExecutor()
-    if not isinstance(executor, Executor):
+    if executor is not None and not isinstance(executor, Executor):
         raise ConfigError(f"executor must be a run.Executor (e.g. run.LocalExecutor()), got {type(executor).__name__}")
     if detach and tail_logs:
         raise ConfigError("tail_logs=True needs an attached run; drop detach=True or tail_logs=True")
@@ -63,37 +56,25 @@ def run(
     if direct:
         return _run_direct(task, name)
 
-    from nemo_run.run.torchx_backend.runner import get_runner
-
-    app = package(name, task, executor)
-    runner = get_runner()
-    info = runner.dryrun_for(app, executor)
-    roles = tuple(role.name for role in app.roles)
+    exp = Experiment(name, executor=executor)
+    task_id = exp.add(task, name=name)
     if dryrun:
-        text = str(info)
+        text = exp.dryrun()[task_id]
         print(text)
-        return RunResult(handle="", state=AppState.UNSUBMITTED, dryrun=text, roles=roles)
+        return RunResult(handle="", state=AppState.UNSUBMITTED, dryrun=text)
 
-    handle = runner.schedule(info)
-    log_dir = getattr(info.request, "log_dir", None)
-    if detach:
-        status = runner.status(handle)
-        return RunResult(handle, status.state if status else AppState.UNKNOWN, log_dir, roles=roles)
-
-    tailers = _start_tailing(runner, handle, app) if tail_logs else []
-    try:
-        status = runner.wait_until_done(handle)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: cancelling {handle}", file=sys.stderr)
-        runner.cancel(handle)
-        raise
-    for thread in tailers:
-        thread.join()
-    state = status.state if status else AppState.UNKNOWN
-    if state != AppState.SUCCEEDED:
-        where = f"; logs in {log_dir}" if log_dir else ""
-        raise JobFailedError(handle, state.name, (status.msg if status else "") + where)
-    return RunResult(handle, state, log_dir, roles=roles)
+    exp.run(detach=detach, tail_logs=tail_logs)
+    if task_id in exp.launch_errors:
+        raise exp.launch_errors[task_id]
+    status = (exp.status(return_dict=True) or {})[task_id]
+    state = AppState[status["state"]] if status["state"] in AppState.__members__ else AppState.UNKNOWN
+    record = exp._current_record().task(task_id)
+    result = RunResult(status["handle"] or "", state, status["job_dir"], roles=tuple(record.roles),
+                       experiment_id=exp.id)
+    if not detach and state != AppState.SUCCEEDED:
+        where = f"; logs in {status['job_dir']}" if status["job_dir"] else ""
+        raise JobFailedError(result.handle, state.name, (status["reason"] or "") + where)
+    return result
 
 
 def _run_direct(task: Any, name: str) -> RunResult:
@@ -107,23 +88,3 @@ def _run_direct(task: Any, name: str) -> RunResult:
     if isinstance(task, fdl.Partial):
         built()
     return RunResult(handle=f"direct://{name}", state=AppState.SUCCEEDED)
-
-
-def _start_tailing(runner: Any, handle: str, app: Any) -> list[threading.Thread]:
-    """Print every replica's combined log as it grows, prefixed when there is more than one."""
-    _, _, app_id = parse_app_handle(handle)
-    threads = []
-    many = sum(r.num_replicas for r in app.roles) > 1
-    for role in app.roles:
-        for k in range(role.num_replicas):
-            prefix = f"[{role.name}:{k}] " if many else ""
-
-            def pump(role_name: str = role.name, k: int = k, prefix: str = prefix) -> None:
-                for line in runner.log_lines(handle, role_name, k, should_tail=True):
-                    sys.stdout.write(prefix + line)
-                    sys.stdout.flush()
-
-            thread = threading.Thread(target=pump, name=f"tail-{role.name}-{k}", daemon=True)
-            thread.start()
-            threads.append(thread)
-    return threads

@@ -11,6 +11,7 @@ from typing import Any
 from nemo_run.config import check_env_vars
 from nemo_run.core.execution.launcher import Launcher, resolve_launcher
 from nemo_run.core.packaging.base import Packager
+from nemo_run.core.redact import redact_env
 from nemo_run.exceptions import ConfigError
 
 
@@ -93,8 +94,17 @@ class Executor:
         """Backend-specific checks of a task before anything starts (e.g. local paths exist)."""
 
     def describe_fields(self) -> dict[str, Any]:
-        """Public settings as plain data, for dry-run text and records (secrets are repr=False)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.repr and not f.name.startswith("_")}
+        """Public settings as plain data for records and dry-run text: secret fields are
+        `repr=False` and left out, secret-looking env values are masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if not f.repr or f.name.startswith("_"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "env_vars":
+                value = redact_env(value)
+            out[f.name] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else repr(value)
+        return out
 
     def cleanup(self, handle: str) -> None:
         """Release anything held for a finished job (nothing by default)."""

@@ -137,7 +137,17 @@ class SqliteJobStore(JobStore):
                     "concurrent writers on several hosts rely on the server's POSIX locks",
                     self.location, filesystem_type(self.location),
                 )
-        mode = conn.execute(f"PRAGMA journal_mode = {wanted}").fetchone()[0]
+        # Changing the mode while another connection writes (e.g. another process switching a
+        # new file to WAL) fails with "locked" at once, bypassing the busy handler: wait here.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                mode = conn.execute(f"PRAGMA journal_mode = {wanted}").fetchone()[0]
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
         if mode.lower() != wanted:
             log.debug("journal_mode %s requested, %s in use for %s", wanted, mode, self.location)
 

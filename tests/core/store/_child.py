@@ -2,7 +2,8 @@
 
     python _child.py GO_FILE put PREFIX N          put N records, one transaction each
     python _child.py GO_FILE update APP_ID WORKER N  N read-modify-write updates of one record
-    python _child.py GO_FILE open                  open the store (legacy import), log to stdout
+    python _child.py GO_FILE open                  open the store (legacy import), log to stdout;
+                                                   print "lock-wait" before each write transaction
     python _child.py - put_forever PREFIX          put records until killed, printing each ack
     python _child.py - ids                         print the app id of every record, one a line
 
@@ -12,12 +13,14 @@ it starts, so the parent can release many children at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
 
 from nemo_run.core.store import JobRecord, get_store
+from nemo_run.core.store.sqlite import SqliteJobStore
 
 BACKEND = "local_persistent"
 
@@ -31,9 +34,23 @@ def _wait_for(path: str, timeout: float = 30.0) -> None:
         time.sleep(0.001)
 
 
+def _announce_write_transactions() -> None:
+    """Print "lock-wait" whenever the store is about to ask for SQLite's write lock."""
+    original = SqliteJobStore.transaction
+
+    @contextlib.contextmanager
+    def announced(self, conn=None):
+        print("lock-wait", flush=True)
+        with original(self, conn) as c:
+            yield c
+
+    SqliteJobStore.transaction = announced
+
+
 def main(go_file: str, command: str, *args: str) -> None:
     if command == "open":
         logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+        _announce_write_transactions()
     if go_file != "-":
         _wait_for(go_file)
     store = get_store()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +20,20 @@ CHILD_SCRIPT = Path(__file__).with_name("_child.py")
 CHILD_TIMEOUT = 60
 
 
-def forget_open_stores() -> None:
-    """Close this thread's cached SQLite connections and forget the store objects.
-
-    The next `get_store()` then opens the file afresh, as a new process would.
-    """
+def close_thread_connections() -> None:
+    """Close the SQLite connections the store cached for the calling thread."""
     conns = getattr(sqlite_mod._local, "conns", None) or {}
     for conn in conns.values():
         conn.close()
     conns.clear()
+
+
+def forget_open_stores() -> None:
+    """Close this thread's cached connections and forget the store objects.
+
+    The next `get_store()` then opens the file afresh, as a new process would.
+    """
+    close_thread_connections()
     store_pkg._stores.clear()
 
 
@@ -56,13 +63,40 @@ def run_child(home: Path | str, *args: str, **extra_env: str) -> str:
     return out
 
 
+@contextlib.contextmanager
+def watchdog(procs: list[subprocess.Popen[str]], timeout: float = CHILD_TIMEOUT) -> Iterator[None]:
+    """Kill `procs` if the block outlives `timeout`, so a blocking readline() cannot hang the suite.
+
+    On exit, any child still running is killed and reaped, and its pipes are closed.
+    """
+
+    def kill_all() -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    timer = threading.Timer(timeout, kill_all)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        kill_all()
+        for proc in procs:
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
 def run_together(home: Path | str, go_file: Path, argv: list[list[str]]) -> list[str]:
     """Start one child per argv, wait until each says "ready", release them all, collect stdout.
 
     The children poll for `go_file` (see `_child.py`), so their work starts at the same time.
     """
     procs = [start_child(home, str(go_file), *args) for args in argv]
-    try:
+    with watchdog(procs):
         for proc, args in zip(procs, argv, strict=True):
             line = proc.stdout.readline()
             if line.strip() != "ready":
@@ -76,11 +110,6 @@ def run_together(home: Path | str, go_file: Path, argv: list[list[str]]) -> list
             assert proc.returncode == 0, f"child {args} exited {proc.returncode}:\n{err}"
             outputs.append(out)
         return outputs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -11,6 +11,7 @@ import pytest
 from nemo_run.config import set_nemorun_home
 from nemo_run.core.store import STORE_FILENAME, JobRecord, get_store, store_path
 from nemo_run.exceptions import StoreError, UnknownJobError
+from tests.core.store._helpers import close_thread_connections
 
 
 def _record(app_id: str, backend: str = "local_persistent", **kw) -> JobRecord:
@@ -209,6 +210,8 @@ def test_threads_share_a_store_with_their_own_connections():
             store.update("local_persistent", f"t{t}-0", data={"thread": t})
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
+        finally:
+            close_thread_connections()
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
     for thread in threads:

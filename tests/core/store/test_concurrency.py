@@ -5,9 +5,20 @@ from __future__ import annotations
 import random
 import signal
 import sqlite3
+import threading
+
+import pytest
 
 from nemo_run.core.store import STORE_FILENAME, JobRecord, get_store
-from tests.core.store._helpers import CHILD_TIMEOUT, run_child, run_together, start_child
+from nemo_run.core.store import sqlite as sqlite_mod
+from tests.core.store._helpers import (
+    close_thread_connections,
+    run_child,
+    run_together,
+    start_child,
+    wait_until,
+    watchdog,
+)
 
 BACKEND = "local_persistent"
 
@@ -38,6 +49,54 @@ def test_concurrent_updates_of_one_record_lose_nothing(nemorun_home, tmp_path):
     assert data == {"initial": True, **expected}
 
 
+def test_opening_waits_for_a_writer_instead_of_failing(nemorun_home, monkeypatch):
+    """Switching to WAL while another connection writes reports "locked" at once, without
+    SQLite's busy handler: opening the store must wait for the writer like any other write."""
+    db = nemorun_home / STORE_FILENAME
+    db.touch(mode=0o600)
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # e.g. another process converting the new file to WAL
+
+    attempts: list[str] = []
+    retried, finished = threading.Event(), threading.Event()
+    real_connect = sqlite3.connect
+
+    def traced_connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+
+        def trace(sql: str) -> None:
+            if "journal_mode" in sql.lower():
+                attempts.append(sql)
+                if len(attempts) > 1:
+                    retried.set()
+
+        conn.set_trace_callback(trace)
+        return conn
+
+    monkeypatch.setattr(sqlite_mod.sqlite3, "connect", traced_connect)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            get_store().put(JobRecord(BACKEND, "after-wait"))
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            close_thread_connections()
+            finished.set()
+
+    thread = threading.Thread(target=open_store)
+    try:
+        thread.start()
+        wait_until(lambda: retried.is_set() or finished.is_set(), what="the store to retry")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert get_store().get(BACKEND, "after-wait") is not None
+
+
 def _integrity(db) -> str:
     conn = sqlite3.connect(db)
     try:
@@ -52,24 +111,17 @@ def test_kill_9_never_loses_an_acknowledged_record(nemorun_home):
     acked: set[str] = set()
     for round_ in range(5):
         proc = start_child(nemorun_home, "-", "put_forever", f"r{round_}")
-        try:
-            target = rng.randint(1, 40)
-            for _ in range(target):
+        with watchdog([proc]):
+            for _ in range(rng.randint(1, 40)):
                 line = proc.stdout.readline()
-                assert line.endswith("\n"), (
-                    f"child stopped early (seed {seed}): {proc.stderr.read() if proc.poll() is not None else ''}"
-                )
+                if not line.endswith("\n"):
+                    proc.wait()
+                    pytest.fail(f"child stopped early (seed {seed}): {proc.stderr.read()}")
                 acked.add(line.strip())
             proc.send_signal(signal.SIGKILL)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=CHILD_TIMEOUT)
-            # acks the child printed before dying count too; a torn last line does not
-            rest = proc.stdout.read()
-            acked.update(line for line in rest.split("\n")[:-1] if line)
-            proc.stdout.close()
-            proc.stderr.close()
+            proc.wait()
+            # acks the child printed before it died count too; a torn last line does not
+            acked.update(line for line in proc.stdout.read().split("\n")[:-1] if line)
         assert proc.returncode == -signal.SIGKILL
 
         stored = {r.app_id for r in get_store().list()}

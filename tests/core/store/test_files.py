@@ -38,7 +38,7 @@ def umask():
 
 
 # -- permissions ------------------------------------------------------------------------------
-@pytest.mark.parametrize("mask", [0o022, 0o000])
+@pytest.mark.parametrize("mask", [0o022, 0o000], ids=["umask-022", "umask-000"])
 def test_store_files_are_private_whatever_the_umask(mask, umask, nemorun_home):
     umask(mask)
     store = get_store()

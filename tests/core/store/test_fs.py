@@ -19,16 +19,16 @@ def root(tmp_path) -> str:
 def mounts(tmp_path, root):
     """Write a fake mount table and return its path."""
     path = tmp_path / "mounts"
-    lines = [
-        "/dev/vda / ext4 rw,relatime 0 0",
-        "proc /proc proc rw 0 0",
-        f"server:/export {root}/shared nfs4 rw,vers=4.2 0 0",
-        f"/dev/vdb {root}/shared/scratch ext4 rw 0 0",
+    lines = [  # deeper mounts first, so matching order alone cannot pick the right one
         f"server:/deep {root}/shared/scratch/team nfs rw 0 0",
+        f"/dev/vdb {root}/shared/scratch ext4 rw 0 0",
+        f"server:/export {root}/shared nfs4 rw,vers=4.2 0 0",
         f"//nas/share {root}/with\\040space cifs rw 0 0",
         f"lustre@o2ib:/fs {root}/données lustre rw 0 0",
         f"tmpfs {root}/shared2 tmpfs rw 0 0",
         "malformed-line",
+        "proc /proc proc rw 0 0",
+        "/dev/vda / ext4 rw,relatime 0 0",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from nemo_run.core.store import STORE_FILENAME, JobRecord, get_store
 from nemo_run.core.store import legacy as legacy_mod
-from tests.core.store._helpers import run_child, run_together
+from tests.core.store._helpers import (
+    CHILD_TIMEOUT,
+    run_child,
+    run_together,
+    start_child,
+    watchdog,
+)
 
 SECRET = "LEGACY-SECRET-7d41c0e2"
 # nemo-run 0.11.1 kept whole serialized executors (credentials included) in these files
@@ -181,12 +188,41 @@ def test_empty_legacy_file_imports_nothing(nemorun_home):
     assert get_store().list() == []
 
 
-def test_two_processes_opening_at_once_import_exactly_once(nemorun_home, tmp_path):
-    write_legacy(nemorun_home)
-    outputs = run_together(nemorun_home, tmp_path / "go", [["open"]] * 4)
-
+def _assert_imported_once(outputs: list[str]) -> None:
     imports = [line for out in outputs for line in out.splitlines() if "imported" in line]
     for name in LEGACY:
         assert sum(name in line for line in imports) == 1, (name, imports)
     assert len(imports) == len(LEGACY)
+
+
+def test_processes_opening_a_new_store_at_once_import_exactly_once(nemorun_home, tmp_path):
+    write_legacy(nemorun_home)
+    outputs = run_together(nemorun_home, tmp_path / "go", [["open"]] * 4)
+    _assert_imported_once(outputs)
     assert {r.app_id for r in get_store().list()} == ALL_IDS
+
+
+def test_processes_queued_on_the_lock_import_exactly_once(nemorun_home, reopen):
+    """Every process sees the files as pending, then they take the write lock in turn."""
+    get_store().list()  # the store exists, no legacy file yet
+    reopen()
+    write_legacy(nemorun_home)
+
+    blocker = sqlite3.connect(nemorun_home / STORE_FILENAME, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # hold the write lock until all children queue on it
+        procs = [start_child(nemorun_home, "-", "open") for _ in range(4)]
+        with watchdog(procs):
+            for proc in procs:
+                line = proc.stdout.readline()
+                assert line == "lock-wait\n", (line, proc.stderr.read() if proc.poll() is not None else "")
+            blocker.execute("ROLLBACK")
+            outputs = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=CHILD_TIMEOUT)
+                assert proc.returncode == 0, err
+                outputs.append(out)
+    finally:
+        blocker.close()
+    _assert_imported_once(outputs)
+    assert {r.app_id for r in reopen().list()} == ALL_IDS

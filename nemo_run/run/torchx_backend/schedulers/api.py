@@ -31,6 +31,7 @@ class Backend:
     short: str
     executor: str  # "module:Class"
     module: str
+    supports_groups: bool = False  # several roles (a task group) in one job
 
     def executor_class(self) -> type[Executor]:
         module, _, cls = self.executor.partition(":")
@@ -41,8 +42,8 @@ class Backend:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    Backend("local_persistent", "local", "nemo_run.core.execution.local:LocalExecutor", f"{SCHEDULERS_PACKAGE}.local"),
-    Backend("docker_persistent", "docker", "nemo_run.core.execution.docker:DockerExecutor", f"{SCHEDULERS_PACKAGE}.docker"),
+    Backend("local_persistent", "local", "nemo_run.core.execution.local:LocalExecutor", f"{SCHEDULERS_PACKAGE}.local", True),
+    Backend("docker_persistent", "docker", "nemo_run.core.execution.docker:DockerExecutor", f"{SCHEDULERS_PACKAGE}.docker", True),
     Backend("skypilot", "skypilot", "nemo_run.core.execution.skypilot:SkypilotExecutor", f"{SCHEDULERS_PACKAGE}.skypilot"),
     Backend("dgx_cloud", "dgxcloud", "nemo_run.core.execution.dgxcloud:DGXCloudExecutor", f"{SCHEDULERS_PACKAGE}.dgxcloud"),
     Backend("lepton", "lepton", "nemo_run.core.execution.lepton:LeptonExecutor", f"{SCHEDULERS_PACKAGE}.lepton"),

@@ -108,6 +108,14 @@ def _state_from_status(status: dict[str, Any]) -> tuple[AppState, str]:
     )
 
 
+def _exit_code(status: dict[str, Any]) -> int | None:
+    """The job's exit code: the first non-zero replica code, else 0 (None when unknown)."""
+    codes = [r["exit_code"] for r in status.get("replicas", []) if r.get("exit_code") is not None]
+    if not codes:
+        return None
+    return next((c for c in codes if c != 0), 0)
+
+
 class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
     """torchx's LocalScheduler, made durable: describe, logs, cancel and list from any process."""
 
@@ -222,7 +230,8 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             if final is not None:
                 record = self._store().update(
                     self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
-                    data={"msg": msg, "final": final},
+                    data={"msg": msg, "final": final, "exit_code": _exit_code(final),
+                          "ended_at": final.get("ended_at", time.time())},
                 )
                 state, msg = AppState[record.state], record.data.get("msg", msg)
         return self._response(record, state, msg)
@@ -349,7 +358,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             return  # already ended: cancelling again (or after success) changes nothing
         record = self._store().update(
             self.backend, app_id, state=AppState.CANCELLED.name, if_state_in=ACTIVE_STATES,
-            data={"cancelled_at": time.time(), "msg": "cancelled"},
+            data={"ended_at": time.time(), "msg": "cancelled"},
         )
         if record.state == AppState.CANCELLED.name and "pid" in record.data:
             self._terminate(record)

@@ -1,0 +1,286 @@
+"""`nemorun`: list, watch, tail and cancel experiments and jobs on any backend, or run a command.
+
+Commands import what they need when they run, so `nemorun --help` and the read commands
+start fast. Exit status: 0 fine, 1 a job or task failed / was cancelled / was skipped,
+2 the thing named does not exist or the input is invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+from nemo_run.exceptions import ConfigError, NemoRunError, UnknownExperimentError, UnknownJobError
+
+EXIT_FAILED, EXIT_NOT_FOUND = 1, 2
+BAD_END_STATES = {"FAILED", "CANCELLED", "SKIPPED"}
+
+app = typer.Typer(
+    name="nemorun", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+    help="Launch jobs and follow them later from any shell.",
+    epilog=(
+        "Examples:\n\n"
+        "  nemorun run -- python train.py --lr 0.1\n\n"
+        "  nemorun experiment list\n\n"
+        "  nemorun experiment status my-exp_20260101-120000_ab12\n\n"
+        "  nemorun job logs local_persistent://nemo_run/train-abc123 --follow\n\n"
+        "  nemorun job list --state RUNNING --json"
+    ),
+)
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments: groups of tasks launched together.")
+job_app = typer.Typer(no_args_is_help=True, help="Single jobs on any backend, by app handle.")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(job_app, name="job")
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=1, default=str) + "\n")
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"nemorun: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Any) -> Any:
+    """Turn our errors into a one-line message and the documented exit status."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (UnknownJobError, UnknownExperimentError) as e:
+            _fail(str(e), EXIT_NOT_FOUND)
+        except ConfigError as e:
+            _fail(str(e), EXIT_NOT_FOUND)
+        except NemoRunError as e:
+            _fail(str(e), EXIT_FAILED)
+
+    return wrapper
+
+
+def _open_experiment(id_or_title: str) -> Any:
+    from nemo_run.run.experiment import Experiment
+
+    try:
+        return Experiment.from_id(id_or_title)
+    except UnknownExperimentError as by_id:
+        try:
+            return Experiment.from_title(id_or_title)
+        except UnknownExperimentError:
+            raise by_id from None
+
+
+# -- experiment ------------------------------------------------------------------------------
+@experiment_app.command("list")
+@_guard
+def experiment_list(title: str = typer.Argument(None, help="Only experiments with this title."),
+                    as_json: bool = JSON_OPTION) -> None:
+    """List experiments, oldest first.   Example: nemorun experiment list my-exp"""
+    from nemo_run.run.experiment_files import list_experiments
+
+    records = list_experiments(title)
+    rows = [{"id": r.id, "title": r.title, "created_at": r.created_at, "tasks": [t.id for t in r.tasks],
+             "dir": r.dir} for r in records]
+    if as_json:
+        _emit_json(rows)
+        return
+    from nemo_run.cli.render import print_table, when
+
+    print_table("Experiments", ["id", "title", "created", "tasks"],
+                [[r["id"], r["title"], when(r["created_at"]), ", ".join(r["tasks"])] for r in rows])
+
+
+@experiment_app.command("status")
+@_guard
+def experiment_status(id: str = typer.Argument(..., help="Experiment id (or a title: its latest)."),
+                      as_json: bool = JSON_OPTION) -> None:
+    """Each task's state, handle, times and exit code.   Example: nemorun experiment status ID --json"""
+    exp = _open_experiment(id)
+    statuses = exp.status(return_dict=True)
+    if as_json:
+        _emit_json({"id": exp.id, "title": exp.title, "dir": exp.dir, "tasks": statuses})
+    else:
+        from nemo_run.cli.render import print_experiment_status
+
+        print_experiment_status(exp._current_record(), statuses)
+    if any(s["state"] in BAD_END_STATES for s in statuses.values()):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@experiment_app.command("logs")
+@_guard
+def experiment_logs(id: str = typer.Argument(..., help="Experiment id or title."),
+                    task: str = typer.Argument(..., help="Task id within the experiment."),
+                    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the task ends."),
+                    regex: str = typer.Option(None, "--regex", help="Only lines matching this regex.")) -> None:
+    """Print a task's logs.   Example: nemorun experiment logs ID train --follow"""
+    exp = _open_experiment(id)
+    for line in exp.log_lines(task, follow=follow, regex=regex):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+@experiment_app.command("cancel")
+@_guard
+def experiment_cancel(id: str = typer.Argument(..., help="Experiment id or title."),
+                      task: str = typer.Argument(None, help="Task id; omit with --all."),
+                      all_tasks: bool = typer.Option(False, "--all", help="Cancel every task.")) -> None:
+    """Cancel one task or all of them.   Example: nemorun experiment cancel ID --all"""
+    if (task is None) == (not all_tasks):
+        _fail("name one TASK or pass --all (not both)", EXIT_NOT_FOUND)
+    exp = _open_experiment(id)
+    acted = exp.cancel(None if all_tasks else task)
+    typer.echo(f"cancelled: {', '.join(acted) if acted else 'nothing was running'}")
+
+
+# -- job -------------------------------------------------------------------------------------
+@job_app.command("list")
+@_guard
+def job_list(backend: str = typer.Option(None, "--backend", "-b", help="local, docker, skypilot, dgxcloud, lepton."),
+             state: str = typer.Option(None, "--state", "-s", help="e.g. RUNNING, FAILED."),
+             limit: int = typer.Option(50, "--limit", "-n", help="Newest N jobs; 0 for all."),
+             as_json: bool = JSON_OPTION) -> None:
+    """List known jobs, newest first (states as last recorded).   Example: nemorun job list -b local"""
+    from nemo_run.core.store import get_store
+
+    scheduler = None
+    if backend:
+        from nemo_run.run.torchx_backend.schedulers.api import backend_named
+
+        scheduler = backend_named(backend).scheduler
+    records = get_store().list(scheduler, state=state.upper() if state else None, limit=limit or None)
+    rows = [{"handle": r.handle, "backend": r.backend, "app_id": r.app_id, "state": r.state,
+             "experiment_id": r.experiment_id, "created_at": r.created_at, "job_dir": r.log_dir}
+            for r in records]
+    if as_json:
+        _emit_json(rows)
+        return
+    from nemo_run.cli.render import print_table, state_text, when
+
+    print_table("Jobs", ["handle", "state", "created", "experiment"],
+                [[r["handle"], state_text(r["state"]), when(r["created_at"]), r["experiment_id"]] for r in rows])
+
+
+@job_app.command("status")
+@_guard
+def job_status(handle: str = typer.Argument(..., help="App handle, e.g. local_persistent://nemo_run/<id>."),
+               as_json: bool = JSON_OPTION) -> None:
+    """The live state of one job.   Example: nemorun job status HANDLE --json"""
+    from nemo_run.run.job import job_status as status_of
+
+    status = status_of(handle)
+    if as_json:
+        _emit_json(status)
+    else:
+        from nemo_run.cli.render import print_table, state_text, when
+
+        print_table(status["handle"], ["state", "exit", "started", "ended", "job dir", "note"],
+                    [[state_text(status["state"]), status["exit_code"], when(status["started_at"]),
+                      when(status["ended_at"]), status["job_dir"], status["msg"]]])
+    if status["state"] in BAD_END_STATES:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@job_app.command("logs")
+@_guard
+def job_logs(handle: str = typer.Argument(..., help="App handle."),
+             follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
+             regex: str = typer.Option(None, "--regex", help="Only lines matching this regex.")) -> None:
+    """Print a job's logs (all roles and replicas).   Example: nemorun job logs HANDLE -f"""
+    from nemo_run.run.job import job_log_lines
+
+    for line in job_log_lines(handle, follow=follow, regex=regex):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+@job_app.command("cancel")
+@_guard
+def job_cancel(handle: str = typer.Argument(..., help="App handle.")) -> None:
+    """Cancel a job (its whole process group / container / workload).   Example: nemorun job cancel HANDLE"""
+    from nemo_run.run.job import job_status as status_of
+    from nemo_run.run.torchx_backend.runner import get_runner
+
+    status_of(handle)  # raises a clear error for an unknown handle
+    get_runner().cancel(handle)
+    typer.echo(f"{handle}: {status_of(handle)['state']}")
+
+
+# -- run -------------------------------------------------------------------------------------
+def _parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@app.command("run", context_settings={"allow_interspersed_args": False})
+@_guard
+def run_command(
+    cmd: list[str] = typer.Argument(..., help="The command and its arguments, after --."),
+    executor: str = typer.Option("local", "--executor", "-e", help="local, docker, skypilot, dgxcloud, lepton."),
+    name: str = typer.Option(None, "--name", help="Task name (default: the command's name)."),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the job's environment (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o",
+                                     help="Executor field KEY=VALUE, e.g. -o ntasks_per_node=2 (repeatable)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the job and exit with its outcome."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Run a command as a one-task experiment.   Example: nemorun run -o ntasks_per_node=2 -- python train.py"""
+    import os
+    import shlex
+
+    import nemo_run as run
+    from nemo_run.run.torchx_backend.schedulers.api import backend_named
+
+    fields = {k: _option_value(v) for k, v in _parse_pairs(option, "--option").items()}
+    fields["env_vars"] = {**fields.get("env_vars", {}), **_parse_pairs(env, "--env")}
+    executor_class = backend_named(executor).executor_class()
+    try:
+        chosen = executor_class(**fields)
+    except TypeError as e:
+        raise ConfigError(f"--option for {executor_class.__name__}: {e}") from e
+    task_name = name or os.path.basename(cmd[0]).replace(".", "-") or "cmd"
+    exp = run.Experiment(task_name, executor=chosen)
+    exp.add(run.Script(inline=shlex.join(cmd)), name=task_name)
+    exp.run(detach=True)
+    info = {"experiment_id": exp.id, "task": task_name, **exp.status(return_dict=True)[task_name]}
+    if wait:
+        from nemo_run.cli.render import console
+
+        with console(stderr=True).status(f"waiting for {task_name} ({exp.id})"):
+            info.update(exp.wait()[task_name])
+    if as_json:
+        _emit_json(info)
+    else:
+        typer.echo(f"experiment {exp.id}: task {task_name} {info['state']} ({info['handle']})")
+        if not wait:
+            typer.echo(f"follow it:  nemorun experiment logs {exp.id} {task_name} --follow")
+            typer.echo(f"status:     nemorun experiment status {exp.id}")
+    if info["state"] in BAD_END_STATES:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Human output for the CLI and `Experiment.status()`: rich tables, loaded only when printing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+STATE_STYLES = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan",
+                "SKIPPED": "magenta", "WAITING": "dim"}
+
+
+def when(ts: float | None) -> str:
+    """Time of day for today, date and time otherwise."""
+    if not ts:
+        return "-"
+    same_day = time.localtime(ts)[:3] == time.localtime()[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console that stays wide when piped, so handles are not folded mid-word."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "200"))
+    return Console(file=stream, width=width)
+
+
+def state_text(state: str) -> str:
+    style = STATE_STYLES.get(state)
+    return f"[{style}]{state}[/{style}]" if style else state
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold" if column == "note" else "ellipsis", no_wrap=column != "note")
+    for row in rows:
+        table.add_row(*("-" if v is None else str(v) for v in row))
+    console().print(table)
+
+
+def print_experiment_status(record: Any, statuses: dict[str, dict[str, Any]]) -> None:
+    rows = [
+        [task_id, state_text(s["state"]), s["exit_code"], when(s["started_at"]), when(s["ended_at"]),
+         s["handle"], s["reason"]]
+        for task_id, s in statuses.items()
+    ]
+    print_table(f"Experiment {record.id}  ({record.dir})",
+                ["task", "state", "exit", "started", "ended", "handle", "note"], rows)

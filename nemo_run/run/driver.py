@@ -1,0 +1,159 @@
+"""The experiment driver: launches each task once its dependencies SUCCEEDED, skips the rest.
+
+It runs inside the launching process for attached runs, or as a detached process
+(`python -m nemo_run.run.driver`, plan pickled on stdin, never on disk) for a detached
+experiment whose tasks wait on others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from torchx.specs import AppState, is_terminal
+
+from nemo_run.core import processes
+from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
+
+log = logging.getLogger(__name__)
+
+MAX_PARALLEL_LAUNCHES = 8
+
+
+def identity_of_this_process() -> dict[str, Any]:
+    stat = processes.proc_stat(os.getpid())
+    return {"pid": os.getpid(), "start_ticks": stat.start_ticks if stat else None,
+            "boot_id": processes.boot_id()}
+
+
+def driver_alive(record: ExperimentRecord) -> bool:
+    d = record.driver
+    return bool(d) and processes.is_same_process_alive(d["pid"], d.get("start_ticks") or -1, d.get("boot_id", ""))
+
+
+class Driver:
+    """Moves an experiment's tasks from planned to launched to finished."""
+
+    def __init__(self, record: ExperimentRecord, prepare: Callable[[str], Any], runner: Any,
+                 on_launch: Callable[[TaskEntry], None] | None = None) -> None:
+        self.record = record
+        self.prepare = prepare  # task id -> AppDryRunInfo
+        self.runner = runner
+        self.on_launch = on_launch
+        self.states: dict[str, AppState] = {}
+        self.launch_errors: dict[str, Exception] = {}  # kept for callers that re-raise them
+
+    def _blocked_reason(self, entry: TaskEntry) -> str | None | bool:
+        """A reason it can never run, True when it may launch now, None while it must wait."""
+        for dep_id in entry.dependencies:
+            dep = self.record.task(dep_id)
+            if dep.skipped or dep.error:
+                return f"dependency {dep_id!r} did not run"
+            state = self.states.get(dep_id)
+            if dep.handle is None or state is None or not is_terminal(state):
+                return None
+            if state != AppState.SUCCEEDED:
+                return f"dependency {dep_id!r} ended {state.name}"
+        return True
+
+    def _launch(self, entry: TaskEntry) -> None:
+        try:
+            info = self.prepare(entry.id)
+            entry.handle = self.runner.schedule(info)
+        except Exception as e:  # recorded on the task; the experiment goes on
+            log.error("launching task %s failed: %s", entry.id, e)
+            entry.error = f"launch failed: {e}"
+            self.launch_errors[entry.id] = e
+            return
+        entry.job_dir = getattr(info.request, "log_dir", None) or getattr(info._cfg, "job_dir", None)
+        entry.launched_at = time.time()
+        self.states[entry.id] = AppState.SUBMITTED
+        if self.on_launch is not None:
+            self.on_launch(entry)
+
+    def step(self) -> tuple[bool, bool]:
+        """One pass; returns (anything still pending or running, anything changed)."""
+        changed = False
+        for entry in self.record.tasks:
+            if entry.handle and not is_terminal(self.states.get(entry.id, AppState.UNKNOWN)):
+                status = self.runner.status(entry.handle)
+                new = status.state if status else AppState.UNKNOWN
+                changed |= new != self.states.get(entry.id)
+                self.states[entry.id] = new
+        ready = []
+        for entry in self.record.tasks:
+            if entry.handle or entry.skipped or entry.error:
+                continue
+            if self.record.cancel_requested(entry.id):
+                entry.skipped, changed = "cancelled before launch", True
+                continue
+            verdict = self._blocked_reason(entry)
+            if verdict is True:
+                ready.append(entry)
+            elif verdict:
+                entry.skipped, changed = f"not run: {verdict}", True
+        if ready:
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_LAUNCHES, len(ready))) as pool:
+                list(pool.map(self._launch, ready))
+            changed = True
+        pending = any(not (e.handle or e.skipped or e.error) for e in self.record.tasks)
+        running = any(e.handle and not is_terminal(self.states.get(e.id, AppState.UNKNOWN))
+                      for e in self.record.tasks)
+        if not pending and not self.record.launch_done:
+            self.record.launch_done, changed = True, True
+        if changed:
+            self.record.save()
+        return pending or running, changed
+
+    def run(self, timeout: float | None = None) -> bool:
+        """Drive until every task ended or was skipped; False if `timeout` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            busy, changed = self.step()
+            if not busy:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            delay = 0.005 if changed else min(delay * 1.5, 0.5)
+            time.sleep(delay)
+
+    def interrupt(self) -> list[str]:
+        """Skip what has not launched and cancel what runs; returns the cancelled task ids."""
+        cancelled = []
+        for entry in self.record.tasks:
+            if not (entry.handle or entry.skipped or entry.error):
+                entry.skipped = "not run: experiment interrupted"
+            elif entry.handle and not is_terminal(self.states.get(entry.id, AppState.UNKNOWN)):
+                self.runner.cancel(entry.handle)
+                self.states[entry.id] = AppState.CANCELLED
+                cancelled.append(entry.id)
+        self.record.launch_done = True
+        self.record.save()
+        return cancelled
+
+
+def main() -> int:
+    """Detached driver: plan on stdin as pickle {"dir": ..., "apps": {task_id: (AppDef, Executor)}}."""
+    from nemo_run.run.torchx_backend.runner import get_runner
+
+    plan = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    record = ExperimentRecord.load(plan["dir"])
+    record.driver = identity_of_this_process()
+    record.save()
+    runner = get_runner()
+    apps = plan["apps"]
+    Driver(record, lambda task_id: runner.dryrun_for(*apps[task_id]), runner).run()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(main())

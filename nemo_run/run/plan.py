@@ -1,0 +1,80 @@
+"""An experiment's plan: its tasks and their dependencies, checked before anything launches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nemo_run.exceptions import ConfigError
+
+
+@dataclass
+class PlannedTask:
+    """A task as added: one job (several roles for a task group) on one executor."""
+
+    id: str
+    tasks: list[Any]
+    executor: Any
+    dependencies: list[str] = field(default_factory=list)
+
+
+def _listing(names: Iterable[str]) -> str:
+    names = list(names)
+    return ", ".join(repr(n) for n in names) if names else "none yet"
+
+
+def check_new_task_id(task_id: str, existing: Iterable[str]) -> None:
+    """Task ids name folders and CLI arguments: non-empty, unique, no path separators."""
+    existing = list(existing)
+    if not task_id or "/" in task_id or task_id in (".", ".."):
+        raise ConfigError(f"task name {task_id!r} is not usable; pick a non-empty name without '/'")
+    if task_id in existing:
+        raise ConfigError(
+            f"the experiment already has a task named {task_id!r}; give name=... a unique value "
+            f"(existing tasks: {_listing(existing)})"
+        )
+
+
+def launch_order(tasks: list[PlannedTask]) -> list[str]:
+    """Task ids in an order that respects dependencies; raises on unknown ids or cycles."""
+    ids = [t.id for t in tasks]
+    by_id = {t.id: t for t in tasks}
+    for task in tasks:
+        for dep in task.dependencies:
+            if dep not in by_id:
+                raise ConfigError(
+                    f"task {task.id!r} depends on {dep!r}, which is not in the experiment "
+                    f"(tasks: {_listing(ids)})"
+                )
+    order: list[str] = []
+    state: dict[str, str] = {}  # "visiting" | "done"
+
+    def visit(task_id: str, path: list[str]) -> None:
+        if state.get(task_id) == "done":
+            return
+        if state.get(task_id) == "visiting":
+            cycle = path[path.index(task_id):] + [task_id]
+            raise ConfigError(f"dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies")
+        state[task_id] = "visiting"
+        for dep in by_id[task_id].dependencies:
+            visit(dep, [*path, task_id])
+        state[task_id] = "done"
+        order.append(task_id)
+
+    for task_id in ids:
+        visit(task_id, [])
+    return order
+
+
+def dependents_of(tasks: list[PlannedTask], failed: str) -> list[str]:
+    """Every task that (transitively) depends on `failed`."""
+    out: list[str] = []
+    frontier = [failed]
+    while frontier:
+        current = frontier.pop()
+        for task in tasks:
+            if current in task.dependencies and task.id not in out:
+                out.append(task.id)
+                frontier.append(task.id)
+    return out
