@@ -39,7 +39,7 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 def _emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=1, default=str) + "\n")
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
 def _fail(message: str, code: int) -> None:
@@ -155,7 +155,8 @@ def job_list(backend: str = typer.Option(None, "--backend", "-b", help="local, d
         from nemo_run.run.torchx_backend.schedulers.api import backend_named
 
         scheduler = backend_named(backend).scheduler
-    records = get_store().list(scheduler, state=state.upper() if state else None, limit=limit or None)
+    records = get_store().list(scheduler, state=state.upper() if state else None, limit=limit or None,
+                               include_data=False)
     rows = [{"handle": r.handle, "backend": r.backend, "app_id": r.app_id, "state": r.state,
              "experiment_id": r.experiment_id, "created_at": r.created_at, "job_dir": r.log_dir}
             for r in records]

@@ -51,8 +51,10 @@ class JobStore(abc.ABC):
         state: str | None = None,
         experiment_id: str | None = None,
         limit: int | None = None,
+        include_data: bool = True,
     ) -> list[JobRecord]:
-        """Records newest first, optionally filtered."""
+        """Records newest first, optionally filtered; `include_data=False` skips decoding
+        each record's backend data (for listings of many records)."""
 
     @abc.abstractmethod
     def find(self, app_id: str) -> list[JobRecord]:

@@ -54,9 +54,10 @@ _local = threading.local()
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["data"] = json.loads(values["data"])
-    return JobRecord(**values)
+    """Columns are in JobRecord's field order; `data` (last) is JSON, or absent when not selected."""
+    if len(row) == len(_COLUMNS):
+        return JobRecord(*row[:-1], data=json.loads(row[-1]))
+    return JobRecord(*row, data={})
 
 
 def _record_to_row(record: JobRecord) -> tuple[Any, ...]:
@@ -247,13 +248,15 @@ class SqliteJobStore(JobStore):
         state: str | None = None,
         experiment_id: str | None = None,
         limit: int | None = None,
+        include_data: bool = True,
     ) -> list[JobRecord]:
         where, args = [], []
         for column, value in (("backend", backend), ("state", state), ("experiment_id", experiment_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+        columns = ", ".join(_COLUMNS if include_data else _COLUMNS[:-1])
+        sql = f"SELECT {columns} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC"

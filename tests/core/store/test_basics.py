@@ -221,3 +221,21 @@ def test_threads_share_a_store_with_their_own_connections():
     assert not errors
     assert len(store.list()) == 80
     assert all(store.get("local_persistent", f"t{t}-0").data == {"thread": t} for t in range(4))
+
+
+def test_columns_follow_record_field_order():
+    """Rows are turned into records positionally: the two orders must agree."""
+    import dataclasses
+
+    from nemo_run.core.store.records import JobRecord
+    from nemo_run.core.store.sqlite import _COLUMNS
+
+    assert tuple(f.name for f in dataclasses.fields(JobRecord)) == _COLUMNS
+
+
+def test_list_without_data_skips_it(nemorun_home):
+    from nemo_run.core.store import JobRecord, get_store
+
+    get_store().put(JobRecord("local_persistent", "light", data={"pid": 1}))
+    [record] = get_store().list(include_data=False)
+    assert record.app_id == "light" and record.data == {}
