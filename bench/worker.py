@@ -143,9 +143,7 @@ def add_fillers(count: int) -> None:
         except FileNotFoundError:
             apps = {}
         for app_id in filler_ids(count):
-            apps.setdefault(
-                app_id, ["SUCCEEDED", app_id, os.path.join(log_root, app_id), ["main"]]
-            )
+            apps.setdefault(app_id, ["SUCCEEDED", app_id, os.path.join(log_root, app_id), ["main"]])
         tmp = path + ".bench-tmp"
         with open(tmp, "w") as f:
             json.dump(apps, f)

@@ -119,8 +119,8 @@ class SqliteJobStore(JobStore):
             conn = sqlite3.connect(self.location, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._set_journal_mode(conn)
-            conn.execute("PRAGMA synchronous = FULL")
+            wal = self._set_journal_mode(conn)
+            conn.execute(f"PRAGMA synchronous = {self._sync_level(wal)}")
             self._migrate(conn)
         if self._legacy_home:
             from nemo_run.core.store.legacy import import_legacy_records
@@ -128,7 +128,18 @@ class SqliteJobStore(JobStore):
             import_legacy_records(self, conn, self._legacy_home)
         return conn
 
-    def _set_journal_mode(self, conn: sqlite3.Connection) -> None:
+    @staticmethod
+    def _sync_level(wal: bool) -> str:
+        """NORMAL with WAL: a commit is in the WAL (page cache) before we return, so it survives
+        kill -9 of any process; only an OS crash or power cut can drop the last commits, and the
+        file stays consistent. `NEMORUN_STORE_SYNC=full` adds an fsync per commit for that case.
+        A rollback journal (network filesystems) always uses FULL."""
+        wanted = os.environ.get("NEMORUN_STORE_SYNC", "").upper()
+        if wanted in ("FULL", "NORMAL", "EXTRA"):
+            return wanted
+        return "NORMAL" if wal else "FULL"
+
+    def _set_journal_mode(self, conn: sqlite3.Connection) -> bool:
         wanted = os.environ.get("NEMORUN_STORE_JOURNAL", "").lower()
         if not wanted:
             wanted = "delete" if is_network_filesystem(self.location) else "wal"
@@ -151,6 +162,7 @@ class SqliteJobStore(JobStore):
                 time.sleep(0.005)
         if mode.lower() != wanted:
             log.debug("journal_mode %s requested, %s in use for %s", wanted, mode, self.location)
+        return mode.lower() == "wal"
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -2,7 +2,7 @@
 
 The app id is torchx's `<name>-<random suffix>`; the handle is
 `local_persistent://<session>/<app id>`. Each job runs under `local_supervisor.py`, which
-owns the replicas' pipes and writes `status.json` with their exit codes when they end, so
+owns the replicas' pipes and writes their exit codes and a `status` file when they end, so
 any later process can read the real outcome. The job store record holds the supervisor's
 pid, start ticks and boot id: enough to tell the job apart from a later process that reuses
 the pid, and to cancel its whole process group.
@@ -10,8 +10,8 @@ the pid, and to cancel its whole process group.
 
 from __future__ import annotations
 
-import json
 import logging
+import marshal
 import os
 import re
 import shutil
@@ -47,7 +47,7 @@ from nemo_run.core.redact import redact_env
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
-from nemo_run.run.torchx_backend.schedulers.local_supervisor import STATUS_FILE
+from nemo_run.run.torchx_backend.schedulers.local_supervisor import EXIT_CODE_FILE, STATUS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,31 @@ def _format_request(request: PopenRequest) -> str:
     return "\n".join(lines)
 
 
-def _read_status(log_dir: str | None) -> dict[str, Any] | None:
+def _read_status(log_dir: str | None, roles: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The supervisor's final outcome, or None while it has not written one."""
     if not log_dir:
         return None
     try:
         with open(os.path.join(log_dir, STATUS_FILE), encoding="utf-8") as fh:
-            return json.load(fh)
+            fields = dict(line.split(" ", 1) for line in fh.read().splitlines() if " " in line)
+        status: dict[str, Any] = {"ended_at": float(fields["ended_at"]),
+                                  "terminated_by_signal": fields.get("terminated", "0").strip() == "1",
+                                  "replicas": []}
+        for role in roles:
+            for k in range(int(role.get("num_replicas", 1))):
+                path = os.path.join(log_dir, role["name"], str(k), EXIT_CODE_FILE)
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        code, restarts = (int(v) for v in fh.read().split())
+                except FileNotFoundError:
+                    code, restarts = None, 0
+                status["replicas"].append({"role": role["name"], "replica_id": k,
+                                           "exit_code": code, "restarts": restarts})
+        return status
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        log.warning("unreadable %s in %s: %s", STATUS_FILE, log_dir, e)
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("unreadable job status in %s: %s", log_dir, e)
         return None
 
 
@@ -201,7 +216,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             )
         try:
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps(spec).encode())
+            proc.stdin.write(marshal.dumps(spec))
             proc.stdin.close()
         except BrokenPipeError as e:
             proc.wait()
@@ -243,7 +258,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             return AppState.UNKNOWN, "imported from nemo-run 0.11.1 without process details", None
         self._reap()
         for attempt in range(2):  # the job may finish between reading status and checking the pid
-            status = _read_status(record.log_dir)
+            status = _read_status(record.log_dir, data.get("roles", []))
             if status is not None:
                 state, msg = _state_from_status(status)
                 return state, msg, status
@@ -255,7 +270,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         return AppState.FAILED, msg, {"replicas": []}
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
-        final = record.data.get("final") or _read_status(record.log_dir) or {}
+        final = record.data.get("final") or _read_status(record.log_dir, record.data.get("roles", [])) or {}
         exit_codes = {(r["role"], r["replica_id"]): r for r in final.get("replicas", [])}
         roles, statuses = [], []
         for spec in record.data.get("roles", []):

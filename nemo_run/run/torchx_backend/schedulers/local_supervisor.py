@@ -1,27 +1,44 @@
 """Supervisor of one local job: the process that outlives the launcher and records the outcome.
 
-Run as `python -S -I local_supervisor.py` (standard library only, so it starts in ~15 ms and
-needs no site-packages) in a new session; every replica it starts shares its process group,
-so one `killpg` cancels the whole job. The launch spec arrives as JSON on stdin, never on
-disk, because replica environments may carry credentials.
+Run as `python -S -I local_supervisor.py` in a new session. It imports only built-in modules
+(no json, re or subprocess: those tripled its start-up), so a job costs about one bare
+interpreter start. Every replica it starts shares its process group, so one `killpg`
+cancels the whole job. The launch spec arrives on stdin in `marshal` format from the same
+interpreter, never on disk, because replica environments may carry credentials.
 
-It copies each replica's stdout and stderr into `stdout.log`, `stderr.log` and an interleaved
-`combined.log`, restarts a failed replica up to `retries` times, and finally writes
-`<app log dir>/status.json` atomically: the only source of exit codes for later processes.
+It copies each replica's stdout and stderr into `stdout.log`, `stderr.log` and an
+interleaved `combined.log`, restarts a failed replica up to `retries` times, writes
+`<replica dir>/exit_code` ("<code> <restarts>") as each replica ends, and finally
+`<app log dir>/status` ("ended_at <unix time>" and "terminated <0|1>"): plain text, so any
+later process (any Python version) can read the outcome.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
-import selectors
+import select
 import signal
-import subprocess
 import sys
 import time
 
-STATUS_FILE = "status.json"
+STATUS_FILE = "status"
+EXIT_CODE_FILE = "exit_code"
 DRAIN_AFTER_EXIT_S = 0.2  # grandchildren may keep a pipe open; stop reading shortly after exit
+
+
+def write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _open_log(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 
 class Replica:
@@ -29,57 +46,69 @@ class Replica:
 
     def __init__(self, spec: dict) -> None:
         self.spec = spec
+        self.pid: int | None = None
         self.exit_code: int | None = None
         self.restarts = 0
-        self.proc: subprocess.Popen | None = None
-        self.open_pipes = 0
         self.exited_at: float | None = None
-        self.stdout = open(spec["stdout"], "ab", buffering=0)
-        self.stderr = open(spec["stderr"], "ab", buffering=0)
-        self.combined = open(spec["combined"], "ab", buffering=0)
+        self.pipes: dict[int, int] = {}  # read end -> log fd of that stream
+        self.stdout = _open_log(spec["stdout"])
+        self.stderr = _open_log(spec["stderr"])
+        self.combined = _open_log(spec["combined"])
 
-    def start(self, selector: selectors.BaseSelector) -> None:
-        self.exited_at = None
+    def start(self, poller: select.poll) -> None:
+        self.exited_at, self.exit_code = None, None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, err_w, 2),
+        ]
         try:
-            self.proc = subprocess.Popen(
-                self.spec["args"], env=self.spec["env"], cwd=self.spec.get("cwd") or None,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
+            if self.spec.get("cwd"):
+                os.chdir(self.spec["cwd"])
+            program = self.spec["args"][0]
+            spawn = os.posix_spawn if os.sep in program else os.posix_spawnp
+            self.pid = spawn(program, self.spec["args"], self.spec["env"], file_actions=actions)
         except OSError as e:
             message = f"nemo_run: cannot start {self.spec['args'][0]!r}: {e}\n".encode()
-            self.stderr.write(message)
-            self.combined.write(message)
-            self.proc, self.exit_code = None, 127
+            os.write(self.stderr, message)
+            os.write(self.combined, message)
+            self.pid, self.exit_code = None, 127
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
             return
-        selector.register(self.proc.stdout, selectors.EVENT_READ, (self, self.stdout))
-        selector.register(self.proc.stderr, selectors.EVENT_READ, (self, self.stderr))
-        self.open_pipes = 2
+        finally:
+            os.chdir(self.spec["log_dir"])
+        os.close(out_w)
+        os.close(err_w)
+        for read_end, log_fd in ((out_r, self.stdout), (err_r, self.stderr)):
+            self.pipes[read_end] = log_fd
+            poller.register(read_end, select.POLLIN | select.POLLHUP)
+
+    def close_pipe(self, fd: int, poller: select.poll) -> None:
+        poller.unregister(fd)
+        os.close(fd)
+        del self.pipes[fd]
+
+    def reap(self) -> bool:
+        """True once the process has exited (its code is kept in `returncode`)."""
+        if self.pid is None:
+            return True
+        if self.exited_at is not None:
+            return True
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.exited_at = time.monotonic()
+        return True
 
     def running(self) -> bool:
-        return self.proc is not None and (self.open_pipes > 0 or self.proc.poll() is None)
+        return self.pid is not None and (bool(self.pipes) or self.exited_at is None)
 
 
-def _write_status(path: str, replicas: list[Replica], terminated: bool, started_at: float) -> None:
-    status = {
-        "started_at": started_at,
-        "ended_at": time.time(),
-        "terminated_by_signal": terminated,
-        "replicas": [
-            {"role": r.spec["role"], "replica_id": r.spec["replica_id"],
-             "exit_code": r.exit_code, "restarts": r.restarts}
-            for r in replicas
-        ],
-    }
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(status, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def supervise(spec: dict) -> int:
-    started_at = time.time()
+def supervise(spec: dict) -> None:
     terminated = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -89,49 +118,57 @@ def supervise(spec: dict) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    selector = selectors.DefaultSelector()
-    replicas = [Replica(r) for r in spec["replicas"]]
+    poller = select.poll()
+    replicas = []
+    for replica_spec in spec["replicas"]:
+        replica_spec["log_dir"] = spec["log_dir"]
+        replicas.append(Replica(replica_spec))
+    by_fd: dict[int, Replica] = {}
     for replica in replicas:
-        replica.start(selector)
+        replica.start(poller)
+        by_fd.update(dict.fromkeys(replica.pipes, replica))
     retries = int(spec.get("retries", 0))
 
     while any(r.running() for r in replicas):
-        for key, _ in selector.select(timeout=0.05):
-            replica, stream_file = key.data
-            chunk = os.read(key.fd, 65536)
+        try:
+            events = poller.poll(50)
+        except InterruptedError:
+            events = []
+        for fd, _ in events:
+            replica = by_fd[fd]
+            chunk = os.read(fd, 65536)
             if chunk:
-                stream_file.write(chunk)
-                replica.combined.write(chunk)
+                os.write(replica.pipes[fd], chunk)
+                os.write(replica.combined, chunk)
             else:
-                selector.unregister(key.fileobj)
-                key.fileobj.close()
-                replica.open_pipes -= 1
+                replica.close_pipe(fd, poller)
         now = time.monotonic()
         for replica in replicas:
-            proc = replica.proc
-            if proc is None or proc.poll() is None:
+            if replica.pid is None or replica.exit_code is not None or not replica.reap():
                 continue
-            if replica.exited_at is None:
-                replica.exited_at = now
-            if replica.open_pipes and now - replica.exited_at > DRAIN_AFTER_EXIT_S:
-                for pipe in (proc.stdout, proc.stderr):
-                    if pipe is not None and not pipe.closed:
-                        selector.unregister(pipe)
-                        pipe.close()
-                replica.open_pipes = 0
-            if replica.open_pipes == 0 and replica.exit_code is None:
-                replica.exit_code = proc.returncode
-                if replica.exit_code != 0 and replica.restarts < retries and not terminated:
-                    replica.restarts += 1
-                    note = f"nemo_run: exit code {replica.exit_code}; restart {replica.restarts}/{retries}\n"
-                    replica.combined.write(note.encode())
-                    replica.exit_code = None
-                    replica.start(selector)
-    _write_status(os.path.join(spec["log_dir"], STATUS_FILE), replicas, terminated, started_at)
-    return 0
+            if replica.pipes and now - replica.exited_at < DRAIN_AFTER_EXIT_S:
+                continue
+            for fd in list(replica.pipes):
+                replica.close_pipe(fd, poller)
+            replica.exit_code = replica.returncode
+            if replica.exit_code != 0 and replica.restarts < retries and not terminated:
+                replica.restarts += 1
+                note = f"nemo_run: exit code {replica.exit_code}; restart {replica.restarts}/{retries}\n"
+                os.write(replica.combined, note.encode())
+                replica.start(poller)
+                by_fd.update(dict.fromkeys(replica.pipes, replica))
+                continue
+            write_atomically(os.path.join(os.path.dirname(replica.spec["stdout"]), EXIT_CODE_FILE),
+                             f"{replica.exit_code} {replica.restarts}\n")
+    for replica in replicas:
+        if replica.pid is None:  # never started: record why it failed
+            write_atomically(os.path.join(os.path.dirname(replica.spec["stdout"]), EXIT_CODE_FILE),
+                             f"{replica.exit_code} 0\n")
+    write_atomically(os.path.join(spec["log_dir"], STATUS_FILE),
+                     f"ended_at {time.time()}\nterminated {int(terminated)}\n")
 
 
 if __name__ == "__main__":
-    launch_spec = json.load(sys.stdin)
+    launch_spec = marshal.loads(sys.stdin.buffer.read())
     sys.stdin.close()
-    sys.exit(supervise(launch_spec))
+    supervise(launch_spec)
