@@ -16,3 +16,29 @@ def nemorun_home(tmp_path, monkeypatch):
     set_nemorun_home(None)
     yield home
     set_nemorun_home(None)
+
+
+@pytest.fixture(scope="session")
+def docker_image():
+    """The local test image on a live engine; skip (or fail when CI=true) without one."""
+    import os
+
+    reason = os.environ.get("NEMORUN_TEST_DOCKER_SKIP")
+    image = os.environ.get("NEMORUN_TEST_IMAGE")
+    if not reason and not image:
+        reason = "no engine was set up: run the tests through scripts/test.sh (NEMORUN_TEST_IMAGE unset)"
+    if not reason:
+        try:
+            import docker
+
+            client = docker.from_env(timeout=10)
+            client.ping()
+            client.images.get(image)
+            client.close()
+        except Exception as e:  # noqa: BLE001 - any failure means no usable engine
+            reason = f"Docker engine or image {image} unusable: {e}"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true requires the Docker tests to run: {reason}")
+        pytest.skip(f"Docker tests skipped: {reason}")
+    return image

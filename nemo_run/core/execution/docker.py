@@ -1,0 +1,167 @@
+"""`DockerExecutor`: run tasks as containers on a Docker engine; plus the request it produces.
+
+Validation happens here, on creation, so bad volumes, ulimits or sizes fail before any
+engine call. The request (`DockerJobRequest`) is what a dry run prints and what `schedule`
+creates; its text masks secret-looking environment values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.core.redact import redact_env
+from nemo_run.exceptions import ConfigError
+
+CONTAINER_CODE_DIR = "/nemo_run/code"
+CONTAINER_JOB_DIR = "/nemo_run"
+_SIZE = re.compile(r"^\d+[bkmg]?$", re.IGNORECASE)
+_ULIMIT = re.compile(r"^([a-z_]+)=(-?\d+|unlimited)(?::(-?\d+|unlimited))?$")
+_HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period"}
+_VOLUME_MODES = {"ro", "rw", "z", "Z", "shared", "slave", "private", "rshared", "rslave", "rprivate",
+                 "nocopy", "consistent", "cached", "delegated"}
+
+
+def parse_ulimit(text: str) -> tuple[str, int, int]:
+    """'nofile=1024:2048' -> ('nofile', 1024, 2048); 'memlock=unlimited' -> ('memlock', -1, -1)."""
+    match = _ULIMIT.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ConfigError(
+            f"DockerExecutor.ulimits entry {text!r} is malformed; write NAME=SOFT[:HARD], "
+            "e.g. 'nofile=1024:2048' or 'memlock=unlimited'"
+        )
+    name, soft, hard = match.group(1), match.group(2), match.group(3) or match.group(2)
+
+    def value(v: str) -> int:
+        return -1 if v == "unlimited" else int(v)
+
+    return name, value(soft), value(hard)
+
+
+def parse_volume(text: str) -> tuple[str, str, str]:
+    """'/host:/container[:ro]' or 'named-volume:/container' -> (source, target, mode)."""
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise ConfigError(
+            f"DockerExecutor.volumes entry {text!r} is malformed; write SOURCE:TARGET[:MODE], "
+            "e.g. '/data:/data:ro'"
+        )
+    source, target = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if not target.startswith("/"):
+        raise ConfigError(f"DockerExecutor.volumes entry {text!r}: the container path {target!r} must be absolute")
+    if source.startswith(".") or ("/" in source and not source.startswith("/")):
+        raise ConfigError(f"DockerExecutor.volumes entry {text!r}: give the host path {source!r} as an absolute path")
+    if not set(mode.split(",")) <= _VOLUME_MODES:
+        raise ConfigError(f"DockerExecutor.volumes entry {text!r}: unknown mode {mode!r}; use ro or rw")
+    return source, target, mode
+
+
+@dataclass(kw_only=True)
+class DockerExecutor(Executor):
+    """Containers on the local Docker engine, one per replica (`ntasks_per_node` per task)."""
+
+    container_image: str
+    num_gpus: int | None = None  # -1: all GPUs
+    runtime: str | None = None
+    shm_size: str | int | None = None
+    ulimits: list[str] = field(default_factory=list)
+    ipc_mode: str | None = None
+    healthcheck: dict[str, Any] | None = None
+    privileged: bool = False
+    network: str | None = None  # default: a bridge network named "nemo_run"
+    volumes: list[str] = field(default_factory=list)
+    additional_kwargs: dict[str, Any] = field(default_factory=dict)
+    ntasks_per_node: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.container_image, str) or not self.container_image.strip():
+            raise ConfigError("DockerExecutor.container_image is required, e.g. container_image='python:3.11'")
+        if self.num_gpus is not None and (not isinstance(self.num_gpus, int) or self.num_gpus < -1):
+            raise ConfigError(f"DockerExecutor.num_gpus must be -1 (all), 0 or more, got {self.num_gpus!r}")
+        if not isinstance(self.ntasks_per_node, int) or self.ntasks_per_node < 1:
+            raise ConfigError(f"DockerExecutor.ntasks_per_node must be an integer >= 1, got {self.ntasks_per_node!r}")
+        if self.shm_size is not None and not (
+            (isinstance(self.shm_size, int) and self.shm_size > 0) or _SIZE.match(str(self.shm_size))
+        ):
+            raise ConfigError(f"DockerExecutor.shm_size={self.shm_size!r} is malformed; write e.g. '16g' or '512m'")
+        if isinstance(self.ulimits, str) or isinstance(self.volumes, str):
+            raise ConfigError("DockerExecutor.ulimits and .volumes are lists, e.g. volumes=['/data:/data']")
+        for ulimit in self.ulimits:
+            parse_ulimit(ulimit)
+        for volume in self.volumes:
+            parse_volume(volume)
+        if self.healthcheck is not None:
+            unknown = set(self.healthcheck) - _HEALTHCHECK_KEYS
+            if not isinstance(self.healthcheck, dict) or unknown or "test" not in self.healthcheck:
+                raise ConfigError(
+                    f"DockerExecutor.healthcheck needs a 'test' and only {sorted(_HEALTHCHECK_KEYS)}; "
+                    f"unknown keys: {sorted(unknown)}"
+                )
+        if not isinstance(self.additional_kwargs, dict):
+            raise ConfigError("DockerExecutor.additional_kwargs must be a dict of docker-py `containers.run` arguments")
+
+    def nproc_per_node(self) -> int:
+        return self.ntasks_per_node
+
+    def python_executable(self) -> str:
+        return "python3"
+
+    def macro_values(self) -> ExecutorMacros:
+        return ExecutorMacros(
+            head_node_ip_var="MASTER_ADDR",
+            nproc_per_node_var="LOCAL_WORLD_SIZE",
+            num_nodes_var="NNODES",
+            node_rank_var="NODE_RANK",
+        )
+
+
+@dataclass
+class DockerContainer:
+    """One container of a job: a replica of a role."""
+
+    name: str
+    image: str
+    command: list[str]
+    role: str
+    replica_id: int
+    hostname: str
+    kwargs: dict[str, Any] = field(default_factory=dict)  # docker-py containers.run arguments
+
+
+@dataclass
+class DockerJobRequest:
+    """Everything `schedule` creates for one job; `str()` is the dry-run text."""
+
+    id: str
+    executor: DockerExecutor
+    containers: list[DockerContainer]
+    log_dir: str = ""  # host folder mounted at /nemo_run
+
+    def __str__(self) -> str:
+        lines = [f"app_id: {self.id}", f"job_dir: {self.log_dir} -> {CONTAINER_JOB_DIR}",
+                 f"packager: {type(self.executor.packager).__name__}"]
+        for c in self.containers:
+            lines.append(f"container {c.name} (role {c.role}, replica {c.replica_id}):")
+            lines.append(f"  image: {c.image}")
+            lines.append(f"  command: {c.command}")
+            for key, value in sorted(c.kwargs.items()):
+                if key == "environment":
+                    for name, val in sorted(redact_env(value).items()):
+                        lines.append(f"  env {name}={val}")
+                else:
+                    lines.append(f"  {key}: {value}")
+        return "\n".join(lines)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per-container facts for the job store (no environment values)."""
+        return [{"name": c.name, "role": c.role, "replica_id": c.replica_id, "image": c.image,
+                 "command": c.command} for c in self.containers]
+
+
+def host_path(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))

@@ -1,0 +1,489 @@
+"""Docker backend: each replica is a container on the local engine, labelled with its job.
+
+The app id is torchx's `<name>-<random suffix>`; the handle is
+`docker_persistent://<session>/<app id>`. The job store record lists the job's containers;
+`describe` inspects them by label, and when all have ended it saves their logs into the job
+dir, records the exit codes, and removes the containers. A container that disappears
+before its outcome was recorded reads UNKNOWN, never SUCCEEDED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, ListAppResponse, Stream
+from torchx.schedulers.docker_scheduler import DockerScheduler
+from torchx.schedulers.ids import make_unique
+from torchx.specs import AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
+
+from nemo_run.core.execution.docker import (
+    CONTAINER_CODE_DIR,
+    CONTAINER_JOB_DIR,
+    DockerContainer,
+    DockerExecutor,
+    DockerJobRequest,
+    parse_ulimit,
+    parse_volume,
+)
+from nemo_run.core.packaging.base import extract
+from nemo_run.core.store import JobRecord
+from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyError
+from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.local import default_job_dir
+
+log = logging.getLogger(__name__)
+
+BACKEND = "docker_persistent"
+LABEL_APP_ID = "nemo_run.app_id"
+LABEL_ROLE = "nemo_run.role"
+LABEL_REPLICA = "nemo_run.replica_id"
+LABEL_SESSION = "nemo_run.session"
+DEFAULT_NETWORK = "nemo_run"
+STOP_TIMEOUT_S = 5
+TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
+CONTAINER_STATES = {
+    "created": AppState.SUBMITTED,
+    "restarting": AppState.RUNNING,  # a retry in progress
+    "running": AppState.RUNNING,
+    "paused": AppState.PENDING,
+    "removing": AppState.RUNNING,
+    "dead": AppState.FAILED,
+}
+LOG_FILES = {None: "combined.log", Stream.COMBINED: "combined.log", Stream.STDOUT: "stdout.log",
+             Stream.STDERR: "stderr.log"}
+
+
+def _container_name(app_id: str, role: str, replica: int) -> str:
+    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"{app_id}-{role}-{replica}")
+    return name if name[0].isalnum() else f"n{name}"
+
+
+def _hostname(name: str) -> str:
+    """A valid DNS label (<= 63 chars, [a-z0-9-]) that stays unique when truncated."""
+    label = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "replica"
+    if len(label) <= 63:
+        return label
+    digest = hashlib.sha1(label.encode()).hexdigest()[:8]
+    return f"{label[:54].rstrip('-')}-{digest}"
+
+
+def _replica_state(attrs: dict[str, Any]) -> tuple[AppState, int | None]:
+    state = attrs.get("State", {})
+    status = state.get("Status", "")
+    if status == "exited":
+        code = state.get("ExitCode")
+        return (AppState.SUCCEEDED if code == 0 else AppState.FAILED), code
+    mapped = CONTAINER_STATES.get(status)
+    if mapped is None:
+        log.warning("unmapped Docker container status %r; reporting UNKNOWN", status)
+        return AppState.UNKNOWN, None
+    return mapped, None
+
+
+def _combine(states: list[AppState]) -> AppState:
+    """Any FAILED -> FAILED; else any unfinished -> that state; all SUCCEEDED -> SUCCEEDED."""
+    if any(s == AppState.FAILED for s in states):
+        return AppState.FAILED
+    unfinished = [s for s in states if not is_terminal(s)]
+    if unfinished:
+        return unfinished[0]
+    return AppState.SUCCEEDED if states else AppState.UNKNOWN
+
+
+class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
+    """torchx's DockerScheduler with durable records: describe, logs, cancel from any process."""
+
+    def __init__(self, session_name: str) -> None:
+        super().__init__(session_name)
+        self.backend = BACKEND
+        self.stop_on_close = False
+        self._client: Any = None
+        self._scheduled: list[str] = []
+
+    # -- engine -----------------------------------------------------------------------------
+    @property
+    def _docker_client(self) -> Any:
+        if self._client is None:
+            try:
+                import docker
+            except ImportError as e:
+                raise MissingDependencyError("the docker backend needs docker-py: pip install 'nemo_run[docker]'") from e
+            try:
+                self._client = docker.from_env(timeout=60)
+                self._client.ping()
+            except Exception as e:
+                raise BackendError(
+                    f"no Docker engine answers ({os.environ.get('DOCKER_HOST', 'unix:///var/run/docker.sock')}): {e}; "
+                    "start dockerd or set DOCKER_HOST"
+                ) from e
+        return self._client
+
+    def _containers(self, app_id: str) -> dict[tuple[str, int], Any]:
+        try:
+            found = self._docker_client.containers.list(all=True, filters={"label": f"{LABEL_APP_ID}={app_id}"})
+        except BackendError:
+            raise
+        except Exception as e:
+            raise BackendError(f"listing containers of {app_id} failed: {e}") from e
+        return {(c.labels[LABEL_ROLE], int(c.labels[LABEL_REPLICA])): c for c in found}
+
+    # -- dry run ----------------------------------------------------------------------------
+    def _submit_dryrun(self, app: Any, cfg: DockerExecutor) -> AppDryRunInfo[DockerJobRequest]:  # type: ignore[override]
+        app_id = make_unique(re.sub(r"[^a-z0-9-]", "-", app.name.lower()).strip("-") or "job")
+        log_dir = os.path.join(cfg.job_dir or default_job_dir(), self.session_name, app_id)
+        first = app.roles[0]
+        rank0 = _hostname(_container_name(app_id, first.name, 0))
+        volumes: dict[str, dict[str, str]] = {log_dir: {"bind": CONTAINER_JOB_DIR, "mode": "rw"}}
+        for volume in cfg.volumes:
+            source, target, mode = parse_volume(volume)
+            volumes[source] = {"bind": target, "mode": mode}
+        extra = dict(cfg.additional_kwargs)
+        retries = max(role.max_retries for role in app.roles)
+        if retries and extra.get("auto_remove"):
+            raise ConfigError("DockerExecutor: retries need a restart policy, which Docker refuses with "
+                              "auto_remove=True; drop auto_remove from additional_kwargs")
+        containers = []
+        for role in app.roles:
+            for k in range(role.num_replicas):
+                replica = macros.Values(img_root="", app_id=app_id, replica_id=str(k),
+                                        rank0_env="TORCHX_RANK0_HOST").apply(role)
+                name = _container_name(app_id, role.name, k)
+                env = {"TORCHX_RANK0_HOST": rank0, "MASTER_ADDR": rank0, **replica.env,
+                       "NEMORUN_APP_ID": app_id}
+                kwargs: dict[str, Any] = {
+                    "name": name,
+                    "hostname": _hostname(name),
+                    "environment": env,
+                    "labels": {LABEL_APP_ID: app_id, LABEL_ROLE: role.name, LABEL_REPLICA: str(k),
+                               LABEL_SESSION: self.session_name},
+                    "network": cfg.network or DEFAULT_NETWORK,
+                    "volumes": volumes,
+                }
+                if cfg.packager.ships_code:
+                    kwargs["working_dir"] = CONTAINER_CODE_DIR
+                for key, value in (("shm_size", cfg.shm_size), ("runtime", cfg.runtime),
+                                   ("ipc_mode", cfg.ipc_mode), ("healthcheck", cfg.healthcheck)):
+                    if value is not None:
+                        kwargs[key] = value
+                if cfg.privileged:
+                    kwargs["privileged"] = True
+                if cfg.ulimits:
+                    kwargs["ulimits"] = list(cfg.ulimits)
+                if cfg.num_gpus:
+                    kwargs["gpus"] = cfg.num_gpus
+                if retries:
+                    kwargs["restart_policy"] = {"Name": "on-failure", "MaximumRetryCount": retries}
+                kwargs.update(extra)
+                containers.append(DockerContainer(name=name, image=cfg.container_image,
+                                                  command=[replica.entrypoint, *replica.args], role=role.name,
+                                                  replica_id=k, hostname=kwargs["hostname"], kwargs=kwargs))
+        return AppDryRunInfo(DockerJobRequest(id=app_id, executor=cfg, containers=containers, log_dir=log_dir), str)
+
+    # -- schedule ---------------------------------------------------------------------------
+    def schedule(self, dryrun_info: AppDryRunInfo[DockerJobRequest]) -> str:  # type: ignore[override]
+        request = dryrun_info.request
+        executor = request.executor
+        client = self._docker_client
+        self._check_engine(client, request)
+        os.makedirs(request.log_dir, mode=0o700, exist_ok=False)
+        archive = executor.packager.package(os.getcwd(), request.log_dir, "code")
+        if archive:
+            extract(archive, os.path.join(request.log_dir, "code"))
+        try:
+            for container in request.containers:
+                client.containers.run(container.image, container.command, detach=True,
+                                      **self._engine_kwargs(container))
+        except Exception as e:
+            # leave nothing half-created behind: a container whose start failed still exists
+            for created in self._containers(request.id).values():
+                try:
+                    created.remove(force=True)
+                except Exception:
+                    log.warning("could not remove %s after a failed launch", created.name)
+            raise BackendError(f"starting container {container.name} failed: {e}",
+                               status=getattr(e, "status_code", None)) from e
+        self._store().put(JobRecord(
+            backend=self.backend, app_id=request.id, session=self.session_name, state=AppState.RUNNING.name,
+            experiment_id=executor.experiment_id, log_dir=request.log_dir,
+            data={"containers": request.summary(), "image": executor.container_image},
+        ))
+        self._scheduled.append(request.id)
+        return request.id
+
+    def _check_engine(self, client: Any, request: DockerJobRequest) -> None:
+        """Images present (or pullable) and GPUs supported, before any container exists."""
+        import docker
+
+        for image in sorted({c.image for c in request.containers}):
+            try:
+                client.images.get(image)
+                continue
+            except docker.errors.ImageNotFound:
+                pass
+            try:
+                log.info("pulling image %s", image)
+                client.images.pull(image)
+            except Exception as e:
+                raise ConfigError(
+                    f"DockerExecutor.container_image={image!r} is not on this engine and cannot be pulled ({e}); "
+                    "build or load it first (docker images lists what is there)"
+                ) from e
+        gpus = request.executor.num_gpus
+        if gpus:
+            runtimes = set(client.info().get("Runtimes", {}))
+            if "nvidia" not in runtimes and request.executor.runtime != "nvidia":
+                raise ConfigError(
+                    f"DockerExecutor.num_gpus={gpus} but this engine has no GPU runtime (runtimes: "
+                    f"{', '.join(sorted(runtimes))}); install the NVIDIA container toolkit or drop num_gpus"
+                )
+        network = request.containers[0].kwargs.get("network")
+        if network:
+            try:
+                client.networks.get(network)
+            except docker.errors.NotFound:
+                try:
+                    client.networks.create(network, driver="bridge")
+                except docker.errors.APIError as e:
+                    if getattr(e, "status_code", None) != 409:  # created meanwhile by another process
+                        raise BackendError(f"creating network {network} failed: {e}") from e
+
+    @staticmethod
+    def _engine_kwargs(container: DockerContainer) -> dict[str, Any]:
+        """docker-py objects for the plain-data settings of the request."""
+        from docker.types import DeviceRequest, Ulimit
+
+        kwargs = dict(container.kwargs)
+        if "ulimits" in kwargs:
+            kwargs["ulimits"] = [Ulimit(name=n, soft=s, hard=h) for n, s, h in map(parse_ulimit, kwargs["ulimits"])]
+        if "gpus" in kwargs:
+            count = kwargs.pop("gpus")
+            kwargs["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+        return kwargs
+
+    # -- describe ---------------------------------------------------------------------------
+    def describe(self, app_id: str) -> DescribeAppResponse | None:
+        record = self._store().get(self.backend, app_id)
+        if record is None:
+            return None
+        if record.state in TERMINAL_STATES or record.data.get("final"):
+            return self._response(record, AppState[record.state], record.data.get("final", {}))
+        expected = record.data.get("containers", [])
+        if not expected:  # imported from nemo-run 0.11.1: nothing to inspect
+            return self._response(record, AppState.UNKNOWN, {}, "imported without container details")
+        found = self._containers(app_id)
+        replicas = {}
+        for spec in expected:
+            key = (spec["role"], spec["replica_id"])
+            container = found.get(key)
+            if container is None:
+                replicas[key] = {"state": AppState.UNKNOWN.name, "exit_code": None,
+                                 "note": "container vanished before its outcome was recorded"}
+                continue
+            state, code = _replica_state(container.attrs)
+            replicas[key] = {"state": state.name, "exit_code": code,
+                             "restarts": container.attrs.get("RestartCount", 0)}
+        state = _combine([AppState[r["state"]] for r in replicas.values()])
+        all_done = all(AppState[r["state"]] in (AppState.SUCCEEDED, AppState.FAILED) or r.get("note")
+                       for r in replicas.values())
+        final = self._finalize(record, found, replicas, state) if all_done else {}
+        return self._response(record, state, final or {"replicas": _listing(replicas)})
+
+    def _finalize(self, record: JobRecord, found: dict[tuple[str, int], Any],
+                  replicas: dict[tuple[str, int], dict[str, Any]], state: AppState) -> dict[str, Any]:
+        """Save logs into the job dir, record the outcome, then remove the containers."""
+        for (role, k), container in found.items():
+            self._save_logs(record, role, k, container)
+        codes = [r["exit_code"] for r in replicas.values() if r.get("exit_code") is not None]
+        final = {"replicas": _listing(replicas), "ended_at": time.time()}
+        record = self._store().update(
+            self.backend, record.app_id, state=state.name, if_state_in=ACTIVE_STATES,
+            data={"final": final, "ended_at": final["ended_at"],
+                  "exit_code": next((c for c in codes if c != 0), 0) if codes else None},
+        )
+        for container in found.values():
+            try:
+                container.remove(force=True)
+            except Exception as e:  # already gone, or the engine refused: the outcome is recorded
+                log.debug("removing %s: %s", container.name, e)
+        return record.data.get("final", final)
+
+    def _save_logs(self, record: JobRecord, role: str, k: int, container: Any) -> None:
+        folder = os.path.join(record.log_dir or "", role, str(k))
+        os.makedirs(folder, exist_ok=True)
+        for stream, (out, err) in ((Stream.STDOUT, (True, False)), (Stream.STDERR, (False, True)),
+                                   (Stream.COMBINED, (True, True))):
+            data = container.logs(stdout=out, stderr=err)
+            tmp = os.path.join(folder, f".{LOG_FILES[stream]}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, os.path.join(folder, LOG_FILES[stream]))
+
+    def _response(self, record: JobRecord, state: AppState, final: dict[str, Any],
+                  msg: str = "") -> DescribeAppResponse:
+        outcome = {(r["role"], r["replica_id"]): r for r in final.get("replicas", [])}
+        roles: dict[str, Role] = {}
+        statuses: dict[str, RoleStatus] = {}
+        for spec in record.data.get("containers", []):
+            role = roles.setdefault(spec["role"], Role(name=spec["role"], image=spec.get("image", ""),
+                                                       entrypoint=spec["command"][0], args=spec["command"][1:],
+                                                       num_replicas=0))
+            role.num_replicas += 1
+            done = outcome.get((spec["role"], spec["replica_id"]), {})
+            replica_state = AppState[done["state"]] if done.get("state") else state
+            if state == AppState.CANCELLED and not is_terminal(replica_state):
+                replica_state = state
+            statuses.setdefault(spec["role"], RoleStatus(spec["role"], [])).replicas.append(
+                ReplicaStatus(id=spec["replica_id"], state=replica_state, role=spec["role"], hostname=spec["name"]))
+        failed = [r for r in outcome.values() if r.get("exit_code") not in (None, 0)]
+        vanished = [r for r in outcome.values() if r.get("note")]
+        if not msg and failed:
+            msg = f"{failed[0]['role']}[{failed[0]['replica_id']}] exited with code {failed[0]['exit_code']}"
+        elif not msg and vanished:
+            msg = vanished[0]["note"]
+        resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg or record.data.get("msg", ""),
+                                   roles=list(roles.values()), roles_statuses=list(statuses.values()))
+        resp.num_restarts = sum(r.get("restarts", 0) for r in outcome.values())
+        resp.ui_url = f"file://{record.log_dir}"
+        return resp
+
+    # -- list -------------------------------------------------------------------------------
+    def list(self) -> list[ListAppResponse]:  # type: ignore[override]
+        out = {}
+        for record in self._store().list(self.backend):
+            state = AppState[record.state]
+            if record.state not in TERMINAL_STATES:
+                desc = self.describe(record.app_id)
+                state = desc.state if desc else state
+            out[record.app_id] = ListAppResponse(app_id=record.app_id, state=state, app_handle=record.handle)
+        try:  # containers labelled by nemo_run whose launcher never recorded them
+            for container in self._docker_client.containers.list(all=True, filters={"label": LABEL_APP_ID}):
+                app_id = container.labels[LABEL_APP_ID]
+                if app_id not in out:
+                    state, _ = _replica_state(container.attrs)
+                    session = container.labels.get(LABEL_SESSION, self.session_name)
+                    out[app_id] = ListAppResponse(app_id=app_id, state=state,
+                                                  app_handle=f"{self.backend}://{session}/{app_id}")
+        except BackendError as e:
+            log.warning("listing containers skipped: %s", e)
+        return list(out.values())
+
+    # -- logs -------------------------------------------------------------------------------
+    def log_iter(
+        self,
+        app_id: str,
+        role_name: str,
+        k: int = 0,
+        regex: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        should_tail: bool = False,
+        streams: Stream | None = None,
+    ) -> Iterable[str]:
+        self._require_known(app_id)
+        record = self._store().get(self.backend, app_id)
+        assert record is not None
+        counts: dict[str, int] = {}
+        for spec in record.data.get("containers", []):
+            counts[spec["role"]] = counts.get(spec["role"], 0) + 1
+        if role_name not in counts:
+            raise ConfigError(f"job {app_id} has no role {role_name!r}; its roles: {sorted(counts)}")
+        if not 0 <= k < counts[role_name]:
+            raise ConfigError(f"role {role_name!r} of job {app_id} has replicas 0..{counts[role_name] - 1}, not {k}")
+        lines = self._lines(record, role_name, k, since, until, should_tail, streams)
+        if regex:
+            pattern = re.compile(regex)
+            lines = (line for line in lines if pattern.search(line))
+        return lines
+
+    def _lines(self, record: JobRecord, role: str, k: int, since: datetime | None, until: datetime | None,
+               should_tail: bool, streams: Stream | None) -> Iterator[str]:
+        container = None if record.data.get("final") else self._containers(record.app_id).get((role, k))
+        if container is not None:
+            try:
+                chunks = container.logs(stream=True, follow=should_tail, since=since, until=until,
+                                        stdout=streams != Stream.STDERR, stderr=streams != Stream.STDOUT)
+                yield from _split_lines(chunks)
+                return
+            except Exception as e:  # removed while we read: the saved copy has everything
+                log.debug("container logs of %s ended: %s", container.name, e)
+                record = self._store().get(self.backend, record.app_id) or record
+                if not record.data.get("final"):
+                    self.describe(record.app_id)
+        path = os.path.join(record.log_dir or "", role, str(k), LOG_FILES[streams])
+        if not os.path.exists(path):
+            if not record.data.get("final"):
+                self.describe(record.app_id)  # the job may have just ended: save its logs now
+        if not os.path.exists(path):
+            log.warning("no logs kept for %s %s[%d] (its container is gone)", record.app_id, role, k)
+            return
+        with open(path, "rb") as fh:
+            yield from _split_lines(iter([fh.read()]))
+
+    # -- cancel / close ---------------------------------------------------------------------
+    def _cancel_existing(self, app_id: str) -> None:
+        desc = self.describe(app_id)
+        if desc is None or is_terminal(desc.state):
+            return
+        record = self._store().update(self.backend, app_id, state=AppState.CANCELLED.name,
+                                      if_state_in=ACTIVE_STATES, data={"msg": "cancelled"})
+        if record.state != AppState.CANCELLED.name:
+            return
+        found = self._containers(app_id)
+        for container in found.values():
+            try:
+                container.stop(timeout=STOP_TIMEOUT_S)
+            except Exception as e:
+                log.debug("stopping %s: %s", container.name, e)
+        replicas = {}
+        for key, container in found.items():
+            container.reload()
+            state, code = _replica_state(container.attrs)
+            replicas[key] = {"state": AppState.CANCELLED.name, "exit_code": code}
+        for key, container in found.items():
+            self._save_logs(record, key[0], key[1], container)
+        final = {"replicas": _listing(replicas), "ended_at": time.time()}
+        self._store().update(self.backend, app_id, data={"final": final, "ended_at": final["ended_at"]})
+        for container in found.values():
+            try:
+                container.remove(force=True)
+            except Exception as e:
+                log.debug("removing %s: %s", container.name, e)
+
+    def close(self) -> None:
+        """Detached jobs outlive this scheduler; with `stop_on_close`, cancel the ones it started."""
+        if self.stop_on_close:
+            for app_id in self._scheduled:
+                self._cancel_existing(app_id)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _listing(replicas: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": role, "replica_id": k, **info} for (role, k), info in replicas.items()]
+
+
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    pending = ""
+    for chunk in chunks:
+        text = chunk.decode("utf-8", errors="replace") if isinstance(chunk, bytes) else chunk
+        *lines, pending = (pending + text).split("\n")
+        yield from (line + "\n" for line in lines)
+    if pending:
+        yield pending
+
+
+def create_scheduler(session_name: str, **kwargs: Any) -> PersistentDockerScheduler:
+    """Entry point for the `docker_persistent` torchx scheduler (`stop_on_close=True` to cancel
+    this instance's jobs on close)."""
+    scheduler = PersistentDockerScheduler(session_name)
+    scheduler.stop_on_close = bool(kwargs.get("stop_on_close", False))
+    return scheduler
