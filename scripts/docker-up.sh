@@ -30,6 +30,16 @@ fi
 
 if ! answers; then
   [ "$(id -u)" = 0 ] || unavailable "no engine answers on $SOCK and starting dockerd needs root"
+  # a dockerd that is starting or shutting down: give it time to answer or to exit
+  for _ in $(seq 1 150); do
+    pgrep -x dockerd >/dev/null || break
+    answers && break
+    sleep 0.1
+  done
+fi
+if ! answers; then
+  pgrep -x dockerd >/dev/null && unavailable "a dockerd process runs but does not answer on $SOCK"
+  rm -f /var/run/docker.pid  # left by an engine that died
   setsid nohup dockerd >"$STATE_DIR/dockerd.log" 2>&1 </dev/null &
   echo $! >"$STATE_DIR/dockerd.pid"
   for _ in $(seq 1 300); do answers && break; sleep 0.1; done
