@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "PatternPackager": "nemo_run.core.packaging.pattern",
     "HybridPackager": "nemo_run.core.packaging.hybrid",
     "DockerExecutor": "nemo_run.core.execution.docker",
+    "DGXCloudExecutor": "nemo_run.core.execution.dgxcloud",
     "RunResult": "nemo_run.run.api",
     "Experiment": "nemo_run.run.experiment",
     "NemoRunError": "nemo_run.exceptions",

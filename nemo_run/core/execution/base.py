@@ -6,7 +6,7 @@ import copy
 import os
 from dataclasses import asdict, dataclass, field, fields
 from string import Template
-from typing import Any
+from typing import Any, ClassVar
 
 from nemo_run.config import check_env_vars
 from nemo_run.core.execution.launcher import Launcher, resolve_launcher
@@ -41,6 +41,10 @@ class ExecutorMacros:
 @dataclass(kw_only=True)
 class Executor:
     """Where and how a task runs. Subclasses add backend fields and validate in `__post_init__`."""
+
+    # True where nemo_run starts every process itself (local, Docker): a job then has
+    # nnodes x nproc_per_node replicas and gets RANK/WORLD_SIZE; elsewhere the platform sets them.
+    spawns_replicas: ClassVar[bool] = False
 
     packager: Packager = field(default_factory=Packager)
     launcher: Launcher | str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.redact import redact_env
@@ -75,6 +75,8 @@ class DockerExecutor(Executor):
     network: str | None = None  # default: a bridge network named "nemo_run"
     volumes: list[str] = field(default_factory=list)
     additional_kwargs: dict[str, Any] = field(default_factory=dict)
+    spawns_replicas: ClassVar[bool] = True
+
     ntasks_per_node: int = 1
 
     def __post_init__(self) -> None:

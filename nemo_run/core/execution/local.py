@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from nemo_run.config import Script
 from nemo_run.core.execution.base import Executor, ExecutorMacros
@@ -15,6 +15,8 @@ from nemo_run.exceptions import ConfigError
 @dataclass(kw_only=True)
 class LocalExecutor(Executor):
     """Processes on this host; `ntasks_per_node` replicas (ranks) per job, `nodes` must be 1."""
+
+    spawns_replicas: ClassVar[bool] = True
 
     ntasks_per_node: int = 1
     nodes: int = 1

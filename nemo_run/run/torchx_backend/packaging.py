@@ -70,8 +70,9 @@ def package(name: str, task: Any, executor: Executor, role_name: str | None = No
     if macros is not None:
         args, env = macros.apply(args, env)
     wrapped = type(launcher).__name__ != "Launcher"
-    replicas = executor.nnodes() if wrapped else executor.nnodes() * executor.nproc_per_node()
-    if replicas > 1 and not wrapped:
+    spawned = executor.spawns_replicas and not wrapped  # one process per rank, started by us
+    replicas = executor.nnodes() * executor.nproc_per_node() if spawned else executor.nnodes()
+    if replicas > 1 and spawned:
         env.setdefault("RANK", specs.macros.replica_id)
         env.setdefault("LOCAL_RANK", specs.macros.replica_id)
         env.setdefault("WORLD_SIZE", str(replicas))

@@ -101,6 +101,10 @@ class SchedulerMixin:
         dryrun_info._cfg = cfg
         return dryrun_info
 
+    def _validate(self, app: AppDef, scheduler: str) -> None:
+        """Executors validate their own settings on creation; torchx's per-role resource check
+        (resources are executor fields here) does not apply."""
+
     def _store(self) -> JobStore:
         from nemo_run.core.store import get_store
 

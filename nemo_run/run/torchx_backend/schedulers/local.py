@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +48,7 @@ from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
 from nemo_run.run.torchx_backend.schedulers.local_supervisor import EXIT_CODE_FILE, STATUS_FILE
+from nemo_run.run.torchx_backend.schedulers.logs import follow_file
 
 log = logging.getLogger(__name__)
 
@@ -332,35 +333,11 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         if since or until:
             warnings.warn("local log lines carry no timestamps: since/until are ignored", stacklevel=2)
         path = os.path.join(record.log_dir or "", role_name, str(k), STREAM_FILES[streams])
-        lines = self._follow(app_id, path, should_tail)
+        lines = follow_file(path, lambda: self._finished(app_id), should_tail)
         if regex:
             pattern = re.compile(regex)
             lines = (line for line in lines if pattern.search(line))
         return lines
-
-    def _follow(self, app_id: str, path: str, should_tail: bool) -> Iterator[str]:
-        """Yield whole lines of `path`; with `should_tail`, keep reading until the job ends."""
-        pending, delay, fh = "", 0.01, None
-        try:
-            while True:
-                finished = not should_tail or self._finished(app_id)
-                if fh is None and os.path.exists(path):
-                    fh = open(path, encoding="utf-8", errors="replace", newline="")
-                chunk = fh.read() if fh is not None else ""
-                if chunk:
-                    delay = 0.01
-                    *lines, pending = (pending + chunk).split("\n")
-                    yield from (line + "\n" for line in lines)
-                    continue
-                if finished:  # read everything written before the job ended: stop
-                    if pending:
-                        yield pending
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        finally:
-            if fh is not None:
-                fh.close()
 
     def _finished(self, app_id: str) -> bool:
         desc = self.describe(app_id)

@@ -1,0 +1,48 @@
+"""Secrets are read when a call needs them: from the executor (memory only), the environment,
+or a profile file `$NEMORUN_HOME/profiles/<name>.json` that must be private (0600).
+Nothing here ever writes a secret anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Any
+
+from nemo_run.config import get_nemorun_home
+from nemo_run.exceptions import ConfigError
+
+
+def profile_path(name: str) -> str:
+    return os.path.join(get_nemorun_home(), "profiles", f"{name}.json")
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """The profile's keys, or {} when there is none; refuses a profile others can read."""
+    path = profile_path(name)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return {}
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"profile {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+                          f"run `chmod 600 {path}`")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except ValueError as e:
+        raise ConfigError(f"profile {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile {path} must hold a JSON object of settings")
+    return data
+
+
+def resolve(key: str, explicit: str | None, env_names: tuple[str, ...], profile: str) -> str | None:
+    """First of: the explicit value, the environment, the profile."""
+    if explicit:
+        return explicit
+    for env in env_names:
+        if os.environ.get(env):
+            return os.environ[env]
+    value = load_profile(profile).get(key)
+    return str(value) if value else None
