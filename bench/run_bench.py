@@ -226,6 +226,10 @@ class Plan:
     tp_each: int
     dur_rounds: int
     dur_max_delay_s: float
+    cli_reps: int
+    cli_jobs: int
+    cli_tasks: int
+    cli_cap_s: float
     seed: int
 
 
@@ -487,6 +491,149 @@ def measure_durability(side: Side, plan: Plan) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------- cli group
+
+
+def cli_script(side: Side) -> str:
+    """The side's console script, next to its interpreter: `nemorun` (ours) or `nemo` (peer)."""
+    name = "nemorun" if side.name == "ours" else "nemo"
+    path = os.path.join(os.path.dirname(side.python), name)
+    if not os.access(path, os.X_OK):
+        raise BenchError(f"no console script {path}")
+    return path
+
+
+def timed_cmd(
+    side: Side, scratch: Scratch, argv: list[str], out_path: str, timeout: float
+) -> tuple[float, int, str]:
+    """Wall time of `argv` as a whole process (stdout to `out_path`), its exit status and the
+    tail of its stderr."""
+    err_path = os.path.join(scratch.root, "cmd-stderr.txt")
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                argv,
+                cwd=scratch.cwd,
+                env=side.env(scratch.home),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"`{' '.join(argv[1:])}` timed out after {timeout:.0f} s") from exc
+        elapsed = time.perf_counter() - t0
+    return elapsed, proc.returncode, stderr_tail(err_path)
+
+
+def _cmd_text(argv: list[str]) -> str:
+    return " ".join([os.path.basename(argv[0]), *argv[1:]])
+
+
+def time_cmd_reps(
+    side: Side, scratch: Scratch, argv: list[str], out_path: str, reps: int, timeout: float
+) -> list[float]:
+    """One warm-up run, then `reps` timed runs of `argv`; every run must exit 0."""
+    times = []
+    for i in range(reps + 1):
+        elapsed, rc, err = timed_cmd(side, scratch, argv, out_path, timeout)
+        if rc != 0:
+            raise BenchError(f"`{_cmd_text(argv)}` exited {rc}: {err}")
+        if i:
+            times.append(elapsed)
+    return times
+
+
+def measure_cli_joblist(side: Side, plan: Plan) -> dict[str, Any]:
+    keys = ["cli_joblist_s", "cli_joblist_all_s"]
+    cli = cli_script(side)
+    with Scratch("joblist") as s:
+        out_path = os.path.join(s.root, "stdout.txt")
+        _, rc, err = timed_cmd(side, s, [cli, "job", "list", "--help"], out_path, 120)
+        if rc != 0 and "no such command" in err.lower():
+            why = f"`{_cmd_text([cli, 'job', 'list'])}` exits {rc}: no such command"
+            return {
+                **{k: "n/a (no such command)" for k in keys},
+                "_raw": {"probe": err},
+                "_notes": {keys[0]: why},
+            }
+        if rc != 0:
+            raise BenchError(f"`{_cmd_text([cli, 'job', 'list', '--help'])}` exited {rc}: {err}")
+        setup = run_worker(side, s, ["fill-jobs", "--n", str(plan.cli_jobs)], 900)
+        if setup.get("records") != plan.cli_jobs:
+            raise BenchError(
+                f"store holds {setup.get('records')} records after setup, wanted {plan.cli_jobs}"
+            )
+        out: dict[str, Any] = {"_raw": {"setup": setup}, "_notes": {}}
+        for key, extra in ((keys[0], []), (keys[1], ["--limit", "0"])):
+            argv = [cli, "job", "list", "--json", *extra]
+            times = time_cmd_reps(side, s, argv, out_path, plan.cli_reps, 300)
+            size = os.path.getsize(out_path)
+            with open(out_path) as f:
+                try:
+                    rows = json.load(f)
+                except ValueError as exc:
+                    raise BenchError(f"`{_cmd_text(argv)}` printed invalid JSON: {exc}") from exc
+            if not isinstance(rows, list):
+                raise BenchError(f"`{_cmd_text(argv)}` printed a {type(rows).__name__}, not a list")
+            if extra and len(rows) != plan.cli_jobs:
+                raise BenchError(
+                    f"`{_cmd_text(argv)}` listed {len(rows)} jobs, the store holds {plan.cli_jobs}"
+                )
+            out[key] = statistics.median(times)
+            out["_raw"][key] = {"runs_s": times, "rows": len(rows), "stdout_bytes": size}
+            out["_notes"][key] = f"n={len(times)}; {len(rows):,} rows, {size / 1e3:,.0f} kB of JSON"
+    return out
+
+
+def measure_cli_status(side: Side, plan: Plan) -> dict[str, Any]:
+    cli = cli_script(side)
+    with Scratch("status") as s:
+        created = run_worker(side, s, ["exp-create"], 300)
+        argv = [cli, "experiment", "status", created["exp_id"]]
+        out_path = os.path.join(s.root, "stdout.txt")
+        times = time_cmd_reps(side, s, argv, out_path, plan.cli_reps, 120)
+        with open(out_path, errors="replace") as f:
+            shown = f.read()
+    note = f"n={len(times)}"
+    if created.get("states") != {"SUCCEEDED": 1}:
+        note += f"; task states after the run: {created.get('states')}"
+    if "SUCCEEDED" not in shown:
+        note += f"; output does not show SUCCEEDED: {short(shown, 160)}"
+    return {
+        "cli_status_s": statistics.median(times),
+        "_raw": {"create": created, "runs_s": times, "stdout": shown[-2000:]},
+        "_notes": {"cli_status_s": note},
+    }
+
+
+def measure_cli_many(side: Side, plan: Plan) -> dict[str, Any]:
+    n = plan.cli_tasks
+    with Scratch("exp-many") as s:
+        t0 = time.perf_counter()
+        res = run_worker(
+            side,
+            s,
+            ["exp-many", "--n", str(n), "--time-cap", str(plan.cli_cap_s)],
+            plan.cli_cap_s + 300,
+        )
+        whole = time.perf_counter() - t0
+    wall_note = f"whole process {whole:.1f} s; 1-task warm-up {res['warmup_s']:.2f} s"
+    if res.get("states") != {"SUCCEEDED": n}:
+        wall_note += f"; task states: {res.get('states')}"
+    return {
+        "cli_many_wall_s": res["wall_s"],
+        "cli_many_overhead_ms": res["overhead_ms"],
+        "_raw": {**res, "whole_process_s": whole},
+        "_notes": {
+            "cli_many_wall_s": wall_note,
+            "cli_many_overhead_ms": f"baseline: {n} `true` via subprocess "
+            f"{res['baseline_s'] * 1e3:.0f} ms",
+        },
+    }
+
+
 # ---------------------------------------------------------------------------- rows
 
 
@@ -572,6 +719,33 @@ def build_rows(plan: Plan) -> list[Row]:
         Row(
             "dur_readable", "kill -9: store readable afterwards", "", "yes", lambda v, _: v is True
         ),
+        Row(
+            "cli_joblist_s",
+            f"job list --json @ {plan.cli_jobs:,} jobs, whole process (s)",
+            "s",
+            "<= 0.5",
+            lambda v, _: v <= 0.5,
+        ),
+        Row("cli_joblist_all_s", f"job list --json --limit 0 @ {plan.cli_jobs:,} jobs (s)", "s"),
+        Row(
+            "cli_status_s",
+            "experiment status (1 finished task), whole process (s)",
+            "s",
+            "<= 0.3",
+            lambda v, _: v <= 0.3,
+        ),
+        Row(
+            "cli_many_wall_s",
+            f"experiment of {plan.cli_tasks} parallel `true` tasks, launch+wait (s)",
+            "s",
+        ),
+        Row(
+            "cli_many_overhead_ms",
+            "  overhead per task beyond process start (ms)",
+            "ms",
+            "<= 15",
+            lambda v, _: v <= 15,
+        ),
     ]
     return rows
 
@@ -624,7 +798,7 @@ def ensure_peer_venv() -> str:
 # ---------------------------------------------------------------------------- main
 
 
-GROUPS = ["import", "hello", "describe", "throughput", "durability"]
+GROUPS = ["import", "hello", "describe", "throughput", "durability", "cli"]
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -644,6 +818,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         tp_each=10 if quick else 25,
         dur_rounds=3 if quick else 8,
         dur_max_delay_s=1.5 if quick else 2.5,
+        cli_reps=3 if quick else 5,
+        cli_jobs=10_000 if quick else 100_000,
+        cli_tasks=50 if quick else 200,
+        cli_cap_s=60.0 if quick else 120.0,
         seed=args.seed,
     )
 
@@ -772,6 +950,25 @@ def main(argv: list[str] | None = None) -> int:
                     side,
                     lambda side=side: measure_durability(side, plan),
                 )
+            elif group == "cli":
+                record(
+                    "cli_joblist",
+                    ["cli_joblist_s", "cli_joblist_all_s"],
+                    side,
+                    lambda side=side: measure_cli_joblist(side, plan),
+                )
+                record(
+                    "cli_status",
+                    ["cli_status_s"],
+                    side,
+                    lambda side=side: measure_cli_status(side, plan),
+                )
+                record(
+                    "cli_many",
+                    ["cli_many_wall_s", "cli_many_overhead_ms"],
+                    side,
+                    lambda side=side: measure_cli_many(side, plan),
+                )
 
     if "describe" in groups and len(plan.sizes) > 1:
         lo, hi = min(plan.sizes), max(plan.sizes)
@@ -857,6 +1054,8 @@ def _row_group(key: str) -> str:
         return "describe"
     if key.startswith("tp_"):
         return "throughput"
+    if key.startswith("cli_"):
+        return "cli"
     return "durability"
 
 

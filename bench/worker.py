@@ -15,6 +15,9 @@ anything else the package prints. Commands:
     count
     durability-child --job-dir DIR            (prints READY, then "ID <app_id>" per schedule)
     durability-check --ids-file FILE
+    fill-jobs        --n N                    (N finished local jobs for `nemorun job list`)
+    exp-create                                (one finished local task; prints its experiment id)
+    exp-many         --n N --time-cap S       (N parallel `true` tasks, timed in-process)
 
 `$NEMORUN_HOME` must be set by the caller (the peer reads it at import time).
 """
@@ -296,6 +299,139 @@ def cmd_durability_check(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def job_filler_data() -> dict[str, Any]:
+    return {"roles": [{"name": "main", "num_replicas": 1}], "exit_code": 0}
+
+
+def cmd_fill_jobs(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill the store with `n` finished local jobs (ours: the shape `nemorun job list` reads)."""
+    t0 = time.perf_counter()
+    if is_ours():
+        from nemo_run.core.store import JobRecord, get_store
+
+        store = get_store()
+        log_root = os.path.join(home(), "filler-logs")
+        batch = 10_000
+        for lo in range(0, args.n, batch):
+            store.put_many(
+                [
+                    JobRecord(
+                        backend=BACKEND,
+                        app_id=f"bench-job-{i:07d}",
+                        state="SUCCEEDED",
+                        log_dir=os.path.join(log_root, f"bench-job-{i:07d}"),
+                        data=job_filler_data(),
+                    )
+                    for i in range(lo, min(lo + batch, args.n))
+                ]
+            )
+    else:
+        add_fillers(args.n)
+    return {"records": len(stored_ids()), "fill_s": time.perf_counter() - t0}
+
+
+def task_states(exp: Any) -> dict[str, int]:
+    """How many of the experiment's tasks are in each state, by state name.
+
+    Ours keys each task's state as "state", the peer as "status" (a torchx AppState)."""
+    counts: dict[str, int] = {}
+    statuses = exp.status(return_dict=True) or {}
+    for value in statuses.values():
+        state = value.get("state", value.get("status")) if isinstance(value, dict) else value
+        name = getattr(state, "name", None) or str(state)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def run_true_tasks(title: str, n: int) -> Any:
+    """An experiment of `n` independent local `true` tasks, launched in parallel and waited for.
+
+    The same code drives both packages: the peer launches inside `run()` and waits when the
+    `with` block exits; ours waits inside an attached `run()`."""
+    import nemo_run as run
+
+    with run.Experiment(title) as exp:
+        for i in range(n):
+            exp.add(run.Script(inline="true"), executor=run.LocalExecutor(), name=f"t{i}")
+        exp.run(sequential=False)
+    return exp
+
+
+def cmd_exp_create(_: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    exp = run_true_tasks("bench", 1)
+    elapsed = time.perf_counter() - t0
+    return {"exp_id": exp._id, "states": task_states(exp), "create_s": elapsed}
+
+
+def spawn_true(n: int) -> float:
+    """Seconds to start `n` `true` processes at once with subprocess and wait for all of them."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            ["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(n)
+    ]
+    for p in procs:
+        p.wait()
+    return time.perf_counter() - t0
+
+
+def cmd_exp_many(args: argparse.Namespace) -> dict[str, Any]:
+    import threading
+
+    import nemo_run  # noqa: F401  (imports are not timed)
+
+    # A one-task warm-up pays every lazy import and one-time set-up (store, directories).
+    t0 = time.perf_counter()
+    run_true_tasks("warmup", 1)
+    warmup_s = time.perf_counter() - t0
+    baseline_before = spawn_true(args.n)
+
+    cap = args.time_cap
+
+    def give_up() -> None:
+        sys.stdout.write("\n")  # the package may have left a partial line on stdout
+        emit(
+            {
+                "error": f"capped: the {args.n}-task experiment had not finished after "
+                f"{cap:.0f} s (launch+wait still running; the process was stopped)",
+                "capped": True,
+            }
+        )
+        os._exit(3)
+
+    watchdog = threading.Timer(cap, give_up)
+    watchdog.daemon = True
+    t0 = time.perf_counter()
+    watchdog.start()
+    try:
+        exp = run_true_tasks("bench", args.n)
+    except Exception as exc:
+        elapsed = time.perf_counter() - t0
+        raise RuntimeError(
+            f"the experiment raised {type(exc).__name__}: {exc} after {elapsed:.1f} s of launch+wait"
+        ) from exc
+    finally:
+        watchdog.cancel()
+    wall_s = time.perf_counter() - t0
+    baseline_after = spawn_true(args.n)
+    baseline_s = min(baseline_before, baseline_after)
+    return {
+        "n": args.n,
+        "wall_s": wall_s,
+        "baseline_s": baseline_s,
+        "baseline_runs_s": [baseline_before, baseline_after],
+        "overhead_ms": (wall_s - baseline_s) / args.n * 1e3,
+        "warmup_s": warmup_s,
+        "states": task_states(exp),
+        "exp_id": exp._id,
+    }
+
+
 COMMANDS = {
     "info": cmd_info,
     "describe-setup": cmd_describe_setup,
@@ -304,6 +440,9 @@ COMMANDS = {
     "count": cmd_count,
     "durability-child": cmd_durability_child,
     "durability-check": cmd_durability_check,
+    "fill-jobs": cmd_fill_jobs,
+    "exp-create": cmd_exp_create,
+    "exp-many": cmd_exp_many,
 }
 
 

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 
 
+FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
 def parse_handle(handle: str) -> tuple[str, str, str]:
     """(scheduler, session, app id), with a clear error for something that is not a handle."""
     from torchx.specs import parse_app_handle
@@ -37,18 +40,24 @@ def job_status(handle: str) -> dict[str, Any]:
     from nemo_run.run.torchx_backend.runner import get_runner
 
     scheduler, _, app_id = parse_handle(handle)
-    status = get_runner().status(handle)
-    if status is None:
-        raise UnknownJobError(f"no {scheduler} job {app_id!r} is known; `nemorun job list` shows the known jobs")
     record = stored_record(handle)
     data = record.data if record else {}
+    if record is not None and record.state in FINAL_STATES:  # final: no need to ask the backend
+        state, msg, restarts = record.state, data.get("msg", ""), data.get("num_restarts", 0)
+    else:
+        status = get_runner().status(handle)
+        if status is None:
+            raise UnknownJobError(f"no {scheduler} job {app_id!r} is known; `nemorun job list` shows the known jobs")
+        record = stored_record(handle) or record
+        data = record.data if record else {}
+        state, msg, restarts = status.state.name, status.msg, max(status.num_restarts, 0)
     return {
         "handle": handle,
         "backend": scheduler,
         "app_id": app_id,
-        "state": status.state.name,
-        "msg": status.msg if status.msg and status.msg != "<NONE>" else "",
-        "num_restarts": max(status.num_restarts, 0),
+        "state": state,
+        "msg": msg if msg and msg != "<NONE>" else "",
+        "num_restarts": restarts,
         "job_dir": record.log_dir if record else None,
         "experiment_id": record.experiment_id if record else None,
         "started_at": record.created_at if record else None,
