@@ -263,7 +263,8 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             msg = "the workload was deleted on the server before it finished"
         else:
             phase = phase_of(workload)
-            state, msg = state_of_phase(phase), ""
+            state = state_of_phase(phase)
+            msg = "the workload is being deleted on the server" if phase == "Deleting" else f"phase {phase}"
         if is_terminal(state):
             record = self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
                                           data={"phase": phase, "msg": msg, "ended_at": time.time()})
@@ -271,7 +272,7 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         elif phase != record.data.get("phase") or state.name != record.state:
             record = self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
                                           data={"phase": phase})
-        return self._response(record, state, msg or f"phase {phase}")
+        return self._response(record, state, msg)
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
         data = record.data
