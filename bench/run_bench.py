@@ -41,6 +41,8 @@ PEER_VENV = BENCH_DIR / ".peer-venv"
 RESULTS_DIR = BENCH_DIR / "results"
 PEER_REQUIREMENTS = ["nemo-run==0.11.1", "leptonai==0.27.3"]  # newer leptonai breaks the peer
 RESULT_TAG = "@@RESULT "
+DOCKER_IMAGE = "localhost/nemorun-python:bookworm-1"  # local only: the benchmark never pulls
+SKIPPED = "skipped"
 
 HELLO_CODE = (
     "import nemo_run as run\nrun.run(run.Script(inline='echo hi'), executor=run.LocalExecutor())\n"
@@ -230,6 +232,9 @@ class Plan:
     cli_jobs: int
     cli_tasks: int
     cli_cap_s: float
+    docker_calls: int
+    docker_reps: int
+    docker_image: str
     seed: int
 
 
@@ -634,6 +639,147 @@ def measure_cli_many(side: Side, plan: Plan) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------- docker group
+# Every engine call is made by worker.py through docker-py, so the harness needs no docker-py.
+
+
+@dataclass
+class DockerEngine:
+    ok: bool
+    why: str  # why the group is skipped, when not ok
+    helper: Side | None  # the side whose interpreter lists and removes containers
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def probe_docker(sides: list[Side], image: str) -> DockerEngine:
+    """Does an engine answer, with `image` on it? Asked through the first usable side."""
+    usable = [s for s in sides if not s.unavailable]
+    if not usable:
+        return DockerEngine(False, "no side available to reach the engine", None)
+    why = ""
+    for side in usable:
+        with Scratch("docker-probe") as s:
+            try:
+                res = run_worker(side, s, ["docker-probe", "--image", image], 60)
+            except BenchError as exc:
+                why = str(exc)
+                continue
+        if res.get("ok"):
+            return DockerEngine(True, "", side, res)
+        why = res.get("why", "")
+        if "docker-py is not installed" not in why:
+            break
+    return DockerEngine(False, why, None)
+
+
+def docker_containers(engine: DockerEngine) -> list[dict[str, Any]]:
+    assert engine.helper is not None
+    with Scratch("docker-ps") as s:
+        return run_worker(engine.helper, s, ["docker-ps"], 60)["containers"]
+
+
+def measure_docker_describe(side: Side, plan: Plan) -> dict[str, Any]:
+    with Scratch("docker-describe") as s:
+        res = run_worker(
+            side,
+            s,
+            [
+                "docker-describe",
+                "--image",
+                plan.docker_image,
+                "--job-dir",
+                s.jobs,
+                "--calls",
+                str(plan.docker_calls),
+            ],
+            300,
+        )
+    note = f"n={res['calls']}; first call {fmt(res['first_ms'])} ms"
+    if res.get("states") != {"RUNNING": res["calls"]}:
+        note += f"; states seen: {res.get('states')}"
+    cancel = (
+        f"cancel() {res['cancel_s']:.2f} s -> {res.get('state_after_cancel')}"
+        if "cancel_s" in res
+        else f"cancel() raised {res.get('cancel_error')}"
+    )
+    if res.get("left_after_cancel"):
+        cancel += f", containers left after it: {res['left_after_cancel']}"
+    if res.get("force_removed"):
+        cancel += f", the worker force-removed {res['force_removed']}"
+    return {
+        "docker_describe_median_ms": res["median_ms"],
+        "docker_describe_p95_ms": res["p95_ms"],
+        "_raw": res,
+        "_notes": {"docker_describe_median_ms": note, "docker_describe_p95_ms": cancel},
+    }
+
+
+def measure_docker_schedule(side: Side, plan: Plan) -> dict[str, Any]:
+    with Scratch("docker-schedule") as s:
+        res = run_worker(
+            side,
+            s,
+            [
+                "docker-schedule",
+                "--image",
+                plan.docker_image,
+                "--job-dir",
+                s.jobs,
+                "--reps",
+                str(plan.docker_reps),
+            ],
+            600,
+        )
+    note = f"n={res['reps']} each, interleaved; warm-up schedule {res['warmup_schedule_s']:.2f} s"
+    if res.get("warnings_logged"):
+        first = short(res["first_warning"], 160)
+        note += f"; {res['warnings_logged']} warnings logged, first: {first}"
+    if res.get("left_after_remove"):
+        note += f"; containers still there after removal: {res['left_after_remove']}"
+    out: dict[str, Any] = {
+        "docker_schedule_ms": res["schedule_ms"],
+        "docker_run_ms": res["containers_run_ms"],
+        "docker_overhead_ms": res["overhead_ms"],
+        "_raw": res,
+        "_notes": {"docker_schedule_ms": note},
+    }
+    on_network = res.get("containers_run_on_network_ms")
+    if on_network is not None:
+        out["_notes"]["docker_overhead_ms"] = (
+            f"for reference, containers.run on network {res['network']}: {on_network:.0f} ms "
+            f"(+{on_network - res['containers_run_ms']:.0f} ms engine-side)"
+        )
+    return out
+
+
+def measure_docker_leftovers(engine: DockerEngine, before: set[str]) -> dict[str, Any]:
+    """Containers that appeared during this side's runs and are still there; removes them."""
+    new = [c for c in docker_containers(engine) if c["id"] not in before]
+    removed = 0
+    if new:
+        assert engine.helper is not None
+        with Scratch("docker-remove") as s:
+            ids = ",".join(c["id"] for c in new)
+            removed = run_worker(engine.helper, s, ["docker-remove", "--ids", ids], 120)["removed"]
+    note = ""
+    if new:
+        shown = ", ".join(f"{c['name']} ({c['state']})" for c in new[:5])
+        note = f"the harness removed {removed}: {shown}"
+    return {
+        "docker_left": len(new),
+        "_raw": {"left": new, "removed": removed},
+        "_notes": {"docker_left": note},
+    }
+
+
+def skipped(keys: list[str], why: str, say_why: bool) -> dict[str, Any]:
+    return {
+        **{k: SKIPPED for k in keys},
+        "_raw": {"skipped": why},
+        "_notes": {keys[0]: f"skipped: {why}"} if say_why else {},
+    }
+
+
 # ---------------------------------------------------------------------------- rows
 
 
@@ -746,6 +892,30 @@ def build_rows(plan: Plan) -> list[Row]:
             "<= 15",
             lambda v, _: v <= 15,
         ),
+        Row(
+            "docker_describe_median_ms",
+            "docker describe, RUNNING container, median (ms)",
+            "ms",
+            "<= 30",
+            lambda v, _: v <= 30,
+        ),
+        Row("docker_describe_p95_ms", "docker describe, RUNNING container, p95 (ms)", "ms"),
+        Row("docker_schedule_ms", "docker schedule() of a `true` container (ms)", "ms"),
+        Row("docker_run_ms", "  docker-py containers.run(`true`) alone (ms)", "ms"),
+        Row(
+            "docker_overhead_ms",
+            "  schedule overhead beyond containers.run (ms)",
+            "ms",
+            "<= 100",
+            lambda v, _: v <= 100,
+        ),
+        Row(
+            "docker_left",
+            "docker containers left after the runs",
+            "",
+            "= 0",
+            lambda v, _: v == 0,
+        ),
     ]
     return rows
 
@@ -798,7 +968,7 @@ def ensure_peer_venv() -> str:
 # ---------------------------------------------------------------------------- main
 
 
-GROUPS = ["import", "hello", "describe", "throughput", "durability", "cli"]
+GROUPS = ["import", "hello", "describe", "throughput", "durability", "cli", "docker"]
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -822,6 +992,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         cli_jobs=10_000 if quick else 100_000,
         cli_tasks=50 if quick else 200,
         cli_cap_s=60.0 if quick else 120.0,
+        docker_calls=20 if quick else 50,
+        docker_reps=5 if quick else 10,
+        docker_image=args.docker_image,
         seed=args.seed,
     )
 
@@ -839,6 +1012,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--seed", type=int, default=12345, help="seed for the kill instants")
     parser.add_argument("--output", default=str(RESULTS_DIR / "latest.json"))
+    parser.add_argument(
+        "--docker-image",
+        default=DOCKER_IMAGE,
+        help="image for the docker group; it must already be on the engine (never pulled)",
+    )
     args = parser.parse_args(argv)
 
     groups = [g.strip() for g in args.only.split(",") if g.strip()] or GROUPS
@@ -884,6 +1062,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"({side.info.get('nemo_run_file')})"
             )
         log(f"[{side.name}] {side.python}: {side.info}")
+
+    engine: DockerEngine | None = None
+    if "docker" in groups:
+        engine = probe_docker(sides, plan.docker_image)
+        if engine.ok:
+            log(f"[docker] engine {engine.info.get('engine_version')} at {engine.info.get('host')}")
+        else:
+            log(f"[docker] skipped: {engine.why}")
 
     values: dict[str, dict[str, Any]] = {}
     notes: dict[str, dict[str, str]] = {}
@@ -969,6 +1155,48 @@ def main(argv: list[str] | None = None) -> int:
                     side,
                     lambda side=side: measure_cli_many(side, plan),
                 )
+            elif group == "docker":
+                assert engine is not None
+                describe_keys = ["docker_describe_median_ms", "docker_describe_p95_ms"]
+                schedule_keys = ["docker_schedule_ms", "docker_run_ms", "docker_overhead_ms"]
+                if not engine.ok:
+                    # the reason is given once, in the first row's notes
+                    for name, keys, say_why in (
+                        ("docker_describe", describe_keys, True),
+                        ("docker_schedule", schedule_keys, False),
+                        ("docker_left", ["docker_left"], False),
+                    ):
+                        record(
+                            name,
+                            keys,
+                            side,
+                            lambda keys=keys, say_why=say_why: skipped(keys, engine.why, say_why),
+                        )
+                    continue
+                try:
+                    before = {c["id"] for c in docker_containers(engine)}
+                except BenchError as exc:
+                    before = set()
+                    log(f"[docker] listing containers failed: {exc}")
+                record(
+                    "docker_describe",
+                    describe_keys,
+                    side,
+                    lambda side=side: measure_docker_describe(side, plan),
+                )
+                record(
+                    "docker_schedule",
+                    schedule_keys,
+                    side,
+                    lambda side=side: measure_docker_schedule(side, plan),
+                )
+                # runs even when the side is unavailable: it only lists what appeared
+                record(
+                    "docker_left",
+                    ["docker_left"],
+                    Side(side.name, side.python),
+                    lambda before=before: measure_docker_leftovers(engine, before),
+                )
 
     if "describe" in groups and len(plan.sizes) > 1:
         lo, hi = min(plan.sizes), max(plan.sizes)
@@ -996,6 +1224,8 @@ def main(argv: list[str] | None = None) -> int:
         if row.check is not None:
             if "ours" in errors.get(row.key, {}):
                 status = "FAIL"
+            elif ours_v == SKIPPED:
+                status = "SKIP"
             elif ours_v is not None:
                 try:
                     status = "PASS" if row.check(ours_v, values) else "FAIL"
@@ -1030,6 +1260,14 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_start": load_start,
                 "loadavg_end": os.getloadavg(),
             },
+            "docker": {
+                "ok": engine.ok,
+                "why": engine.why,
+                "via": engine.helper.name if engine.helper else None,
+                "engine": engine.info,
+            }
+            if engine
+            else None,
             "sides": {
                 s.name: {"python": s.python, "info": s.info, "unavailable": s.unavailable}
                 for s in sides
@@ -1056,6 +1294,8 @@ def _row_group(key: str) -> str:
         return "throughput"
     if key.startswith("cli_"):
         return "cli"
+    if key.startswith("docker_"):
+        return "docker"
     return "durability"
 
 

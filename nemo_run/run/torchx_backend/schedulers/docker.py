@@ -166,6 +166,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                                LABEL_SESSION: self.session_name},
                     "network": cfg.network or DEFAULT_NETWORK,
                     "volumes": volumes,
+                    "init": True,  # an init as PID 1 forwards SIGTERM, so cancel does not wait out the grace
                 }
                 if cfg.packager.ships_code:
                     kwargs["working_dir"] = CONTAINER_CODE_DIR
