@@ -306,7 +306,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         final = {"replicas": _listing(replicas), "ended_at": time.time()}
         record = self._store().update(
             self.backend, record.app_id, state=state.name, if_state_in=ACTIVE_STATES,
-            data={"final": final, "ended_at": final["ended_at"],
+            data={"final": final, "ended_at": final["ended_at"], "msg": _outcome_message(final["replicas"]),
                   "exit_code": next((c for c in codes if c != 0), 0) if codes else None},
         )
         for container in found.values():
@@ -343,12 +343,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                 replica_state = state
             statuses.setdefault(spec["role"], RoleStatus(spec["role"], [])).replicas.append(
                 ReplicaStatus(id=spec["replica_id"], state=replica_state, role=spec["role"], hostname=spec["name"]))
-        failed = [r for r in outcome.values() if r.get("exit_code") not in (None, 0)]
-        vanished = [r for r in outcome.values() if r.get("note")]
-        if not msg and failed:
-            msg = f"{failed[0]['role']}[{failed[0]['replica_id']}] exited with code {failed[0]['exit_code']}"
-        elif not msg and vanished:
-            msg = vanished[0]["note"]
+        msg = msg or _outcome_message(list(outcome.values()))
         resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg or record.data.get("msg", ""),
                                    roles=list(roles.values()), roles_statuses=list(statuses.values()))
         resp.num_restarts = sum(r.get("restarts", 0) for r in outcome.values())
@@ -466,6 +461,15 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _outcome_message(replicas: list[dict[str, Any]]) -> str:
+    """Why a job ended as it did: the first failed replica, or the first that vanished."""
+    failed = [r for r in replicas if r.get("exit_code") not in (None, 0)]
+    if failed:
+        return f"{failed[0]['role']}[{failed[0]['replica_id']}] exited with code {failed[0]['exit_code']}"
+    vanished = [r for r in replicas if r.get("note")]
+    return vanished[0]["note"] if vanished else ""
 
 
 def _listing(replicas: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
