@@ -1,0 +1,801 @@
+"""Running emulated Run:ai workloads for real, as host processes or as Docker containers.
+
+Each accepted workload becomes one or more replicas (one for a training or a workspace,
+``numWorkers`` for a distributed workload, ranks ``0..n-1``). A replica runs
+``spec.command`` (split like a shell would) followed by ``shlex.split(spec.args)``; with no
+command, ``spec.args`` is the whole command line. ``spec.environmentVariables`` (``name`` and
+``value``) are set; a distributed replica also gets ``RANK``, ``NODE_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``, ``MASTER_PORT`` and ``PYTHONUNBUFFERED=1``, as the PyTorch operator sets them.
+
+Storage: each ``spec.storage.pvc`` item is the host folder ``<data-dir>/pvcs/<claimName>``
+(created on demand; a claim without a name gets ``<workload name>-pvc-<index>``).
+
+* Docker mode: one container per replica from ``spec.image`` on the local engine, labelled
+  ``nemo_run.emulator=<workload id>``, on a user-defined bridge network of its own
+  (``MASTER_ADDR`` is rank 0's container name, resolvable there, ``MASTER_PORT=29500``), PVC
+  folders bind-mounted at their ``path`` (read-only when ``readOnly``). ``spec.command``
+  replaces the image's entrypoint and ``spec.args`` its CMD, as in Kubernetes. Images are
+  never pulled: a missing image fails the workload. Exited containers are kept until the
+  workload is deleted (or resumed), so ``docker logs`` still works.
+* Subprocess mode: one process group per replica on the host, with the host environment plus
+  the workload's. PVC paths cannot be mounted, so every occurrence of a PVC mount path in the
+  command, the arguments, the environment values and ``workingDir`` is replaced with the host
+  folder (a path counts only as a whole path component: ``/data`` is replaced in
+  ``/data/x`` but not in ``/database``). The working directory is ``workingDir`` when it
+  exists on the host after that replacement, else ``<data-dir>/work/<workloadId>``.
+  ``MASTER_ADDR`` is ``127.0.0.1`` and ``MASTER_PORT`` a free local port (a fixed 29500 would
+  collide between concurrent workloads on one host).
+
+Every replica's combined stdout and stderr is appended to
+``<data-dir>/logs/<workloadId>/<rank>.log``.
+
+Phases follow Run:ai's: Creating -> Pending -> Initializing -> Running -> Completed (every
+replica exited 0) or Failed (a replica exited non-zero: the others are stopped at once;
+``backoffLimit`` and restart policies are not emulated); suspend: Stopping -> Stopped (the
+replicas are killed: SIGTERM, then SIGKILL after a grace period); resume: Resuming -> Pending
+-> Initializing -> Running with fresh replicas; delete: Deleting -> gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LABEL = "nemo_run.emulator"
+MASTER_PORT = 29500
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def now_iso(ts: float | None = None) -> str:
+    """RFC 3339 UTC with milliseconds, as Run:ai prints times (2022-01-01T03:49:52.531Z)."""
+    ts = time.time() if ts is None else ts
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+    return f"{base}.{int(ts * 1000) % 1000:03d}Z"
+
+
+# ---------------------------------------------------------------------------------------------
+# What to run
+
+
+@dataclass
+class Mount:
+    claim: str
+    host: Path
+    path: str
+    read_only: bool = False
+
+
+@dataclass
+class ReplicaPlan:
+    rank: int
+    image: str | None
+    command: list[str] | None
+    args: list[str] | None
+    env: dict[str, str]
+    working_dir: str | None
+
+
+@dataclass
+class LaunchPlan:
+    workload_id: str
+    name: str
+    image: str | None
+    mounts: list[Mount]
+    replicas: list[ReplicaPlan]
+    distributed: bool
+
+
+def split_words(text: str | None) -> list[str] | None:
+    """``shlex.split`` for a Run:ai command/args string; None when absent or blank."""
+    if text is None or not text.strip():
+        return None
+    return shlex.split(text)
+
+
+def _env_pairs(items: list[dict] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items or ():
+        if not item or item.get("exclude") or not item.get("name"):
+            continue
+        # secret / configMap / podFieldRef / userCredential sources cannot be resolved here
+        if item.get("value") is None and any(
+            item.get(k) for k in ("secret", "configMap", "podFieldRef", "userCredential")
+        ):
+            continue
+        env[item["name"]] = "" if item.get("value") is None else str(item["value"])
+    return env
+
+
+def build_plan(workload_id: str, name: str, kind: str, body: dict, data_dir: Path) -> LaunchPlan:
+    """Turn a validated creation request into replicas to start."""
+    spec = body.get("spec") or {}
+    mounts: list[Mount] = []
+    storage = spec.get("storage") or {}
+    for index, pvc in enumerate(storage.get("pvc") or ()):
+        if not pvc or pvc.get("exclude") or not pvc.get("path"):
+            continue
+        claim = pvc.get("claimName") or f"{name}-pvc-{index}"
+        mounts.append(
+            Mount(claim, data_dir / "pvcs" / claim, pvc["path"], bool(pvc.get("readOnly")))
+        )
+    base_env = _env_pairs(spec.get("environmentVariables"))
+    count = 1
+    distributed = kind == "distributed"
+    if distributed:
+        count = int(spec.get("numWorkers") or 1)
+    master = body.get("masterSpec") if distributed else None
+    use_master = bool(master) and body.get("masterSpecSameAsWorker") is not True
+    replicas = []
+    for rank in range(count):
+        source = spec
+        env = dict(base_env)
+        if use_master and rank == 0:
+            source = {k: v for k, v in master.items() if v is not None}
+            source = {**{k: v for k, v in spec.items() if k not in source}, **source}
+            env = _env_pairs(source.get("environmentVariables"))
+        replicas.append(
+            ReplicaPlan(
+                rank=rank,
+                image=source.get("image"),
+                command=split_words(source.get("command")),
+                args=split_words(source.get("args")),
+                env=env,
+                working_dir=source.get("workingDir"),
+            )
+        )
+    return LaunchPlan(workload_id, name, spec.get("image"), mounts, replicas, distributed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicas
+
+
+class Replica:
+    """One running (or finished) process or container."""
+
+    rank: int
+    log_path: Path
+
+    def exit_code(self) -> int | None:
+        raise NotImplementedError
+
+    def terminate(self, grace: float) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        """Release what the replica holds (a container); the log file stays."""
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ProcessReplica(Replica):
+    def __init__(self, rank: int, log_path: Path, argv: list[str], env: dict, cwd: str):
+        self.rank = rank
+        self.log_path = log_path
+        self.argv = argv
+        self._code: int | None = None
+        self.proc: subprocess.Popen | None = None
+        with open(log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as e:  # not found / not executable: a container would exit 127/126
+                log.write(f"emulator: cannot start {argv[0]!r}: {e}\n".encode())
+                self._code = 126 if isinstance(e, PermissionError) else 127
+
+    def exit_code(self) -> int | None:
+        if self._code is not None or self.proc is None:
+            return self._code
+        code = self.proc.poll()
+        if code is not None:
+            self._code = 128 - code if code < 0 else code  # killed by signal N: 128+N
+        return self._code
+
+    def terminate(self, grace: float) -> None:
+        if self.proc is None or self.exit_code() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # the group may have children left after the leader exited
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.exit_code()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "pid": self.proc.pid if self.proc else None,
+            "argv": self.argv,
+            "exitCode": self.exit_code(),
+            "log": str(self.log_path),
+        }
+
+
+class ContainerReplica(Replica):
+    def __init__(self, rank: int, log_path: Path, container, argv: list[str] | None):
+        self.rank = rank
+        self.log_path = log_path
+        self.container = container
+        self.argv = argv
+        self._code: int | None = None
+        self._exited = threading.Event()
+        threading.Thread(target=self._wait, daemon=True).start()
+        threading.Thread(target=self._follow_logs, daemon=True).start()
+
+    def _wait(self) -> None:
+        try:
+            result = self.container.wait()
+            self._code = int(result.get("StatusCode", 1))
+        except Exception:  # noqa: BLE001 - the container went away under us
+            self._code = 137
+        self._exited.set()
+
+    def _follow_logs(self) -> None:
+        try:
+            with open(self.log_path, "ab") as log:
+                for chunk in self.container.logs(stream=True, follow=True):
+                    log.write(chunk)
+                    log.flush()
+        except Exception:  # noqa: BLE001 - removed while streaming
+            pass
+
+    def exit_code(self) -> int | None:
+        return self._code if self._exited.is_set() else None
+
+    def terminate(self, grace: float) -> None:
+        if self._exited.is_set():
+            return
+        for sig, wait in (("SIGTERM", grace), ("SIGKILL", 10.0)):
+            try:
+                self.container.kill(signal=sig)
+            except Exception:  # noqa: BLE001 - already stopped
+                pass
+            if self._exited.wait(wait):
+                return
+
+    def remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "container": self.container.name,
+            "containerId": self.container.id,
+            "argv": self.argv,
+            "exitCode": self.exit_code(),
+            "log": str(self.log_path),
+        }
+
+
+class FailedReplica(Replica):
+    """A replica that could not be started at all (e.g. the image is missing)."""
+
+    def __init__(self, rank: int, log_path: Path, message: str):
+        self.rank = rank
+        self.log_path = log_path
+        self.message = message
+        with open(log_path, "ab") as log:
+            log.write(f"emulator: {message}\n".encode())
+
+    def exit_code(self) -> int | None:
+        return 1
+
+    def terminate(self, grace: float) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"rank": self.rank, "exitCode": 1, "error": self.message, "log": str(self.log_path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _path_replacer(mounts: list[Mount]):
+    """A function replacing PVC mount paths (whole path components only) with host folders."""
+    pairs = sorted(
+        ((m.path.rstrip("/") or "/", str(m.host)) for m in mounts), key=lambda p: -len(p[0])
+    )
+    pairs = [p for p in pairs if p[0] != "/"]
+    if not pairs:
+        return lambda text: text
+    pattern = re.compile(
+        "|".join(f"(?<![\\w.\\-/]){re.escape(path)}(?![\\w.\\-])" for path, _ in pairs)
+    )
+    table = dict(pairs)
+
+    def replace(text: str) -> str:
+        return pattern.sub(lambda m: table[m.group(0)], text)
+
+    return replace
+
+
+class SubprocessBackend:
+    name = "subprocess"
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+
+    def start(self, plan: LaunchPlan, log_dir: Path) -> list[Replica]:
+        for mount in plan.mounts:
+            mount.host.mkdir(parents=True, exist_ok=True)
+        replace = _path_replacer(plan.mounts)
+        scratch = self.data_dir / "work" / plan.workload_id
+        scratch.mkdir(parents=True, exist_ok=True)
+        world = len(plan.replicas)
+        port = _free_port() if plan.distributed else None
+        replicas: list[Replica] = []
+        for rp in plan.replicas:
+            log_path = log_dir / f"{rp.rank}.log"
+            words = (rp.command or []) + (rp.args or [])
+            if not words:
+                replicas.append(
+                    FailedReplica(rp.rank, log_path, "no command or args to run on the host")
+                )
+                continue
+            argv = [replace(w) for w in words]
+            env = dict(os.environ)
+            env.update({k: replace(v) for k, v in rp.env.items()})
+            if plan.distributed:
+                env.update(
+                    RANK=str(rp.rank),
+                    NODE_RANK=str(rp.rank),
+                    WORLD_SIZE=str(world),
+                    MASTER_ADDR="127.0.0.1",
+                    MASTER_PORT=str(port),
+                    PYTHONUNBUFFERED="1",
+                )
+            cwd = str(scratch)
+            if rp.working_dir:
+                candidate = replace(rp.working_dir)
+                if os.path.isdir(candidate):
+                    cwd = candidate
+            replicas.append(ProcessReplica(rp.rank, log_path, argv, env, cwd))
+        return replicas
+
+    def cleanup(self, workload_id: str) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self._client = None
+        self._lock = threading.Lock()
+        self._networks: dict[str, Any] = {}
+
+    @property
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                import docker  # lazily: only docker mode needs it
+
+                self._client = docker.from_env(timeout=30, max_pool_size=64)
+            return self._client
+
+    def available(self) -> bool:
+        try:
+            self.client.ping()
+            return True
+        except Exception:  # noqa: BLE001 - no engine, no docker-py, no socket: all mean "no"
+            return False
+
+    def has_image(self, image: str | None) -> bool:
+        if not image:
+            return False
+        try:
+            self.client.images.get(image)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _network(self, workload_id: str):
+        net = self._networks.get(workload_id)
+        if net is None:
+            net = self.client.networks.create(
+                f"runai-emu-{workload_id[:12]}", driver="bridge", labels={LABEL: workload_id}
+            )
+            self._networks[workload_id] = net
+        return net
+
+    def start(self, plan: LaunchPlan, log_dir: Path) -> list[Replica]:
+        for mount in plan.mounts:
+            mount.host.mkdir(parents=True, exist_ok=True)
+        volumes = {
+            str(m.host.resolve()): {"bind": m.path, "mode": "ro" if m.read_only else "rw"}
+            for m in plan.mounts
+        }
+        self.remove_containers(plan.workload_id)  # a resume starts from fresh containers
+        network = self._network(plan.workload_id)
+        names = [f"runai-emu-{plan.workload_id[:8]}-{rp.rank}" for rp in plan.replicas]
+        world = len(plan.replicas)
+        replicas: list[Replica] = []
+        for rp, cname in zip(plan.replicas, names, strict=True):
+            log_path = log_dir / f"{rp.rank}.log"
+            image = rp.image or plan.image
+            if not self.has_image(image):
+                replicas.append(
+                    FailedReplica(
+                        rp.rank,
+                        log_path,
+                        f"image {image!r} is not on the local engine (the emulator never pulls)",
+                    )
+                )
+                continue
+            env = dict(rp.env)
+            if plan.distributed:
+                env.update(
+                    RANK=str(rp.rank),
+                    NODE_RANK=str(rp.rank),
+                    WORLD_SIZE=str(world),
+                    MASTER_ADDR=names[0],
+                    MASTER_PORT=str(MASTER_PORT),
+                    PYTHONUNBUFFERED="1",
+                )
+            kwargs: dict[str, Any] = {
+                "name": cname,
+                "hostname": cname,
+                "environment": env,
+                "labels": {LABEL: plan.workload_id, f"{LABEL}.rank": str(rp.rank)},
+                "network": network.name,
+                "volumes": volumes,
+                "detach": True,
+            }
+            if rp.command is not None:
+                kwargs["entrypoint"] = rp.command
+                kwargs["command"] = rp.args or []
+            elif rp.args is not None:
+                kwargs["command"] = rp.args
+            if rp.working_dir:
+                kwargs["working_dir"] = rp.working_dir
+            argv = (rp.command or []) + (rp.args or []) or None
+            try:
+                container = self.client.containers.run(image, **kwargs)
+            except Exception as e:  # noqa: BLE001 - e.g. the entrypoint is not in the image
+                replicas.append(FailedReplica(rp.rank, log_path, f"container failed to start: {e}"))
+                continue
+            replicas.append(ContainerReplica(rp.rank, log_path, container, argv))
+        return replicas
+
+    def remove_containers(self, workload_id: str) -> None:
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{LABEL}={workload_id}"}
+            )
+        except Exception:  # noqa: BLE001
+            return
+        for container in found:
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def cleanup(self, workload_id: str) -> None:
+        self.remove_containers(workload_id)
+        net = self._networks.pop(workload_id, None)
+        if net is not None:
+            try:
+                net.remove()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def shutdown(self) -> None:
+        for workload_id in list(self._networks):
+            self.cleanup(workload_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads and their lifecycle
+
+
+@dataclass
+class Workload:
+    """One emulated workload; the server renders it as the API objects."""
+
+    id: str
+    kind: str  # trainings | distributed | workspaces
+    name: str
+    requested_name: str
+    project: dict
+    created_by: str
+    body: dict
+    created_at: float = field(default_factory=time.time)
+    desired_phase: str = "Running"
+    phase: str = "Creating"
+    phase_updated_at: float = 0.0
+    phase_message: str | None = None
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    completed_at: float | None = None
+    deleted_at: float | None = None
+    mode: str | None = None
+    replicas: list[Replica] = field(default_factory=list)
+    generation: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def spec(self) -> dict:
+        return self.body.get("spec") or {}
+
+    def set_phase(self, phase: str, message: str | None = None) -> None:
+        ts = time.time()
+        self.phase = phase
+        self.phase_updated_at = ts
+        self.phase_message = message
+        self.phases.append((phase, ts))
+        if phase in ("Completed", "Failed"):
+            self.completed_at = ts
+
+    def running_pods(self) -> int:
+        if self.phase != "Running":
+            return 0
+        return sum(1 for r in self.replicas if r.exit_code() is None)
+
+    def replica_count(self) -> int:
+        if self.kind == "distributed":
+            return int(self.spec.get("numWorkers") or 1)
+        return 1
+
+
+class WorkloadManager:
+    """Owns the workloads and drives each through its phases on a thread of its own."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        mode: str = "auto",
+        phase_delay: float = 0.04,
+        stop_grace: float = 2.0,
+        poll_interval: float = 0.02,
+    ):
+        if mode not in ("auto", "docker", "subprocess"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.data_dir = data_dir
+        self.mode = mode
+        self.phase_delay = phase_delay
+        self.stop_grace = stop_grace
+        self.poll_interval = poll_interval
+        self.lock = threading.RLock()
+        self.workloads: dict[str, Workload] = {}
+        self.subprocess = SubprocessBackend(data_dir)
+        self.docker = DockerBackend(data_dir)
+        self._docker_ok: bool | None = None
+
+    # -- queries ---------------------------------------------------------------------------
+    def get(self, workload_id: str, include_deleted: bool = False) -> Workload | None:
+        with self.lock:
+            w = self.workloads.get(workload_id)
+        if w is None or (w.deleted and not include_deleted):
+            return None
+        return w
+
+    def all(self) -> list[Workload]:
+        with self.lock:
+            return list(self.workloads.values())
+
+    def name_taken(self, project_id: str, name: str) -> bool:
+        with self.lock:
+            return any(
+                w.name == name and w.project["id"] == project_id and not w.deleted
+                for w in self.workloads.values()
+            )
+
+    def log_dir(self, workload_id: str) -> Path:
+        return self.data_dir / "logs" / workload_id
+
+    # -- backend choice -----------------------------------------------------------------------
+    def _backend_for(self, w: Workload):
+        if self.mode == "subprocess":
+            return self.subprocess
+        if self.mode == "docker":
+            return self.docker
+        if self._docker_ok is None:
+            self._docker_ok = self.docker.available()
+        image = w.spec.get("image")
+        if self._docker_ok and self.docker.has_image(image):
+            return self.docker
+        return self.subprocess
+
+    # -- commands -----------------------------------------------------------------------------
+    def new_id(self) -> str:
+        return str(uuid.uuid4())
+
+    def submit(self, w: Workload) -> None:
+        w.set_phase("Creating")
+        with self.lock:
+            self.workloads[w.id] = w
+        self._spawn(self._drive, w, w.generation)
+
+    def suspend(self, w: Workload) -> None:
+        with w.lock:
+            if w.deleted or w.phase == "Deleting":
+                return
+            w.desired_phase = "Stopped"
+            if w.phase in ("Stopped", "Stopping"):
+                return
+            w.generation += 1
+            w.set_phase("Stopping")
+            gen = w.generation
+        self._spawn(self._stop, w, gen)
+
+    def resume(self, w: Workload) -> None:
+        with w.lock:
+            if w.deleted or w.phase == "Deleting":
+                return
+            w.desired_phase = "Running"
+            if w.phase not in ("Stopped", "Stopping"):
+                return
+            w.generation += 1
+            w.set_phase("Resuming")
+            gen = w.generation
+        self._spawn(self._drive, w, gen)
+
+    def delete(self, w: Workload) -> None:
+        with w.lock:
+            if w.deleted or w.phase == "Deleting":
+                return
+            w.generation += 1
+            w.desired_phase = "Deleted"
+            w.set_phase("Deleting")
+            gen = w.generation
+        self._spawn(self._remove, w, gen)
+
+    def reset(self) -> None:
+        """Forget every workload, killing its replicas and removing its containers first."""
+        with self.lock:
+            workloads = list(self.workloads.values())
+            self.workloads.clear()
+        self._teardown(workloads)
+
+    def shutdown(self) -> None:
+        self.reset()
+        self.docker.shutdown()
+
+    # -- internals ------------------------------------------------------------------------------
+    @staticmethod
+    def _spawn(target, *args) -> None:
+        threading.Thread(target=target, args=args, daemon=True).start()
+
+    def _teardown(self, workloads: list[Workload]) -> None:
+        threads = []
+        for w in workloads:
+            with w.lock:
+                w.generation += 1
+            t = threading.Thread(target=self._kill_and_clean, args=(w,), daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join(timeout=self.stop_grace + 15)
+
+    def _kill_and_clean(self, w: Workload) -> None:
+        self._kill(w)
+        backend = self.docker if w.mode == "docker" else self.subprocess
+        backend.cleanup(w.id)
+
+    def _kill(self, w: Workload) -> None:
+        replicas = list(w.replicas)
+        threads = [
+            threading.Thread(target=r.terminate, args=(self.stop_grace,), daemon=True)
+            for r in replicas
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _advance(self, w: Workload, gen: int, phase: str, message: str | None = None) -> bool:
+        """Move to ``phase`` unless a later command (suspend, delete, ...) took over."""
+        with w.lock:
+            if w.generation != gen:
+                return False
+            w.set_phase(phase, message)
+            return True
+
+    def _sleep_phase(self, w: Workload, gen: int) -> bool:
+        time.sleep(self.phase_delay)
+        return w.generation == gen
+
+    def _drive(self, w: Workload, gen: int) -> None:
+        try:
+            self._drive_inner(w, gen)
+        except Exception as e:  # noqa: BLE001 - never leave a workload hanging
+            self._advance(w, gen, "Failed", f"emulator error: {e}")
+
+    def _drive_inner(self, w: Workload, gen: int) -> None:
+        if not self._sleep_phase(w, gen) or not self._advance(w, gen, "Pending"):
+            return
+        if not self._sleep_phase(w, gen) or not self._advance(w, gen, "Initializing"):
+            return
+        started = time.time()
+        plan = build_plan(w.id, w.name, w.kind, w.body, self.data_dir)
+        log_dir = self.log_dir(w.id)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with w.lock:
+            if w.generation != gen:
+                return
+            backend = self._backend_for(w)
+            w.mode = backend.name
+            w.replicas = backend.start(plan, log_dir)
+        rest = self.phase_delay - (time.time() - started)
+        if rest > 0:
+            time.sleep(rest)
+        if not self._advance(w, gen, "Running"):
+            return
+        while True:
+            codes = [r.exit_code() for r in w.replicas]
+            failed = [(r, c) for r, c in zip(w.replicas, codes, strict=True) if c not in (None, 0)]
+            if failed:
+                replica, code = failed[0]
+                with w.lock:
+                    if w.generation != gen:
+                        return
+                self._kill(w)
+                message = f"replica {replica.rank} exited with code {code}"
+                if isinstance(replica, FailedReplica):
+                    message = f"replica {replica.rank} could not start: {replica.message}"
+                self._advance(w, gen, "Failed", message)
+                return
+            if all(c == 0 for c in codes):
+                self._advance(w, gen, "Completed")
+                return
+            time.sleep(self.poll_interval)
+            if w.generation != gen:
+                return
+
+    def _stop(self, w: Workload, gen: int) -> None:
+        self._kill(w)
+        time.sleep(self.phase_delay)
+        self._advance(w, gen, "Stopped")
+
+    def _remove(self, w: Workload, gen: int) -> None:
+        self._kill_and_clean(w)
+        time.sleep(self.phase_delay)
+        with w.lock:
+            if w.generation != gen:
+                return
+            w.deleted_at = time.time()
