@@ -235,3 +235,65 @@ def test_distributed_runs_every_rank(emulator):
     sched = create_scheduler("t")
     seen = sorted(line for k in range(2) for line in sched.log_iter(app_id_of(result), "dist", k))
     assert seen == ["rank 0 of 2\n", "rank 1 of 2\n"]
+
+
+def test_transient_errors_are_not_failures(emulator):
+    result = run.run(run.Script(inline="sleep 300"), executor=local_pvc_executor(emulator), name="flaky",
+                     detach=True)
+    app_id = app_id_of(result)
+    sched = create_scheduler("t")
+    wait_for(lambda: sched.describe(app_id).state == AppState.RUNNING, timeout=60, what="running")
+    emulator.control("POST", "faults", {"match": {"method": "GET", "path_prefix": "/api/v1/workloads"},
+                                        "count": -1, "action": {"status": 503}})
+    from nemo_run.core.clients.http import RetryPolicy
+
+    sched._client_for(get_store().get("dgx_cloud", app_id)).http.retry = RetryPolicy(attempts=2, base_delay=0.01)
+    desc = sched.describe(app_id)
+    assert desc.state == AppState.RUNNING and "did not answer" in desc.msg
+    emulator.control("DELETE", "faults")
+    sched.cancel(app_id)
+    assert sched.describe(app_id).state == AppState.CANCELLED
+
+
+def test_logs_without_the_pvc_mounted_here_say_where_they_are(emulator):
+    ex = run.DGXCloudExecutor(project_name="nemo-project", container_image=image(),
+                              pvcs=[{"claimName": "remote-pvc", "path": emulator.pvc("remote-pvc")}],
+                              pvc_nemo_run_dir=emulator.pvc("remote-pvc") + "/jobs", launched_from_cluster=True)
+    result = run.run(run.Script(inline="echo hi"), executor=ex, name="where")
+    from nemo_run.core.store import get_store as store
+
+    store().update("dgx_cloud", app_id_of(result), data={"launched_from_cluster": False})
+    [line] = list(create_scheduler("t").log_iter(app_id_of(result), "where"))
+    assert "are on the PVC at" in line and "/logs/rank0.log" in line
+
+
+def test_profile_must_be_private(nemorun_home, monkeypatch):
+    for name in ("DGX_CLOUD_BASE_URL", "DGX_CLOUD_CLIENT_ID", "DGX_CLOUD_CLIENT_SECRET"):
+        monkeypatch.delenv(name)
+    profile = nemorun_home / "profiles" / "dgxcloud.json"
+    profile.parent.mkdir()
+    profile.write_text(json.dumps({"base_url": "http://h/api/v1", "client_id": "id", "client_secret": "s3"}))
+    ex = run.DGXCloudExecutor(project_name="p", container_image="i", pvcs=[{"claimName": "c", "path": "/n"}],
+                              pvc_nemo_run_dir="/n/j")
+    profile.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by other users .*chmod 600"):
+        ex.credentials()
+    profile.chmod(0o600)
+    assert ex.credentials() == ("http://h/api/v1", "id", "s3")
+    assert "s3" not in repr(ex)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"nodes": 0}, "nodes must be an integer >= 1"),
+    ({"pvc_nemo_run_dir": "/elsewhere/jobs"}, "is not under any PVC path"),
+    ({"pvcs": []}, "pvcs needs at least one"),
+    ({"pvcs": [{"claimName": "c"}]}, r"pvcs\[0\] needs 'claimName' and an absolute 'path'"),
+    ({"base_url": "https://x.run.ai"}, "must be the API root ending in /api/v1"),
+    ({"distributed_framework": "Horovod"}, "use one of PyTorch"),
+    ({"container_image": ""}, "container_image is required"),
+])
+def test_executor_rejects_bad_input(kwargs, message):
+    base = {"project_name": "p", "container_image": "i", "pvcs": [{"claimName": "c", "path": "/n"}],
+            "pvc_nemo_run_dir": "/n/jobs"}
+    with pytest.raises(ConfigError, match=message):
+        run.DGXCloudExecutor(**{**base, **kwargs})
