@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "HybridPackager": "nemo_run.core.packaging.hybrid",
     "DockerExecutor": "nemo_run.core.execution.docker",
     "DGXCloudExecutor": "nemo_run.core.execution.dgxcloud",
+    "LeptonExecutor": "nemo_run.core.execution.lepton",
     "RunResult": "nemo_run.run.api",
     "Experiment": "nemo_run.run.experiment",
     "NemoRunError": "nemo_run.exceptions",

@@ -239,8 +239,9 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             os.chmod(path, 0o755)
             return 0
         from nemo_run.core.clients import runai_datamover
+        from nemo_run.core.clients.datamover import build_payload
 
-        payload = runai_datamover.build_payload({"launch.sh": script.encode()}, archive)
+        payload = build_payload({"launch.sh": script.encode()}, archive)
         return runai_datamover.upload(client, name=request.name, project_id=project_id, cluster_id=cluster_id,
                                       image=ex.container_image, pvcs=ex.pvcs, dest=request.job_dir,
                                       payload=payload)

@@ -1,0 +1,103 @@
+"""`LeptonExecutor`: batch jobs on an NVIDIA DGX Cloud Lepton workspace.
+
+The workspace id, URL and token come from `LEPTON_WORKSPACE_ID`, `LEPTON_WORKSPACE_URL` and
+`LEPTON_WORKSPACE_TOKEN` (or the SDK's `lep login` record) when a call is made; they are never
+fields here, so they can never reach a job record, a log or a dry-run text.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from nemo_run.config import check_env_vars
+from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.exceptions import ConfigError
+
+# Paths a mount may not cover: they belong to the container's own system.
+RESERVED_MOUNT_PATHS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run",
+                        "/sbin", "/sys", "/tmp", "/usr", "/var")
+_SHAPE = re.compile(r"^[a-z0-9]+(\.[a-z0-9-]+)*$", re.IGNORECASE)
+_QUEUE_PRIORITY = re.compile(r"^(low|mid|high)(-\d{1,4})?$")
+
+
+@dataclass(kw_only=True)
+class LeptonExecutor(Executor):
+    """`nodes` replicas (one per node) of one container image, in a dedicated node group."""
+
+    container_image: str
+    nemo_run_dir: str  # folder inside a mount where code, launch script and logs go
+    nodes: int = 1
+    gpus_per_node: int = 0
+    nprocs_per_node: int = 1
+    resource_shape: str = ""  # e.g. "gpu.8xh100-80gb" or "cpu.small"
+    node_group: str = ""  # looked up by name
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # {"path", "from", "mount_path"}
+    shared_memory_size: int = 65536  # MiB
+    secret_vars: dict[str, str] = field(default_factory=dict)  # env name -> workspace secret name
+    image_pull_secrets: list[str] = field(default_factory=list)
+    node_reservation: str = ""
+    can_be_preempted: bool = False
+    can_preempt: bool = False
+    queue_priority: str | None = None  # e.g. "mid-4000"
+    pre_launch_commands: list[str] = field(default_factory=list)
+    custom_spec: dict[str, Any] = field(default_factory=dict)
+    launched_from_cluster: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.container_image, str) or not self.container_image.strip():
+            raise ConfigError("LeptonExecutor.container_image is required, e.g. 'nvcr.io/nvidia/nemo:25.02'")
+        for name in ("nodes", "nprocs_per_node"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"LeptonExecutor.{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 0:
+            raise ConfigError(f"LeptonExecutor.gpus_per_node must be an integer >= 0, got {self.gpus_per_node!r}")
+        if not self.resource_shape or not _SHAPE.match(self.resource_shape):
+            raise ConfigError(f"LeptonExecutor.resource_shape={self.resource_shape!r} is not a resource shape; "
+                              "write e.g. 'gpu.8xh100-80gb' or 'cpu.small'")
+        if not self.node_group:
+            raise ConfigError("LeptonExecutor.node_group is required: the name of a dedicated node group")
+        if not isinstance(self.shared_memory_size, int) or self.shared_memory_size < 0:
+            raise ConfigError("LeptonExecutor.shared_memory_size is a size in MiB, an integer >= 0")
+        check_env_vars(self.secret_vars, "LeptonExecutor.secret_vars")
+        if (self.can_preempt or self.can_be_preempted) and not self.queue_priority:
+            raise ConfigError("LeptonExecutor.queue_priority (e.g. 'mid-4000') is required with can_preempt "
+                              "or can_be_preempted")
+        if self.queue_priority and not _QUEUE_PRIORITY.match(self.queue_priority):
+            raise ConfigError(f"LeptonExecutor.queue_priority={self.queue_priority!r}; use low, mid or high, "
+                              "optionally with a number: 'mid-4000'")
+        self._check_mounts()
+
+    def _check_mounts(self) -> None:
+        for i, mount in enumerate(self.mounts):
+            if not isinstance(mount, dict) or not mount.get("mount_path") or not mount.get("path"):
+                raise ConfigError(f"LeptonExecutor.mounts[{i}] needs 'path' (in the storage) and "
+                                  f"'mount_path' (in the container), got {mount!r}")
+            target = posixpath.normpath(str(mount["mount_path"]))
+            if not target.startswith("/"):
+                raise ConfigError(f"LeptonExecutor.mounts[{i}].mount_path={mount['mount_path']!r} must be absolute")
+            if target in RESERVED_MOUNT_PATHS or any(target.startswith(p + "/") for p in RESERVED_MOUNT_PATHS[1:]):
+                raise ConfigError(f"LeptonExecutor.mounts[{i}].mount_path={target!r} is a reserved system path; "
+                                  "mount under e.g. /nemo-workspace instead")
+        target = posixpath.normpath(self.nemo_run_dir or "")
+        mounts = [posixpath.normpath(str(m["mount_path"])) for m in self.mounts]
+        if not any(target == m or target.startswith(m.rstrip("/") + "/") for m in mounts):
+            raise ConfigError(f"LeptonExecutor.nemo_run_dir={self.nemo_run_dir!r} must be inside one of the "
+                              f"mounts ({', '.join(mounts) or 'none given'}): code and logs go there")
+
+    def nnodes(self) -> int:
+        return self.nodes
+
+    def nproc_per_node(self) -> int:
+        return self.nprocs_per_node
+
+    def python_executable(self) -> str:
+        return "python3"
+
+    def macro_values(self) -> ExecutorMacros:
+        return ExecutorMacros(head_node_ip_var="MASTER_ADDR", nproc_per_node_var="NPROC_PER_NODE",
+                              num_nodes_var="WORLD_SIZE", node_rank_var="NODE_RANK")
