@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from nemo_run.core.clients.http import RetryPolicy
@@ -88,15 +88,20 @@ class LeptonClient:
         raise ConfigError(f"LeptonExecutor.node_group={name!r} does not exist; available node groups: "
                           f"{', '.join(names) or 'none'}")
 
-    # -- jobs -------------------------------------------------------------------------------
-    def get_job(self, name: str) -> Any | None:
+    # -- jobs (addressed by the id the workspace assigns; names are what we choose) --------
+    def get_job(self, job_id: str) -> Any | None:
         """The job, or None once the workspace no longer has it."""
         try:
-            return self._call(f"getting job {name}", lambda: self.api.job.get(name))
+            return self._call(f"getting job {job_id}", lambda: self.api.job.get(job_id))
         except BackendError as e:
             if e.status == 404:
                 return None
             raise
+
+    def find_job(self, name: str) -> Any | None:
+        """The live job whose name is exactly `name` (the list filter matches substrings)."""
+        jobs = self._call(f"looking up job {name}", lambda: self.api.job.list_all(q=name))
+        return next((j for j in jobs if j.metadata and j.metadata.name == name), None)
 
     def create_job(self, job: dict[str, Any]) -> Any:
         """Create once: after an unclear failure, the unique name tells whether it exists."""
@@ -111,7 +116,7 @@ class LeptonClient:
                 status = _status(e)
                 if not (_transient(e) or status == 409):
                     raise BackendError(f"Lepton rejected job {name}: {e}", status=status) from e
-                existing = self.get_job(name)
+                existing = self.find_job(name)
                 if existing is not None:
                     return existing
                 if attempt + 1 == self.retry.attempts:
@@ -122,28 +127,32 @@ class LeptonClient:
     def list_jobs(self) -> list[Any]:
         return self._call("listing jobs", self.api.job.list_all)
 
-    def stop_job(self, name: str) -> bool:
-        """Stop (spec.stopped=true); False when the job no longer exists."""
-        job = self.get_job(name)
-        if job is None:
-            return False
-        job.spec.stopped = True
-        self._call(f"stopping job {name}", lambda: self.api.job.update(name, job))
-        return True
-
-    def delete_job(self, name: str) -> bool:
+    def stop_job(self, job_id: str) -> bool:
+        """Stop (PATCH spec.stopped=true); False when the job no longer exists. The SDK's
+        `update` serialises only plain dicts, so the patch is one."""
         try:
-            self._call(f"deleting job {name}", lambda: self.api.job.delete(name))
+            self._call(f"stopping job {job_id}",
+                       lambda: self.api.job.update(job_id, {"spec": {"stopped": True}}))  # type: ignore[arg-type]
             return True
         except BackendError as e:
             if e.status == 404:
                 return False
             raise
 
-    def replica_ids(self, name: str) -> list[str]:
-        replicas = self._call(f"listing replicas of {name}", lambda: self.api.job.get_replicas(name))
+    def delete_job(self, job_id: str) -> bool:
+        try:
+            self._call(f"deleting job {job_id}", lambda: self.api.job.delete(job_id))
+            return True
+        except BackendError as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def replica_ids(self, job_id: str) -> list[str]:
+        replicas = self._call(f"listing replicas of {job_id}", lambda: self.api.job.get_replicas(job_id))
         return sorted(r.metadata.id_ for r in replicas if r.metadata and r.metadata.id_)
 
-    def log(self, name: str, replica_id: str, timeout: int | None = None) -> Iterator[str]:
-        return self._call(f"reading logs of {name}/{replica_id}",
-                          lambda: self.api.job.get_log(name, replica_id, timeout=timeout))
+    def log(self, job_id: str, replica_id: str, timeout: int | None = None) -> str:
+        """The replica's log so far (the SDK streams until the replica ends or `timeout`)."""
+        return self._call(f"reading logs of {job_id}/{replica_id}",
+                          lambda: "".join(self.api.job.get_log(job_id, replica_id, timeout=timeout)))

@@ -16,9 +16,12 @@ from nemo_run.config import check_env_vars
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.exceptions import ConfigError
 
-# Paths a mount may not cover: they belong to the container's own system.
-RESERVED_MOUNT_PATHS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run",
-                        "/sbin", "/sys", "/tmp", "/usr", "/var")
+# Mount targets Lepton refuses (the paths themselves; folders below them are allowed).
+RESERVED_MOUNT_PATHS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/media", "/opt", "/proc", "/run", "/sbin",
+    "/srv", "/sys", "/usr", "/usr/bin", "/usr/lib", "/usr/local", "/usr/sbin", "/var", "/sys/fs/cgroup",
+    "/sys/kernel/security", "/proc/sys", "/proc/bus",
+})
 _SHAPE = re.compile(r"^[a-z0-9]+(\.[a-z0-9-]+)*$", re.IGNORECASE)
 _QUEUE_PRIORITY = re.compile(r"^(low|mid|high)(-\d{1,4})?$")
 
@@ -80,7 +83,7 @@ class LeptonExecutor(Executor):
             target = posixpath.normpath(str(mount["mount_path"]))
             if not target.startswith("/"):
                 raise ConfigError(f"LeptonExecutor.mounts[{i}].mount_path={mount['mount_path']!r} must be absolute")
-            if target in RESERVED_MOUNT_PATHS or any(target.startswith(p + "/") for p in RESERVED_MOUNT_PATHS[1:]):
+            if target in RESERVED_MOUNT_PATHS:
                 raise ConfigError(f"LeptonExecutor.mounts[{i}].mount_path={target!r} is a reserved system path; "
                                   "mount under e.g. /nemo-workspace instead")
         target = posixpath.normpath(self.nemo_run_dir or "")

@@ -110,8 +110,8 @@ class LeptonRequest:
             "set -o pipefail",
             'export NODE_RANK="${LEPTON_JOB_WORKER_INDEX:-${NODE_RANK:-0}}"',
             'export WORLD_SIZE="${LEPTON_JOB_TOTAL_WORKERS:-${WORLD_SIZE:-1}}"',
-            'if [ -z "${MASTER_ADDR:-}" ] && [ -n "${LEPTON_JOB_SERVICE_PREFIX:-}" ]; then',
-            '  export MASTER_ADDR="${LEPTON_JOB_SERVICE_PREFIX}-0.${LEPTON_SUBDOMAIN}"',
+            'if [ -z "${MASTER_ADDR:-}" ] && [ -n "${LEPTON_SUBDOMAIN:-}" ]; then  # Lepton sets no torch vars',
+            '  export MASTER_ADDR="${LEPTON_JOB_WORKER_HOSTNAME_PREFIX:-worker}-0.${LEPTON_SUBDOMAIN}"',
             "fi",
             'export MASTER_ADDR="${MASTER_ADDR:-localhost}" MASTER_PORT="${MASTER_PORT:-29400}"',
             f"mkdir -p {shlex.quote(self.job_dir)}/logs",
@@ -169,7 +169,7 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
-        self._client_obj: Any = None
+        self._clients: dict[tuple[str | None, ...], Any] = {}
 
     def _run_opts(self) -> Any:
         from torchx.specs import runopts
@@ -177,15 +177,19 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
         return runopts()
 
     def _client(self, record: JobRecord | None = None) -> Any:
-        if self._client_obj is None:
+        """A client for the credentials in force now (read on every call, cached per setting)."""
+        key = tuple(os.environ.get(n) for n in ("LEPTON_WORKSPACE_ID", "LEPTON_WORKSPACE_TOKEN",
+                                                "LEPTON_WORKSPACE_URL", "HOME"))
+        client = self._clients.get(key)
+        if client is None:
             from nemo_run.core.clients.lepton import LeptonClient
 
-            self._client_obj = LeptonClient()
+            client = self._clients[key] = LeptonClient()
         wanted = record.data.get("workspace_id") if record else None
-        if wanted and wanted != self._client_obj.workspace_id:
+        if wanted and wanted != client.workspace_id:
             raise ConfigError(f"job {record.app_id} belongs to Lepton workspace {wanted!r} but the credentials "
-                              f"are for {self._client_obj.workspace_id!r}; set LEPTON_WORKSPACE_ID={wanted}")
-        return self._client_obj
+                              f"are for {client.workspace_id!r}; set LEPTON_WORKSPACE_ID={wanted}")
+        return client
 
     # -- dry run ----------------------------------------------------------------------------
     def _submit_dryrun(self, app: AppDef, cfg: LeptonExecutor) -> AppDryRunInfo[LeptonRequest]:  # type: ignore[override]
@@ -206,12 +210,13 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
             archive = ex.packager.package(os.getcwd(), scratch, "code")
             script = request.launch_script(with_code=archive is not None)
             helpers = self._ship(client, request, group_id, node_ids, archive, script)
-        client.create_job(request.job(group_id, node_ids))
+        created = client.create_job(request.job(group_id, node_ids))
         self._store().put(JobRecord(
             backend=self.backend, app_id=request.name, session=self.session_name,
             state=AppState.SUBMITTED.name, experiment_id=ex.experiment_id,
             log_dir=request.job_dir if ex.launched_from_cluster else None,
-            data={"workspace_id": client.workspace_id, "url": client.url, "job_dir": request.job_dir,
+            data={"job_id": created.metadata.id_ or request.name, "workspace_id": client.workspace_id,
+                  "url": client.url, "job_dir": request.job_dir,
                   "nodes": ex.nodes, "role": request.app.roles[0].name, "cmd": request.cmd,
                   "launched_from_cluster": ex.launched_from_cluster, "data_mover_jobs": helpers},
         ))
@@ -236,12 +241,14 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
                                                  last=index == len(groups) - 1)]
             name = f"{request.name[:NAME_LIMIT - 4].rstrip('-')}-m{index}"
             env = {f"NEMORUN_CHUNK_{i}": chunk for i, chunk in enumerate(chunks)}
-            client.create_job(request.job(group_id, node_ids, env=env, command=command, replicas=1, name=name))
+            helper = client.create_job(request.job(group_id, node_ids, env=env, command=command, replicas=1,
+                                                   name=name))
+            helper_id = helper.metadata.id_ or name
             try:
-                self._wait_helper(client, name)
+                self._wait_helper(client, helper_id)
             finally:
                 try:
-                    client.delete_job(name)
+                    client.delete_job(helper_id)
                 except BackendError as e:
                     log.warning("could not delete Lepton helper job %s: %s", name, e)
         return len(groups)
@@ -266,10 +273,10 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
         record = self._store().get(self.backend, app_id)
         if record is None:
             return None
-        if record.state in TERMINAL_STATES or "workspace_id" not in record.data:
+        if record.state in TERMINAL_STATES or "job_id" not in record.data:
             return self._response(record, AppState[record.state], record.data.get("msg", ""))
         try:
-            job = self._client(record).get_job(app_id)
+            job = self._client(record).get_job(record.data["job_id"])
         except BackendError as e:
             if e.status is not None and e.status < 500 and e.status != 429:
                 raise
@@ -301,15 +308,15 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
     # -- list -------------------------------------------------------------------------------
     def list(self) -> list[ListAppResponse]:  # type: ignore[override]
         records = self._store().list(self.backend)
-        active = [r for r in records if r.state not in TERMINAL_STATES and "workspace_id" in r.data]
+        active = [r for r in records if r.state not in TERMINAL_STATES and "job_id" in r.data]
         if active:
             try:
-                live = {j.metadata.name: j for j in self._client().list_jobs()}
+                live = {j.metadata.id_: j for j in self._client().list_jobs()}
             except (ConfigError, BackendError) as e:
                 log.warning("Lepton states not refreshed: %s", e)
                 live = None
             for record in active if live is not None else ():
-                job = live.get(record.app_id)
+                job = live.get(record.data.get("job_id"))
                 raw = getattr(job.status.state, "value", "Starting") if job and job.status else "Deleted"
                 state = state_of(raw)
                 if is_terminal(state):
@@ -355,10 +362,10 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
 
     def _api_lines(self, record: JobRecord, k: int, should_tail: bool, path: str) -> Iterator[str]:
         """The k-th replica's log through the API, re-read until the job ends (never forever)."""
-        client, seen, delay = self._client(record), 0, 0.2
+        client, seen, delay, job_id = self._client(record), 0, 0.2, record.data["job_id"]
         while True:
             finished = not should_tail or self._finished(record.app_id)
-            replicas = client.replica_ids(record.app_id) if client.get_job(record.app_id) is not None else []
+            replicas = client.replica_ids(job_id) if client.get_job(job_id) is not None else []
             if k >= len(replicas):
                 if finished:
                     if not replicas:
@@ -366,7 +373,7 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
                                f"shared mount at {path}\n")
                     return
             else:
-                text = "".join(client.log(record.app_id, replicas[k], timeout=2))
+                text = client.log(job_id, replicas[k], timeout=2)
                 end = len(text) if finished else text.rfind("\n") + 1  # whole lines until the end
                 if end > seen:
                     yield from text[seen:end].splitlines(keepends=True)
@@ -384,7 +391,7 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
         record = self._store().update(self.backend, app_id, state=AppState.CANCELLED.name,
                                       if_state_in=ACTIVE_STATES, data={"msg": "cancelled", "ended_at": time.time()})
         if record.state == AppState.CANCELLED.name:
-            self._client(record).stop_job(app_id)
+            self._client(record).stop_job(record.data["job_id"])
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> LeptonScheduler:
