@@ -872,6 +872,9 @@ class _BodyTooLarge(Exception):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # keep-alive clients (requests) would otherwise wait ~40 ms per reply: Nagle holds the body
+    # until the headers are ACKed, and the client delays that ACK
+    disable_nagle_algorithm = True
     server_version = "RunaiEmulator/1.0"
     timeout = 120  # seconds a connection may sit idle or half-sent before it is closed
     server: EmulatorHTTPServer

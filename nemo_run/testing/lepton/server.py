@@ -921,6 +921,9 @@ def _labels_match(labels: dict, selector: str) -> bool:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # keep-alive clients (requests) would otherwise wait ~40 ms per reply: Nagle holds the body
+    # until the headers are ACKed, and the client delays that ACK
+    disable_nagle_algorithm = True
     server_version = "LeptonEmulator/1.0"
     timeout = 120
     server: EmulatorHTTPServer
