@@ -8,6 +8,9 @@ nothing backend-specific is imported until that backend is used.
 from __future__ import annotations
 
 import importlib
+import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +22,11 @@ if TYPE_CHECKING:
 
     from nemo_run.core.execution.base import Executor
     from nemo_run.core.store.base import JobStore
+    from nemo_run.core.store.records import JobRecord
 
 SCHEDULERS_PACKAGE = "nemo_run.run.torchx_backend.schedulers"
+TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,52 @@ class SchedulerMixin:
                 f"no {self.backend} job {app_id!r} is known (job store: {self._store().location}); "
                 "`nemorun job list` shows the known jobs"
             )
+
+    def _known_record(self, app_id: str) -> JobRecord:
+        """The stored record of a job any backend call may name; UnknownJobError otherwise."""
+        self._require_known(app_id)
+        record = self._store().get(self.backend, app_id)
+        if record is None:  # describe found it on the backend only (e.g. a container without a record)
+            raise UnknownJobError(f"{self.backend} job {app_id!r} has no record in {self._store().location}")
+        return record
+
+    @staticmethod
+    def _check_replica(app_id: str, counts: dict[str, int], role_name: str, k: int) -> None:
+        """A clear error for a role or replica index the job does not have."""
+        if role_name not in counts:
+            raise ConfigError(f"job {app_id} has no role {role_name!r}; its roles: {sorted(counts)}")
+        if not 0 <= k < counts[role_name]:
+            raise ConfigError(f"role {role_name!r} of job {app_id} has replicas 0..{counts[role_name] - 1}, not {k}")
+
+    @staticmethod
+    def _matching(lines: Iterable[str], regex: str | None) -> Iterable[str]:
+        if not regex:
+            return lines
+        pattern = re.compile(regex)
+        return (line for line in lines if pattern.search(line))
+
+    def _finished(self, app_id: str) -> bool:
+        """For log tails: the job has ended (or is no longer known)."""
+        from torchx.specs import is_terminal
+
+        desc = self.describe(app_id)  # type: ignore[attr-defined]
+        return desc is None or is_terminal(desc.state)
+
+    def _record_final(self, app_id: str, state: str, **data: Any) -> JobRecord:
+        """Store a terminal state once; a state recorded first (e.g. a cancel) wins."""
+        return self._store().update(self.backend, app_id, state=state, if_state_in=ACTIVE_STATES,
+                                    data={"ended_at": time.time(), **data})
+
+    def _mark_cancelled(self, app_id: str) -> JobRecord | None:
+        """The first half of every cancel: a finished job stays as it ended (None); otherwise the
+        record becomes CANCELLED before the backend is told, and is returned to act on."""
+        from torchx.specs import is_terminal
+
+        desc = self.describe(app_id)  # type: ignore[attr-defined]
+        if desc is None or is_terminal(desc.state):
+            return None
+        record = self._record_final(app_id, "CANCELLED", msg="cancelled")
+        return record if record.state == "CANCELLED" else None
 
     def cancel(self, app_id: str) -> None:
         """Cancel a job; a finished job stays as it ended; an unknown id raises UnknownJobError."""

@@ -15,7 +15,6 @@ import re
 import secrets
 import shlex
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,15 +43,17 @@ from nemo_run.core.packaging.base import extract
 from nemo_run.core.redact import redact_env
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
-from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.api import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    SchedulerMixin,
+)
 from nemo_run.run.torchx_backend.schedulers.logs import follow_file
 
 log = logging.getLogger(__name__)
 
 BACKEND = "dgx_cloud"
 NAME_LIMIT = 40  # Run:ai derives pod and service names from it; keep room for their suffixes
-TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
-ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 
 DGX_STATES: dict[str, AppState] = {
     "Creating": AppState.SUBMITTED,
@@ -267,8 +268,7 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             state = state_of_phase(phase)
             msg = "the workload is being deleted on the server" if phase == "Deleting" else f"phase {phase}"
         if is_terminal(state):
-            record = self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
-                                          data={"phase": phase, "msg": msg, "ended_at": time.time()})
+            record = self._record_final(app_id, state.name, phase=phase, msg=msg)
             state = AppState[record.state]
         elif phase != record.data.get("phase") or state.name != record.state:
             record = self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
@@ -308,8 +308,7 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
                 phase = live.get(record.data["workload_id"], "Deleted")
                 state = AppState.CANCELLED if phase == "Deleted" else state_of_phase(phase)
                 if is_terminal(state):
-                    self._store().update(self.backend, record.app_id, state=state.name,
-                                         if_state_in=ACTIVE_STATES, data={"phase": phase, "ended_at": time.time()})
+                    self._record_final(record.app_id, state.name, phase=phase)
                 record.state = state.name
         return [ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle) for r in records]
 
@@ -325,35 +324,18 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         should_tail: bool = False,
         streams: Stream | None = None,
     ) -> Iterable[str]:
-        self._require_known(app_id)
-        record = self._store().get(self.backend, app_id)
-        assert record is not None
-        nodes = int(record.data.get("nodes", 1))
-        if not 0 <= k < nodes:
-            raise ConfigError(f"job {app_id} has ranks 0..{nodes - 1}, not {k}")
+        record = self._known_record(app_id)
+        self._check_replica(app_id, {record.data.get("role", "main"): int(record.data.get("nodes", 1))}, role_name, k)
         path = f"{record.data.get('pvc_job_dir', '')}/logs/rank{k}.log"
         if not (record.data.get("launched_from_cluster") and os.path.isdir(os.path.dirname(path))):
             return iter([f"nemo_run: the logs of {app_id} are on the PVC at {path}; read them where the PVC "
                          "is mounted (DGXCloudExecutor(launched_from_cluster=True)) or in the Run:ai UI\n"])
-
-        def finished() -> bool:
-            desc = self.describe(app_id)
-            return desc is None or is_terminal(desc.state)
-
-        lines = follow_file(path, finished, should_tail)
-        if regex:
-            pattern = re.compile(regex)
-            lines = (line for line in lines if pattern.search(line))
-        return lines
+        return self._matching(follow_file(path, lambda: self._finished(app_id), should_tail), regex)
 
     # -- cancel -----------------------------------------------------------------------------
     def _cancel_existing(self, app_id: str) -> None:
-        desc = self.describe(app_id)
-        if desc is None or is_terminal(desc.state):
-            return
-        record = self._store().update(self.backend, app_id, state=AppState.CANCELLED.name,
-                                      if_state_in=ACTIVE_STATES, data={"msg": "cancelled", "ended_at": time.time()})
-        if record.state == AppState.CANCELLED.name:
+        record = self._mark_cancelled(app_id)
+        if record is not None:
             self._client_for(record).suspend(record.data["kind"], record.data["workload_id"])
 
 

@@ -35,7 +35,7 @@ from nemo_run.core.execution.docker import (
 from nemo_run.core.packaging.base import extract
 from nemo_run.core.store import JobRecord
 from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyError
-from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.api import TERMINAL_STATES, SchedulerMixin
 from nemo_run.run.torchx_backend.schedulers.local import default_job_dir
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ LABEL_REPLICA = "nemo_run.replica_id"
 LABEL_SESSION = "nemo_run.session"
 DEFAULT_NETWORK = "nemo_run"
 STOP_TIMEOUT_S = 5
-TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
-ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 CONTAINER_STATES = {
     "created": AppState.SUBMITTED,
     "restarting": AppState.RUNNING,  # a retry in progress
@@ -304,10 +302,9 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             self._save_logs(record, role, k, container)
         codes = [r["exit_code"] for r in replicas.values() if r.get("exit_code") is not None]
         final = {"replicas": _listing(replicas), "ended_at": time.time()}
-        record = self._store().update(
-            self.backend, record.app_id, state=state.name, if_state_in=ACTIVE_STATES,
-            data={"final": final, "ended_at": final["ended_at"], "msg": _outcome_message(final["replicas"]),
-                  "exit_code": next((c for c in codes if c != 0), 0) if codes else None},
+        record = self._record_final(
+            record.app_id, state.name, final=final, ended_at=final["ended_at"], msg=_outcome_message(final["replicas"]),
+            exit_code=next((c for c in codes if c != 0), 0) if codes else None,
         )
         for container in found.values():
             try:
@@ -383,21 +380,12 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         should_tail: bool = False,
         streams: Stream | None = None,
     ) -> Iterable[str]:
-        self._require_known(app_id)
-        record = self._store().get(self.backend, app_id)
-        assert record is not None
+        record = self._known_record(app_id)
         counts: dict[str, int] = {}
         for spec in record.data.get("containers", []):
             counts[spec["role"]] = counts.get(spec["role"], 0) + 1
-        if role_name not in counts:
-            raise ConfigError(f"job {app_id} has no role {role_name!r}; its roles: {sorted(counts)}")
-        if not 0 <= k < counts[role_name]:
-            raise ConfigError(f"role {role_name!r} of job {app_id} has replicas 0..{counts[role_name] - 1}, not {k}")
-        lines = self._lines(record, role_name, k, since, until, should_tail, streams)
-        if regex:
-            pattern = re.compile(regex)
-            lines = (line for line in lines if pattern.search(line))
-        return lines
+        self._check_replica(app_id, counts, role_name, k)
+        return self._matching(self._lines(record, role_name, k, since, until, should_tail, streams), regex)
 
     def _lines(self, record: JobRecord, role: str, k: int, since: datetime | None, until: datetime | None,
                should_tail: bool, streams: Stream | None) -> Iterator[str]:
@@ -425,12 +413,8 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
 
     # -- cancel / close ---------------------------------------------------------------------
     def _cancel_existing(self, app_id: str) -> None:
-        desc = self.describe(app_id)
-        if desc is None or is_terminal(desc.state):
-            return
-        record = self._store().update(self.backend, app_id, state=AppState.CANCELLED.name,
-                                      if_state_in=ACTIVE_STATES, data={"msg": "cancelled"})
-        if record.state != AppState.CANCELLED.name:
+        record = self._mark_cancelled(app_id)
+        if record is None:
             return
         found = self._containers(app_id)
         for container in found.values():

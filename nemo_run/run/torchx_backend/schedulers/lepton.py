@@ -35,15 +35,17 @@ from nemo_run.core.packaging.base import extract
 from nemo_run.core.redact import redact_env
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
-from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.api import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    SchedulerMixin,
+)
 from nemo_run.run.torchx_backend.schedulers.logs import follow_file
 
 log = logging.getLogger(__name__)
 
 BACKEND = "lepton"
 NAME_LIMIT = 36
-TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
-ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 HELPER_TIMEOUT_S = 600.0
 
 LEPTON_STATES: dict[str, AppState] = {
@@ -287,8 +289,7 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
             raw = getattr(job.status.state, "value", job.status.state) if job.status else "Starting"
             state, msg = state_of(raw), f"state {raw}"
         if is_terminal(state):
-            record = self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
-                                          data={"lepton_state": raw, "msg": msg, "ended_at": time.time()})
+            record = self._record_final(app_id, state.name, lepton_state=raw, msg=msg)
             state = AppState[record.state]
         elif raw != record.data.get("lepton_state") or state.name != record.state:
             record = self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
@@ -320,8 +321,7 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
                 raw = getattr(job.status.state, "value", "Starting") if job and job.status else "Deleted"
                 state = state_of(raw)
                 if is_terminal(state):
-                    self._store().update(self.backend, record.app_id, state=state.name, if_state_in=ACTIVE_STATES,
-                                         data={"lepton_state": raw, "ended_at": time.time()})
+                    self._record_final(record.app_id, state.name, lepton_state=raw)
                 record.state = state.name
         return [ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle) for r in records]
 
@@ -337,21 +337,9 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
         should_tail: bool = False,
         streams: Stream | None = None,
     ) -> Iterable[str]:
-        self._require_known(app_id)
-        record = self._store().get(self.backend, app_id)
-        assert record is not None
-        nodes = int(record.data.get("nodes", 1))
-        if not 0 <= k < nodes:
-            raise ConfigError(f"job {app_id} has replicas 0..{nodes - 1}, not {k}")
-        lines = self._lines(record, k, should_tail)
-        if regex:
-            pattern = re.compile(regex)
-            lines = (line for line in lines if pattern.search(line))
-        return lines
-
-    def _finished(self, app_id: str) -> bool:
-        desc = self.describe(app_id)
-        return desc is None or is_terminal(desc.state)
+        record = self._known_record(app_id)
+        self._check_replica(app_id, {record.data.get("role", "main"): int(record.data.get("nodes", 1))}, role_name, k)
+        return self._matching(self._lines(record, k, should_tail), regex)
 
     def _lines(self, record: JobRecord, k: int, should_tail: bool) -> Iterator[str]:
         path = f"{record.data.get('job_dir', '')}/logs/rank{k}.log"
@@ -385,12 +373,8 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
 
     # -- cancel -----------------------------------------------------------------------------
     def _cancel_existing(self, app_id: str) -> None:
-        desc = self.describe(app_id)
-        if desc is None or is_terminal(desc.state):
-            return
-        record = self._store().update(self.backend, app_id, state=AppState.CANCELLED.name,
-                                      if_state_in=ACTIVE_STATES, data={"msg": "cancelled", "ended_at": time.time()})
-        if record.state == AppState.CANCELLED.name:
+        record = self._mark_cancelled(app_id)
+        if record is not None:
             self._client(record).stop_job(record.data["job_id"])
 
 

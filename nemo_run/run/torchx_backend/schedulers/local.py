@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import marshal
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -38,7 +37,7 @@ from torchx.schedulers.local_scheduler import (
     LocalScheduler,
     PopenRequest,
 )
-from torchx.specs import AppState, ReplicaStatus, Role, RoleStatus, is_terminal
+from torchx.specs import AppState, ReplicaStatus, Role, RoleStatus
 
 from nemo_run.config import get_nemorun_home
 from nemo_run.core import processes
@@ -46,7 +45,7 @@ from nemo_run.core.execution.local import LocalExecutor
 from nemo_run.core.redact import redact_env
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
-from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.api import TERMINAL_STATES, SchedulerMixin
 from nemo_run.run.torchx_backend.schedulers.local_supervisor import EXIT_CODE_FILE, STATUS_FILE
 from nemo_run.run.torchx_backend.schedulers.logs import follow_file
 
@@ -58,8 +57,6 @@ SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "local_sup
 CANCEL_GRACE_S = 5.0
 STREAM_FILES = {None: "combined.log", Stream.COMBINED: "combined.log",
                 Stream.STDOUT: "stdout.log", Stream.STDERR: "stderr.log"}
-TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
-ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 
 
 def __getattr__(name: str) -> Any:
@@ -244,11 +241,8 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         else:
             state, msg, final = self._live_state(record)
             if final is not None:
-                record = self._store().update(
-                    self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
-                    data={"msg": msg, "final": final, "exit_code": _exit_code(final),
-                          "ended_at": final.get("ended_at", time.time())},
-                )
+                record = self._record_final(app_id, state.name, msg=msg, final=final, exit_code=_exit_code(final),
+                                            ended_at=final.get("ended_at", time.time()))
                 state, msg = AppState[record.state], record.data.get("msg", msg)
         return self._response(record, state, msg)
 
@@ -322,37 +316,18 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         should_tail: bool = False,
         streams: Stream | None = None,
     ) -> Iterable[str]:
-        self._require_known(app_id)
-        record = self._store().get(self.backend, app_id)
-        assert record is not None  # _require_known checked it
+        record = self._known_record(app_id)
         counts = {r["name"]: int(r.get("num_replicas", 1)) for r in record.data.get("roles", [])}
-        if role_name not in counts:
-            raise ConfigError(f"job {app_id} has no role {role_name!r}; its roles: {sorted(counts)}")
-        if not 0 <= k < counts[role_name]:
-            raise ConfigError(f"role {role_name!r} of job {app_id} has replicas 0..{counts[role_name] - 1}, not {k}")
+        self._check_replica(app_id, counts, role_name, k)
         if since or until:
             warnings.warn("local log lines carry no timestamps: since/until are ignored", stacklevel=2)
         path = os.path.join(record.log_dir or "", role_name, str(k), STREAM_FILES[streams])
-        lines = follow_file(path, lambda: self._finished(app_id), should_tail)
-        if regex:
-            pattern = re.compile(regex)
-            lines = (line for line in lines if pattern.search(line))
-        return lines
-
-    def _finished(self, app_id: str) -> bool:
-        desc = self.describe(app_id)
-        return desc is None or is_terminal(desc.state)
+        return self._matching(follow_file(path, lambda: self._finished(app_id), should_tail), regex)
 
     # -- cancel ---------------------------------------------------------------------------
     def _cancel_existing(self, app_id: str) -> None:
-        desc = self.describe(app_id)
-        if desc is None or is_terminal(desc.state):
-            return  # already ended: cancelling again (or after success) changes nothing
-        record = self._store().update(
-            self.backend, app_id, state=AppState.CANCELLED.name, if_state_in=ACTIVE_STATES,
-            data={"ended_at": time.time(), "msg": "cancelled"},
-        )
-        if record.state == AppState.CANCELLED.name and "pid" in record.data:
+        record = self._mark_cancelled(app_id)
+        if record is not None and "pid" in record.data:
             self._terminate(record)
 
     def _terminate(self, record: JobRecord) -> None:
