@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "DockerExecutor": "nemo_run.core.execution.docker",
     "DGXCloudExecutor": "nemo_run.core.execution.dgxcloud",
     "LeptonExecutor": "nemo_run.core.execution.lepton",
+    "SkypilotExecutor": "nemo_run.core.execution.skypilot",
     "RunResult": "nemo_run.run.api",
     "Experiment": "nemo_run.run.experiment",
     "NemoRunError": "nemo_run.exceptions",

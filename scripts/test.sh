@@ -3,7 +3,7 @@
 # engine with a local image), and run the whole test suite (lint included).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-EXTRAS="test,docker,lepton" source "$ROOT/scripts/bootstrap.sh"
+EXTRAS="test,docker,lepton,skypilot" source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 "$VENV/bin/ruff" check .
 

@@ -1,0 +1,273 @@
+"""SkyPilot backend: each job is one SkyPilot job on a cluster, through the SkyPilot SDK as a
+client of an API server (`sky.launch`/`sky.exec`/`sky.job_status`/`sky.tail_logs`/`sky.cancel`
+with `sky.get`), never the server-side `sky.core` functions, so remote API servers work too.
+
+The app id is the task's unique name; the handle is `skypilot://<session>/<name>`. The record
+keeps the cluster name and SkyPilot job id, and the last state seen, which is what `describe`
+returns once the cluster is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shlex
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from torchx.schedulers.api import (
+    AppDryRunInfo,
+    DescribeAppResponse,
+    ListAppResponse,
+    Scheduler,
+    Stream,
+)
+from torchx.specs import AppDef, AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
+
+from nemo_run.core.execution.skypilot import HEAD_NODE_IP, SkypilotExecutor, import_sky
+from nemo_run.core.packaging.base import extract
+from nemo_run.core.redact import redact_env
+from nemo_run.core.store import JobRecord, store_path
+from nemo_run.exceptions import BackendError, ConfigError
+from nemo_run.run.torchx_backend.schedulers.api import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    SchedulerMixin,
+)
+
+log = logging.getLogger(__name__)
+
+BACKEND = "skypilot"
+
+SKYPILOT_STATES: dict[str, AppState] = {
+    "INIT": AppState.SUBMITTED,
+    "PENDING": AppState.PENDING,
+    "SETTING_UP": AppState.PENDING,
+    "RUNNING": AppState.RUNNING,
+    "SUCCEEDED": AppState.SUCCEEDED,
+    "FAILED": AppState.FAILED,
+    "FAILED_SETUP": AppState.FAILED,
+    "FAILED_DRIVER": AppState.FAILED,
+    "CANCELLED": AppState.CANCELLED,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SKYPILOT_JOB_DIRS":  # the store file in use now, resolved on every access
+        return store_path()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def state_of(status: Any) -> AppState:
+    """Map a `sky.JobStatus` (or its name); a value added later reads UNKNOWN, with a warning."""
+    name = getattr(status, "name", status)
+    state = SKYPILOT_STATES.get(str(name))
+    if state is None:
+        log.warning("unmapped SkyPilot job status %r; reporting UNKNOWN", name)
+        state = AppState.UNKNOWN
+    return state
+
+
+def task_name(app_name: str) -> str:
+    base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", app_name.lower())).strip("-") or "job"
+    return f"{base[:30]}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class SkypilotRequest:
+    """The task to run; `str()` (the dry-run text) is the task's YAML."""
+
+    executor: SkypilotExecutor
+    task: Any  # sky.Task
+
+    def __str__(self) -> str:
+        import yaml
+
+        config = self.task.to_yaml_config()
+        if config.get("envs"):
+            config["envs"] = redact_env({k: str(v) for k, v in config["envs"].items()})
+        return yaml.safe_dump(config, sort_keys=False)
+
+
+class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+    """SkyPilot jobs as torchx apps, durable through the job store."""
+
+    def __init__(self, session_name: str) -> None:
+        super().__init__(BACKEND, session_name)
+
+    def _run_opts(self) -> Any:
+        from torchx.specs import runopts
+
+        return runopts()
+
+    # -- dry run ----------------------------------------------------------------------------
+    def _submit_dryrun(self, app: AppDef, cfg: SkypilotExecutor) -> AppDryRunInfo[SkypilotRequest]:  # type: ignore[override]
+        if len(app.roles) != 1:
+            raise ConfigError(f"SkyPilot runs one role per job; {app.name!r} has {len(app.roles)}")
+        name = task_name(app.name)
+        role = macros.Values(img_root="", app_id=name, replica_id="$SKYPILOT_NODE_RANK",
+                             rank0_env="head_node_ip").apply(app.roles[0])
+        app.roles = [role]
+        run = "\n".join([
+            "set -o pipefail",
+            f"export head_node_ip={HEAD_NODE_IP}",
+            'export num_nodes="$SKYPILOT_NUM_NODES"',
+            shlex.join([role.entrypoint, *role.args]),
+        ])
+        task = cfg.to_task(name=name, run=run, envs=dict(role.env))
+        return AppDryRunInfo(SkypilotRequest(executor=cfg, task=task), str)
+
+    # -- schedule ---------------------------------------------------------------------------
+    def schedule(self, dryrun_info: AppDryRunInfo[SkypilotRequest]) -> str:  # type: ignore[override]
+        sky = import_sky()
+        request = dryrun_info.request
+        ex, task = request.executor, request.task
+        cluster = ex.cluster_name or f"nemo-{task.name}"[:40]
+        with tempfile.TemporaryDirectory(prefix="nemo_run_sky_") as scratch:
+            archive = ex.packager.package(os.getcwd(), scratch, "code")
+            if archive:
+                code = os.path.join(scratch, "code")
+                extract(archive, code)
+                task.workdir = code
+            try:
+                if self._cluster_up(sky, cluster):
+                    job_id, _ = sky.get(sky.exec(task, cluster_name=cluster))
+                else:
+                    job_id, _ = sky.get(sky.launch(
+                        task, cluster_name=cluster, retry_until_up=ex.retry_until_up,
+                        idle_minutes_to_autostop=ex.idle_minutes_to_autostop, down=ex.autodown))
+            except Exception as e:
+                raise BackendError(f"SkyPilot could not start {task.name} on {cluster}: {e}") from e
+        if job_id is None:
+            raise BackendError(f"SkyPilot started no job for {task.name} on {cluster}")
+        self._store().put(JobRecord(
+            backend=self.backend, app_id=task.name, session=self.session_name, state=AppState.SUBMITTED.name,
+            experiment_id=ex.experiment_id,
+            data={"cluster": cluster, "job_id": int(job_id), "num_nodes": ex.num_nodes,
+                  "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
+                  "run": task.run, "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", "")},
+        ))
+        return task.name
+
+    @staticmethod
+    def _cluster_up(sky: Any, cluster: str) -> bool:
+        records = sky.get(sky.status([cluster]))
+        return any(getattr(r, "name", None) == cluster and getattr(getattr(r, "status", None), "name", "") == "UP"
+                   for r in records)
+
+    # -- describe ---------------------------------------------------------------------------
+    def describe(self, app_id: str) -> DescribeAppResponse | None:
+        record = self._store().get(self.backend, app_id)
+        if record is None:
+            return None
+        if record.state in TERMINAL_STATES or "job_id" not in record.data:
+            return self._response(record, AppState[record.state], record.data.get("msg", ""))
+        sky = import_sky()
+        cluster, job_id = record.data["cluster"], record.data["job_id"]
+        try:  # one request to the API server
+            statuses = sky.get(sky.job_status(cluster, [job_id]))
+        except Exception as e:  # cluster gone, or the API server unreachable: keep what we knew
+            return self._response(record, AppState[record.state],
+                                  f"last recorded state (SkyPilot: {type(e).__name__}: {e})")
+        status = statuses.get(job_id) if isinstance(statuses, dict) else None
+        if status is None:
+            return self._response(record, AppState[record.state], f"job {job_id} not found on {cluster}")
+        state = state_of(status)
+        msg = f"SkyPilot {getattr(status, 'name', status)}"
+        if is_terminal(state):
+            record = self._record_final(app_id, state.name, sky_status=str(getattr(status, "name", status)), msg=msg)
+            state = AppState[record.state]
+        elif state.name != record.state:
+            self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES)
+        return self._response(record, state, msg)
+
+    def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
+        data = record.data
+        role_name, nodes = data.get("role", "main"), int(data.get("num_nodes", 1))
+        resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg)
+        resp.roles = [Role(name=role_name, image="", entrypoint="bash", args=["-c", data.get("run", "")],
+                           num_replicas=nodes)]
+        resp.roles_statuses = [RoleStatus(role_name, [ReplicaStatus(id=k, state=state, role=role_name,
+                                                                    hostname=data.get("cluster", ""))
+                                                      for k in range(nodes)])]
+        return resp
+
+    # -- list -------------------------------------------------------------------------------
+    def list(self) -> list[ListAppResponse]:  # type: ignore[override]
+        records = self._store().list(self.backend)
+        by_cluster: dict[str, list[JobRecord]] = {}
+        for record in records:
+            if record.state not in TERMINAL_STATES and "job_id" in record.data:
+                by_cluster.setdefault(record.data["cluster"], []).append(record)
+        if by_cluster:
+            sky = import_sky()
+            for cluster, members in by_cluster.items():
+                try:
+                    jobs = {j.job_id: j.status for j in sky.get(sky.queue(cluster, all_users=True))}
+                except Exception as e:  # the cluster is gone: keep the recorded states
+                    log.warning("SkyPilot queue of %s unavailable: %s", cluster, e)
+                    continue
+                for record in members:
+                    status = jobs.get(record.data["job_id"])
+                    if status is None:
+                        continue
+                    state = state_of(status)
+                    if is_terminal(state):
+                        self._record_final(record.app_id, state.name, sky_status=getattr(status, "name", str(status)))
+                    record.state = state.name
+        return [ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle) for r in records]
+
+    # -- logs -------------------------------------------------------------------------------
+    def log_iter(
+        self,
+        app_id: str,
+        role_name: str,
+        k: int = 0,
+        regex: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        should_tail: bool = False,
+        streams: Stream | None = None,
+    ) -> Iterable[str]:
+        record = self._known_record(app_id)
+        self._check_replica(app_id, {record.data.get("role", "main"): int(record.data.get("num_nodes", 1))},
+                            role_name, k)
+        return self._matching(self._lines(record, should_tail), regex)
+
+    def _lines(self, record: JobRecord, should_tail: bool) -> Iterator[str]:
+        """The job's output through the API server; `follow` ends when the job does."""
+        sky = import_sky()
+        cluster, job_id = record.data["cluster"], record.data["job_id"]
+        try:
+            chunks = sky.tail_logs(cluster, job_id, follow=should_tail, preload_content=False)
+            pending = ""
+            for chunk in chunks:
+                if chunk is None:
+                    continue
+                *lines, pending = (pending + chunk).split("\n")
+                yield from (line + "\n" for line in lines)
+            if pending:
+                yield pending
+        except Exception as e:
+            yield f"nemo_run: the logs of {record.app_id} are not available (cluster {cluster}: {e})\n"
+
+    # -- cancel -----------------------------------------------------------------------------
+    def _cancel_existing(self, app_id: str) -> None:
+        record = self._mark_cancelled(app_id)
+        if record is None:
+            return
+        sky = import_sky()
+        try:
+            sky.get(sky.cancel(record.data["cluster"], job_ids=[record.data["job_id"]]))
+        except Exception as e:  # the cluster is gone: nothing left to stop
+            log.warning("SkyPilot cancel of %s on %s: %s", app_id, record.data["cluster"], e)
+
+
+def create_scheduler(session_name: str, **kwargs: Any) -> SkypilotScheduler:
+    """Entry point for the `skypilot` torchx scheduler."""
+    return SkypilotScheduler(session_name)

@@ -1,0 +1,64 @@
+"""SkyPilot without a server: real sky.Task objects, their YAML, states and bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from torchx.specs import AppState
+
+import nemo_run as run
+from nemo_run.exceptions import ConfigError
+
+sky = pytest.importorskip("sky", reason="the skypilot extra is not installed")
+
+from nemo_run.run.torchx_backend.schedulers.skypilot import SKYPILOT_STATES, state_of  # noqa: E402
+
+
+def test_every_job_status_is_mapped_and_new_ones_read_unknown(caplog):
+    assert {s.name for s in sky.JobStatus} == set(SKYPILOT_STATES)
+    assert state_of(sky.JobStatus.FAILED_SETUP) == AppState.FAILED
+    with caplog.at_level(logging.WARNING):
+        assert state_of("PREEMPTED_IN_2030") == AppState.UNKNOWN
+    assert "unmapped SkyPilot job status" in caplog.text
+
+
+def test_a_real_task_round_trips_through_yaml(tmp_path):
+    ex = run.SkypilotExecutor(infra="slurm/localcluster", gpus="H100", gpus_per_node=8, num_nodes=2, cpus="4+",
+                              setup="echo setup", file_mounts={"/data": str(tmp_path)}, env_vars={"A": "1"})
+    task = ex.to_task("train", "echo hi", {"A": "1"})
+    config = task.to_yaml_config()
+    again = sky.Task.from_yaml_config(config)
+    assert again.num_nodes == 2 and again.envs == {"A": "1"} and again.setup == "echo setup"
+    [resources] = list(again.resources)
+    assert resources.accelerators == {"H100": 8} and resources.infra.to_str() == "slurm/localcluster"
+    assert again.file_mounts == {"/data": str(tmp_path)}
+
+
+def test_dry_run_text_is_the_task_yaml_without_secrets():
+    ex = run.SkypilotExecutor(infra="slurm/localcluster", env_vars={"HF_TOKEN": "hf-abc"})
+    result = run.run(run.Script(inline="echo hi"), executor=ex, dryrun=True)
+    import yaml
+
+    config = yaml.safe_load(result.dryrun)
+    assert config["resources"]["infra"] == "slurm/localcluster"
+    assert "echo hi" in config["run"] and "set -o pipefail" in config["run"]
+    assert "hf-abc" not in result.dryrun and config["envs"]["HF_TOKEN"] == "***"
+
+
+def test_older_cloud_region_zone_fields():
+    assert run.SkypilotExecutor(cloud="aws", region="us-east-1", zone="us-east-1a").infra_string() == \
+        "aws/us-east-1/us-east-1a"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"gpus": "8x H100"}, "is not an accelerator; write NAME or NAME:COUNT"),
+    ({"num_nodes": 0}, "num_nodes must be an integer >= 1"),
+    ({"infra": "aws", "cloud": "gcp"}, "either infra='cloud/region/zone' or the older"),
+    ({"region": "us-east-1"}, "need cloud="),
+    ({"file_mounts": {"/remote": "/no/such/local/path"}}, "does not exist locally"),
+    ({"gpus": "H100:8", "gpus_per_node": 4}, "gpus_per_node needs gpus='NAME' without a count"),
+])
+def test_bad_input_before_any_request(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        run.SkypilotExecutor(**kwargs)
