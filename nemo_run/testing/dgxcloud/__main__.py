@@ -9,37 +9,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
+from nemo_run.testing.common.process import add_mode_argument, emulator_parser, serve
 from nemo_run.testing.dgxcloud.server import Config, make_server
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m nemo_run.testing.dgxcloud",
-        description="HTTP emulator of the NVIDIA Run:ai REST API (DGX Cloud).",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder for PVCs (pvcs/<claim>), replica logs (logs/<id>/<rank>.log) and work dirs "
+    parser = emulator_parser(
+        "python -m nemo_run.testing.dgxcloud",
+        "HTTP emulator of the NVIDIA Run:ai REST API (DGX Cloud).",
+        "folder for PVCs (pvcs/<claim>), replica logs (logs/<id>/<rank>.log) and work dirs "
         "(default: a new temporary folder)",
     )
     parser.add_argument("--client-id", default="emulator-client", help="accepted client id")
-    parser.add_argument(
-        "--mode",
-        choices=("auto", "docker", "subprocess"),
-        default="auto",
-        help="how workloads run: docker containers, host processes, or auto (docker when an "
-        "engine answers and the image is local)",
-    )
+    add_mode_argument(parser, "workloads")
     parser.add_argument(
         "--token-ttl", type=float, default=3600.0, help="access token lifetime in seconds"
     )
@@ -82,21 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster_id=args.cluster_id,
         verbose=args.verbose,
     )
-    server = make_server(config, args.host, args.port)
-
-    def stop(signum, frame) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, stop)
-    sys.stdout.write(f"RUNAI_EMULATOR_URL={server.emulator.url}\n")
-    sys.stdout.flush()
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-        server.emulator.shutdown()
-    return 0
+    return serve(make_server(config, args.host, args.port), "RUNAI_EMULATOR_URL=")
 
 
 if __name__ == "__main__":

@@ -30,23 +30,20 @@ import random
 import re
 import secrets
 import shlex
-import socket
 import string
 import threading
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
+from nemo_run.testing.common import http
+from nemo_run.testing.common.http import MAX_BODY_BYTES, EmulatorBase, Response
 from nemo_run.testing.dgxcloud.validate import ApiSpec, Issue
 from nemo_run.testing.dgxcloud.workloads import Workload, WorkloadManager, now_iso
 
-MAX_BODY_BYTES = 1_572_864  # 1.5 MiB: larger request bodies get 413
-MAX_DRAIN_BYTES = 64 * 1024 * 1024  # past this an oversized body is not even read
 MAX_ARGS_CHARS = 10_000  # the real service rejects longer spec.args
 DNS1123_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 TOKEN_PATH = "/api/v1/token"
@@ -70,14 +67,6 @@ PHASE_TO_K8S = {
     "Stopped": "Stopped",
     "Deleting": "Terminating",
 }
-FAULT_ACTIONS = (
-    "status",
-    "retry_after",
-    "delay",
-    "drop",
-    "delay_after_commit",
-    "drop_after_commit",
-)
 
 
 @dataclass
@@ -92,13 +81,6 @@ class Config:
     stop_grace: float = 2.0
     cluster_id: str | None = None
     verbose: bool = False
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class ApiError(Exception):
@@ -134,72 +116,6 @@ def validation_error(issues: list[Issue], submission: bool, what: str = "request
     shown = "; ".join(str(i) for i in issues[:20])
     more = f" (and {len(issues) - 20} more)" if len(issues) > 20 else ""
     return ApiError(400, f"Invalid {what}: {shown}{more}", issues, submission)
-
-
-@dataclass
-class FaultRule:
-    id: int
-    method: str | None
-    path_prefix: str | None
-    remaining: int | None  # None: every matching request
-    action: dict
-    hits: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method and self.method != method:
-            return False
-        return not self.path_prefix or path.startswith(self.path_prefix)
-
-    def to_json(self) -> dict:
-        match: dict[str, str] = {}
-        if self.method:
-            match["method"] = self.method
-        if self.path_prefix:
-            match["path_prefix"] = self.path_prefix
-        return {
-            "id": self.id,
-            "match": match,
-            "remaining": self.remaining,
-            "hits": self.hits,
-            "action": self.action,
-        }
-
-
-def parse_fault_rule(raw: Any, rule_id: int) -> FaultRule:
-    if not isinstance(raw, dict):
-        raise ValueError("a fault rule must be an object")
-    unknown = set(raw) - {"match", "count", "action"}
-    if unknown:
-        raise ValueError(f"unknown fault rule keys: {sorted(unknown)}")
-    match = raw.get("match") or {}
-    if not isinstance(match, dict) or set(match) - {"method", "path_prefix"}:
-        raise ValueError("match takes only 'method' and 'path_prefix'")
-    action = raw.get("action")
-    if not isinstance(action, dict) or not action:
-        raise ValueError("action must be a non-empty object")
-    unknown = set(action) - set(FAULT_ACTIONS) - {"message"}
-    if unknown:
-        raise ValueError(f"unknown action keys {sorted(unknown)}; known: {list(FAULT_ACTIONS)}")
-    if not any(k in action for k in FAULT_ACTIONS if k != "retry_after"):
-        raise ValueError("action needs one of status, delay, drop, delay_after_commit")
-    if "status" in action and not (
-        isinstance(action["status"], int) and 400 <= action["status"] <= 599
-    ):
-        raise ValueError("action.status must be an HTTP error status (400-599)")
-    for key in ("retry_after", "delay", "delay_after_commit"):
-        if key in action and (not isinstance(action[key], (int, float)) or action[key] < 0):
-            raise ValueError(f"action.{key} must be a non-negative number of seconds")
-    count = raw.get("count", 1)
-    if count is None or count == -1:
-        remaining = None
-    elif isinstance(count, int) and count >= 1:
-        remaining = count
-    else:
-        raise ValueError("count must be a positive integer (or -1 for every request)")
-    method = match.get("method")
-    return FaultRule(
-        rule_id, method.upper() if method else None, match.get("path_prefix"), remaining, action
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,14 +204,17 @@ def sort_records(records: list[tuple[dict, dict]], query: dict) -> list[tuple[di
 # The emulator
 
 
-class Emulator:
+class Emulator(EmulatorBase):
     """Everything the HTTP handler needs: spec, projects, tokens, workloads, faults, counters."""
+
+    api_error = ApiError
+    framing_error_body = {"code": 400, "message": "malformed request body framing"}
 
     def __init__(self, config: Config, spec: ApiSpec | None = None):
         self.config = config
         self.spec = spec or ApiSpec.load()
         self.validator = self.spec.validator
-        self.lock = threading.RLock()
+        self.init_common()
         self.create_lock = threading.Lock()
         self.started_at = time.time()
         self.cluster_id = config.cluster_id or str(uuid.uuid4())
@@ -306,10 +225,6 @@ class Emulator:
         self.projects_by_id = {p["id"]: p for p in self.projects}
         self.tokens: dict[str, tuple[str, float]] = {}
         self._jwt_key = secrets.token_bytes(32)
-        self.faults: list[FaultRule] = []
-        self._fault_ids = 0
-        self.requests: Counter[str] = Counter()
-        self.responses: Counter[str] = Counter()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.manager = WorkloadManager(
             config.data_dir, config.mode, config.phase_delay, config.stop_grace
@@ -415,25 +330,26 @@ class Emulator:
             self.tokens = {t: (s, 0.0) for t, (s, _) in self.tokens.items()}
         return count
 
-    # -- counters and faults ------------------------------------------------------------------
-    def count_request(self, key: str) -> None:
-        with self.lock:
-            self.requests[key] += 1
+    # -- what the shared HTTP layer asks ----------------------------------------------------------
+    def bound(self, host: str, port: int) -> None:
+        self.url = f"http://{host}:{port}"
 
-    def count_response(self, key: str, status: int | str) -> None:
-        with self.lock:
-            self.responses[f"{key} {status}"] += 1
+    def request_key(self, method: str, path: str) -> str:
+        route = self.spec.route(method, path)
+        return f"{method} {route.template or path}"
 
-    def take_fault(self, method: str, path: str) -> FaultRule | None:
-        with self.lock:
-            for rule in self.faults:
-                if rule.matches(method, path):
-                    rule.hits += 1
-                    if rule.remaining is not None:
-                        rule.remaining -= 1
-                        if rule.remaining <= 0:
-                            self.faults.remove(rule)
-                    return rule
+    def respond(self, method, path, query, headers, body, too_large) -> Response:
+        return self.handle(method, path, query, headers, body, too_large)[1]
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> ApiError:
+        return ApiError(status, message, headers=headers)
+
+    def fault_body(self, status: int, message: str) -> dict:
+        return {"code": status, "message": message}
+
+    def control_extra(self, method: str, path: str, body: bytes | None) -> Response | None:
+        if path == "/_emulator/expire-tokens" and method == "POST":
+            return Response(200, {"expired": self.expire_tokens()})
         return None
 
     # -- the API ------------------------------------------------------------------------------
@@ -773,54 +689,6 @@ class Emulator:
             return [{"type": w.phase, "status": "True", "lastTransitionTime": ts}]
         return []
 
-    # -- control endpoints --------------------------------------------------------------------
-    def control(self, method: str, path: str, body: bytes | None) -> Response:
-        try:
-            return self._control(method, path, body)
-        except ApiError as e:
-            return e.response()
-
-    def _control(self, method: str, path: str, body: bytes | None) -> Response:
-        path = path.rstrip("/")
-        if path == "/_emulator/faults":
-            if method == "GET":
-                with self.lock:
-                    return Response(200, {"faults": [r.to_json() for r in self.faults]})
-            if method == "DELETE":
-                with self.lock:
-                    cleared = len(self.faults)
-                    self.faults.clear()
-                return Response(200, {"cleared": cleared})
-            if method == "POST":
-                try:
-                    raw = json.loads(body or b"null")
-                except json.JSONDecodeError as e:
-                    raise ApiError(400, f"fault rules are not JSON: {e}") from e
-                raws = raw if isinstance(raw, list) else [raw]
-                rules = []
-                with self.lock:
-                    try:
-                        for item in raws:
-                            self._fault_ids += 1
-                            rules.append(parse_fault_rule(item, self._fault_ids))
-                    except ValueError as e:
-                        raise ApiError(400, f"bad fault rule: {e}") from e
-                    self.faults.extend(rules)
-                    return Response(200, {"faults": [r.to_json() for r in self.faults]})
-            raise ApiError(405, "use GET, POST or DELETE", headers={"Allow": "GET, POST, DELETE"})
-        if path == "/_emulator/expire-tokens" and method == "POST":
-            return Response(200, {"expired": self.expire_tokens()})
-        if path == "/_emulator/state" and method == "GET":
-            return Response(200, self.state())
-        if path == "/_emulator/reset" and method == "POST":
-            self.manager.reset()
-            with self.lock:
-                self.requests.clear()
-                self.responses.clear()
-                self.faults.clear()
-            return Response(200, {"reset": True})
-        raise ApiError(404, f"no emulator control endpoint {method} {path}")
-
     def state(self) -> dict:
         workloads = []
         for w in sorted(self.manager.all(), key=lambda w: w.created_at):
@@ -866,160 +734,13 @@ class Emulator:
 # HTTP
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # keep-alive clients (requests) would otherwise wait ~40 ms per reply: Nagle holds the body
-    # until the headers are ACKed, and the client delays that ACK
-    disable_nagle_algorithm = True
+class Handler(http.Handler):
     server_version = "RunaiEmulator/1.0"
-    timeout = 120  # seconds a connection may sit idle or half-sent before it is closed
-    server: EmulatorHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-        if self.server.emulator.config.verbose:
-            super().log_message(format, *args)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server names
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
-
-    # -- body -----------------------------------------------------------------------------------
-    def _read_body(self) -> tuple[bytes | None, bool]:
-        """The request body, and whether it went over the limit (then it is drained, not kept)."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
-        length = self.headers.get("Content-Length")
-        if not length:
-            return None, False
-        size = int(length)
-        if size > MAX_BODY_BYTES:
-            if size > MAX_DRAIN_BYTES:
-                self.close_connection = True
-                return None, True
-            remaining = size
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 16))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-            return None, True
-        return self.rfile.read(size), False
-
-    def _read_chunked(self) -> tuple[bytes | None, bool]:
-        parts: list[bytes] = []
-        total = 0
-        too_large = False
-        while True:
-            line = self.rfile.readline(65537).strip()
-            size = int(line.split(b";", 1)[0] or b"0", 16)
-            if size == 0:
-                while self.rfile.readline(65537).strip():  # trailers
-                    pass
-                break
-            data = self.rfile.read(size)
-            self.rfile.readline()
-            total += size
-            if total > MAX_BODY_BYTES:
-                too_large = True
-                parts.clear()
-                if total > MAX_DRAIN_BYTES:
-                    self.close_connection = True
-                    return None, True
-            elif not too_large:
-                parts.append(data)
-        return (None if too_large else b"".join(parts)), too_large
-
-    # -- replies ----------------------------------------------------------------------------------
-    def _send(self, response: Response) -> None:
-        data = b""
-        if response.body is not None:
-            data = json.dumps(response.body).encode()
-        try:
-            self.send_response(response.status)
-            if data:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-            self.wfile.flush()
-        except (TimeoutError, BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _dispatch(self) -> None:
-        emulator = self.server.emulator
-        url = urlsplit(self.path)
-        method = self.command.upper()
-        try:
-            body, too_large = self._read_body()
-        except (ValueError, OSError):
-            self.close_connection = True
-            self._send(Response(400, {"code": 400, "message": "malformed request body framing"}))
-            return
-        if url.path == "/_emulator" or url.path.startswith("/_emulator/"):
-            self._send(emulator.control(method, url.path, body))
-            return
-        route = emulator.spec.route(method, url.path)
-        key = f"{method} {route.template or url.path}"
-        emulator.count_request(key)
-        rule = emulator.take_fault(method, url.path)
-        action = rule.action if rule else {}
-        if action.get("delay"):
-            time.sleep(float(action["delay"]))
-        if action.get("drop"):
-            emulator.count_response(key, "dropped")
-            self._drop()
-            return
-        if "status" in action:
-            status = int(action["status"])
-            message = action.get("message") or f"injected fault: HTTP {status}"
-            response = Response(status, {"code": status, "message": message})
-            if "retry_after" in action:
-                retry = action["retry_after"]
-                response.headers["Retry-After"] = str(
-                    int(retry) if float(retry).is_integer() else retry
-                )
-        else:
-            key, response = emulator.handle(
-                method, url.path, url.query, self.headers, body, too_large
-            )
-        if action.get("delay_after_commit"):
-            time.sleep(float(action["delay_after_commit"]))
-        if action.get("drop_after_commit"):
-            emulator.count_response(key, "dropped")
-            self._drop()
-            return
-        emulator.count_response(key, response.status)
-        self._send(response)
 
 
-class EmulatorHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], emulator: Emulator):
-        super().__init__(address, Handler)
-        self.emulator = emulator
-        host, port = self.server_address[:2]
-        emulator.url = f"http://{host}:{port}"
+EmulatorHTTPServer = http.EmulatorHTTPServer
 
 
 def make_server(config: Config, host: str = "127.0.0.1", port: int = 0) -> EmulatorHTTPServer:
     """Build (but do not start) an emulator server; ``server.emulator.url`` is its address."""
-    return EmulatorHTTPServer((host, port), Emulator(config))
+    return EmulatorHTTPServer((host, port), Emulator(config), Handler)

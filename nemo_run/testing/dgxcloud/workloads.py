@@ -39,17 +39,24 @@ replicas are killed: SIGTERM, then SIGKILL after a grace period); resume: Resumi
 from __future__ import annotations
 
 import os
-import re
 import shlex
-import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from nemo_run.testing.common.manager import ManagerBase
+from nemo_run.testing.common.replicas import (
+    ContainerRuntime,
+    DockerEngine,
+    ProcessRuntime,
+    Runtime,
+    StartFailure,
+    free_port,
+    path_replacer,
+)
 
 LABEL = "nemo_run.emulator"
 MASTER_PORT = 29500
@@ -160,74 +167,17 @@ def build_plan(workload_id: str, name: str, kind: str, body: dict, data_dir: Pat
 # Replicas
 
 
-class Replica:
-    """One running (or finished) process or container."""
+class Replica(Runtime):
+    """One running (or finished) process or container: the replica of rank ``rank``."""
 
     rank: int
     log_path: Path
 
-    def exit_code(self) -> int | None:
-        raise NotImplementedError
 
-    def terminate(self, grace: float) -> None:
-        raise NotImplementedError
-
-    def remove(self) -> None:
-        """Release what the replica holds (a container); the log file stays."""
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class ProcessReplica(Replica):
+class ProcessReplica(ProcessRuntime, Replica):
     def __init__(self, rank: int, log_path: Path, argv: list[str], env: dict, cwd: str):
         self.rank = rank
-        self.log_path = log_path
-        self.argv = argv
-        self._code: int | None = None
-        self.proc: subprocess.Popen | None = None
-        with open(log_path, "ab") as log:
-            try:
-                self.proc = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as e:  # not found / not executable: a container would exit 127/126
-                log.write(f"emulator: cannot start {argv[0]!r}: {e}\n".encode())
-                self._code = 126 if isinstance(e, PermissionError) else 127
-
-    def exit_code(self) -> int | None:
-        if self._code is not None or self.proc is None:
-            return self._code
-        code = self.proc.poll()
-        if code is not None:
-            self._code = 128 - code if code < 0 else code  # killed by signal N: 128+N
-        return self._code
-
-    def terminate(self, grace: float) -> None:
-        if self.proc is None or self.exit_code() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # the group may have children left after the leader exited
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.exit_code()
+        super().__init__(argv, env, cwd, log_path)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -239,53 +189,10 @@ class ProcessReplica(Replica):
         }
 
 
-class ContainerReplica(Replica):
+class ContainerReplica(ContainerRuntime, Replica):
     def __init__(self, rank: int, log_path: Path, container, argv: list[str] | None):
         self.rank = rank
-        self.log_path = log_path
-        self.container = container
-        self.argv = argv
-        self._code: int | None = None
-        self._exited = threading.Event()
-        threading.Thread(target=self._wait, daemon=True).start()
-        threading.Thread(target=self._follow_logs, daemon=True).start()
-
-    def _wait(self) -> None:
-        try:
-            result = self.container.wait()
-            self._code = int(result.get("StatusCode", 1))
-        except Exception:  # noqa: BLE001 - the container went away under us
-            self._code = 137
-        self._exited.set()
-
-    def _follow_logs(self) -> None:
-        try:
-            with open(self.log_path, "ab") as log:
-                for chunk in self.container.logs(stream=True, follow=True):
-                    log.write(chunk)
-                    log.flush()
-        except Exception:  # noqa: BLE001 - removed while streaming
-            pass
-
-    def exit_code(self) -> int | None:
-        return self._code if self._exited.is_set() else None
-
-    def terminate(self, grace: float) -> None:
-        if self._exited.is_set():
-            return
-        for sig, wait in (("SIGTERM", grace), ("SIGKILL", 10.0)):
-            try:
-                self.container.kill(signal=sig)
-            except Exception:  # noqa: BLE001 - already stopped
-                pass
-            if self._exited.wait(wait):
-                return
-
-    def remove(self) -> None:
-        try:
-            self.container.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        super().__init__(container, argv, log_path)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -298,21 +205,12 @@ class ContainerReplica(Replica):
         }
 
 
-class FailedReplica(Replica):
+class FailedReplica(StartFailure, Replica):
     """A replica that could not be started at all (e.g. the image is missing)."""
 
     def __init__(self, rank: int, log_path: Path, message: str):
         self.rank = rank
-        self.log_path = log_path
-        self.message = message
-        with open(log_path, "ab") as log:
-            log.write(f"emulator: {message}\n".encode())
-
-    def exit_code(self) -> int | None:
-        return 1
-
-    def terminate(self, grace: float) -> None:
-        return None
+        super().__init__(message, log_path)
 
     def describe(self) -> dict[str, Any]:
         return {"rank": self.rank, "exitCode": 1, "error": self.message, "log": str(self.log_path)}
@@ -322,29 +220,9 @@ class FailedReplica(Replica):
 # Backends
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _path_replacer(mounts: list[Mount]):
     """A function replacing PVC mount paths (whole path components only) with host folders."""
-    pairs = sorted(
-        ((m.path.rstrip("/") or "/", str(m.host)) for m in mounts), key=lambda p: -len(p[0])
-    )
-    pairs = [p for p in pairs if p[0] != "/"]
-    if not pairs:
-        return lambda text: text
-    pattern = re.compile(
-        "|".join(f"(?<![\\w.\\-/]){re.escape(path)}(?![\\w.\\-])" for path, _ in pairs)
-    )
-    table = dict(pairs)
-
-    def replace(text: str) -> str:
-        return pattern.sub(lambda m: table[m.group(0)], text)
-
-    return replace
+    return path_replacer([(m.path, str(m.host)) for m in mounts])
 
 
 class SubprocessBackend:
@@ -360,7 +238,7 @@ class SubprocessBackend:
         scratch = self.data_dir / "work" / plan.workload_id
         scratch.mkdir(parents=True, exist_ok=True)
         world = len(plan.replicas)
-        port = _free_port() if plan.distributed else None
+        port = free_port() if plan.distributed else None
         replicas: list[Replica] = []
         for rp in plan.replicas:
             log_path = log_dir / f"{rp.rank}.log"
@@ -397,48 +275,11 @@ class SubprocessBackend:
         return None
 
 
-class DockerBackend:
-    name = "docker"
+class DockerBackend(DockerEngine):
+    label = LABEL
 
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self._client = None
-        self._lock = threading.Lock()
-        self._networks: dict[str, Any] = {}
-
-    @property
-    def client(self):
-        with self._lock:
-            if self._client is None:
-                import docker  # lazily: only docker mode needs it
-
-                self._client = docker.from_env(timeout=30, max_pool_size=64)
-            return self._client
-
-    def available(self) -> bool:
-        try:
-            self.client.ping()
-            return True
-        except Exception:  # noqa: BLE001 - no engine, no docker-py, no socket: all mean "no"
-            return False
-
-    def has_image(self, image: str | None) -> bool:
-        if not image:
-            return False
-        try:
-            self.client.images.get(image)
-            return True
-        except Exception:  # noqa: BLE001
-            return False
-
-    def _network(self, workload_id: str):
-        net = self._networks.get(workload_id)
-        if net is None:
-            net = self.client.networks.create(
-                f"runai-emu-{workload_id[:12]}", driver="bridge", labels={LABEL: workload_id}
-            )
-            self._networks[workload_id] = net
-        return net
+    def network_name(self, workload_id: str) -> str:
+        return f"runai-emu-{workload_id[:12]}"
 
     def start(self, plan: LaunchPlan, log_dir: Path) -> list[Replica]:
         for mount in plan.mounts:
@@ -499,32 +340,6 @@ class DockerBackend:
             replicas.append(ContainerReplica(rp.rank, log_path, container, argv))
         return replicas
 
-    def remove_containers(self, workload_id: str) -> None:
-        try:
-            found = self.client.containers.list(
-                all=True, filters={"label": f"{LABEL}={workload_id}"}
-            )
-        except Exception:  # noqa: BLE001
-            return
-        for container in found:
-            try:
-                container.remove(force=True)
-            except Exception:  # noqa: BLE001
-                pass
-
-    def cleanup(self, workload_id: str) -> None:
-        self.remove_containers(workload_id)
-        net = self._networks.pop(workload_id, None)
-        if net is not None:
-            try:
-                net.remove()
-            except Exception:  # noqa: BLE001
-                pass
-
-    def shutdown(self) -> None:
-        for workload_id in list(self._networks):
-            self.cleanup(workload_id)
-
 
 # ---------------------------------------------------------------------------------------------
 # Workloads and their lifecycle
@@ -582,7 +397,7 @@ class Workload:
         return 1
 
 
-class WorkloadManager:
+class WorkloadManager(ManagerBase):
     """Owns the workloads and drives each through its phases on a thread of its own."""
 
     def __init__(
@@ -593,31 +408,27 @@ class WorkloadManager:
         stop_grace: float = 2.0,
         poll_interval: float = 0.02,
     ):
-        if mode not in ("auto", "docker", "subprocess"):
-            raise ValueError(f"unknown mode {mode!r}")
-        self.data_dir = data_dir
-        self.mode = mode
-        self.phase_delay = phase_delay
-        self.stop_grace = stop_grace
-        self.poll_interval = poll_interval
-        self.lock = threading.RLock()
-        self.workloads: dict[str, Workload] = {}
-        self.subprocess = SubprocessBackend(data_dir)
-        self.docker = DockerBackend(data_dir)
-        self._docker_ok: bool | None = None
+        super().__init__(
+            data_dir,
+            mode,
+            phase_delay,
+            stop_grace,
+            poll_interval,
+            SubprocessBackend(data_dir),
+            DockerBackend(data_dir),
+        )
+        self.workloads: dict[str, Workload] = self.items
+
+    def image_of(self, w: Workload) -> str | None:
+        return w.spec.get("image")
+
+    def runtimes_of(self, w: Workload) -> list[Replica]:
+        return list(w.replicas)
+
+    def set_state(self, w: Workload, state: str, message: str | None) -> None:
+        w.set_phase(state, message)
 
     # -- queries ---------------------------------------------------------------------------
-    def get(self, workload_id: str, include_deleted: bool = False) -> Workload | None:
-        with self.lock:
-            w = self.workloads.get(workload_id)
-        if w is None or (w.deleted and not include_deleted):
-            return None
-        return w
-
-    def all(self) -> list[Workload]:
-        with self.lock:
-            return list(self.workloads.values())
-
     def name_taken(self, project_id: str, name: str) -> bool:
         with self.lock:
             return any(
@@ -625,31 +436,13 @@ class WorkloadManager:
                 for w in self.workloads.values()
             )
 
-    def log_dir(self, workload_id: str) -> Path:
-        return self.data_dir / "logs" / workload_id
-
-    # -- backend choice -----------------------------------------------------------------------
-    def _backend_for(self, w: Workload):
-        if self.mode == "subprocess":
-            return self.subprocess
-        if self.mode == "docker":
-            return self.docker
-        if self._docker_ok is None:
-            self._docker_ok = self.docker.available()
-        image = w.spec.get("image")
-        if self._docker_ok and self.docker.has_image(image):
-            return self.docker
-        return self.subprocess
-
     # -- commands -----------------------------------------------------------------------------
     def new_id(self) -> str:
         return str(uuid.uuid4())
 
     def submit(self, w: Workload) -> None:
         w.set_phase("Creating")
-        with self.lock:
-            self.workloads[w.id] = w
-        self._spawn(self._drive, w, w.generation)
+        self._register(w)
 
     def suspend(self, w: Workload) -> None:
         with w.lock:
@@ -658,9 +451,7 @@ class WorkloadManager:
             w.desired_phase = "Stopped"
             if w.phase in ("Stopped", "Stopping"):
                 return
-            w.generation += 1
-            w.set_phase("Stopping")
-            gen = w.generation
+            gen = self._take_over(w, "Stopping")
         self._spawn(self._stop, w, gen)
 
     def resume(self, w: Workload) -> None:
@@ -670,72 +461,18 @@ class WorkloadManager:
             w.desired_phase = "Running"
             if w.phase not in ("Stopped", "Stopping"):
                 return
-            w.generation += 1
-            w.set_phase("Resuming")
-            gen = w.generation
+            gen = self._take_over(w, "Resuming")
         self._spawn(self._drive, w, gen)
 
     def delete(self, w: Workload) -> None:
         with w.lock:
             if w.deleted or w.phase == "Deleting":
                 return
-            w.generation += 1
             w.desired_phase = "Deleted"
-            w.set_phase("Deleting")
-            gen = w.generation
+            gen = self._take_over(w, "Deleting")
         self._spawn(self._remove, w, gen)
 
-    def reset(self) -> None:
-        """Forget every workload, killing its replicas and removing its containers first."""
-        with self.lock:
-            workloads = list(self.workloads.values())
-            self.workloads.clear()
-        self._teardown(workloads)
-
-    def shutdown(self) -> None:
-        self.reset()
-        self.docker.shutdown()
-
     # -- internals ------------------------------------------------------------------------------
-    @staticmethod
-    def _spawn(target, *args) -> None:
-        threading.Thread(target=target, args=args, daemon=True).start()
-
-    def _teardown(self, workloads: list[Workload]) -> None:
-        threads = []
-        for w in workloads:
-            with w.lock:
-                w.generation += 1
-            t = threading.Thread(target=self._kill_and_clean, args=(w,), daemon=True)
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join(timeout=self.stop_grace + 15)
-
-    def _kill_and_clean(self, w: Workload) -> None:
-        self._kill(w)
-        backend = self.docker if w.mode == "docker" else self.subprocess
-        backend.cleanup(w.id)
-
-    def _kill(self, w: Workload) -> None:
-        replicas = list(w.replicas)
-        threads = [
-            threading.Thread(target=r.terminate, args=(self.stop_grace,), daemon=True)
-            for r in replicas
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    def _advance(self, w: Workload, gen: int, phase: str, message: str | None = None) -> bool:
-        """Move to ``phase`` unless a later command (suspend, delete, ...) took over."""
-        with w.lock:
-            if w.generation != gen:
-                return False
-            w.set_phase(phase, message)
-            return True
-
     def _sleep_phase(self, w: Workload, gen: int) -> bool:
         time.sleep(self.phase_delay)
         return w.generation == gen
@@ -786,16 +523,3 @@ class WorkloadManager:
             time.sleep(self.poll_interval)
             if w.generation != gen:
                 return
-
-    def _stop(self, w: Workload, gen: int) -> None:
-        self._kill(w)
-        time.sleep(self.phase_delay)
-        self._advance(w, gen, "Stopped")
-
-    def _remove(self, w: Workload, gen: int) -> None:
-        self._kill_and_clean(w)
-        time.sleep(self.phase_delay)
-        with w.lock:
-            if w.generation != gen:
-                return
-            w.deleted_at = time.time()

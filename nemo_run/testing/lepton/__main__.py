@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
+
+from nemo_run.testing.common.process import add_mode_argument, emulator_parser, serve
 
 
 def node_group(text: str) -> tuple[str, int]:
@@ -29,27 +29,14 @@ def node_group(text: str) -> tuple[str, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m nemo_run.testing.lepton",
-        description="HTTP emulator of the NVIDIA DGX Cloud Lepton workspace API.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder for storage (storage/<from>/<path>), replica logs (logs/<job>/<replica>.log) "
+    parser = emulator_parser(
+        "python -m nemo_run.testing.lepton",
+        "HTTP emulator of the NVIDIA DGX Cloud Lepton workspace API.",
+        "folder for storage (storage/<from>/<path>), replica logs (logs/<job>/<replica>.log) "
         "and work dirs (default: a new temporary folder)",
     )
     parser.add_argument("--workspace-id", default="emuws", help="the workspace id (default emuws)")
-    parser.add_argument(
-        "--mode",
-        choices=("auto", "docker", "subprocess"),
-        default="auto",
-        help="how replicas run: docker containers, host processes, or auto (docker when an "
-        "engine answers and the image is local)",
-    )
+    add_mode_argument(parser, "replicas")
     parser.add_argument(
         "--node-group",
         action="append",
@@ -98,21 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_env=args.torch_env,
         verbose=args.verbose,
     )
-    server = make_server(config, args.host, args.port)
-
-    def stop(signum, frame) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, stop)
-    sys.stdout.write(f"LEPTON_EMULATOR_URL={server.emulator.url}\n")
-    sys.stdout.flush()
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-        server.emulator.shutdown()
-    return 0
+    return serve(make_server(config, args.host, args.port), "LEPTON_EMULATOR_URL=")
 
 
 if __name__ == "__main__":

@@ -53,15 +53,23 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
-import socket
 import string
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from nemo_run.testing.common.manager import ManagerBase
+from nemo_run.testing.common.replicas import (
+    ContainerRuntime,
+    DockerEngine,
+    ProcessRuntime,
+    Runtime,
+    StartFailure,
+    free_port,
+    path_replacer,
+)
 
 LABEL = "nemo_run.lepton-emulator"
 MASTER_PORT = 29400
@@ -72,152 +80,6 @@ SHAPE = re.compile(r"^gpu\.(\d+)x([a-z0-9-]+)$")
 
 def random_suffix(k: int) -> str:
     return "".join(random.choices(string.ascii_lowercase + string.digits, k=k))
-
-
-# ---------------------------------------------------------------------------------------------
-# Replica processes
-
-
-class Runtime:
-    """What runs one replica: a process, a container, or nothing (it could not start)."""
-
-    argv: list[str] | None = None
-
-    def exit_code(self) -> int | None:
-        raise NotImplementedError
-
-    def terminate(self, grace: float) -> None:
-        raise NotImplementedError
-
-    def remove(self) -> None:
-        """Release what the replica holds (a container); the log file stays."""
-
-    def describe(self) -> dict[str, Any]:
-        return {}
-
-
-class ProcessRuntime(Runtime):
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str, log_path: Path):
-        self.argv = argv
-        self._code: int | None = None
-        self.proc: subprocess.Popen | None = None
-        with open(log_path, "ab") as log:
-            try:
-                self.proc = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as e:  # E2BIG, ENOENT, EACCES: what a container would report too
-                log.write(f"emulator: cannot start {argv[0]!r}: {e}\n".encode())
-                self._code = 126 if isinstance(e, PermissionError) else 127
-
-    def exit_code(self) -> int | None:
-        if self._code is None and self.proc is not None:
-            code = self.proc.poll()
-            if code is not None:
-                self._code = 128 - code if code < 0 else code  # killed by signal N -> 128+N
-        return self._code
-
-    def terminate(self, grace: float) -> None:
-        if self.proc is None or self.exit_code() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # children may outlive the group leader
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.exit_code()
-
-    def describe(self) -> dict[str, Any]:
-        return {"pid": self.proc.pid if self.proc else None, "argv": self.argv}
-
-
-class ContainerRuntime(Runtime):
-    """A running container; its exit code shows only once its log has been copied out."""
-
-    def __init__(self, container, argv: list[str] | None, log_path: Path):
-        self.container = container
-        self.argv = argv
-        self.log_path = log_path
-        self._code: int | None = None
-        self._exited = threading.Event()
-        self._logs_done = threading.Event()
-        threading.Thread(target=self._wait, daemon=True).start()
-        threading.Thread(target=self._copy_logs, daemon=True).start()
-
-    def _wait(self) -> None:
-        try:
-            self._code = int(self.container.wait().get("StatusCode", 1))
-        except Exception:  # noqa: BLE001 - removed under us
-            self._code = 137
-        self._exited.set()
-
-    def _copy_logs(self) -> None:
-        try:
-            with open(self.log_path, "ab") as log:
-                for chunk in self.container.logs(stream=True, follow=True):
-                    log.write(chunk)
-                    log.flush()
-        except Exception:  # noqa: BLE001 - removed while streaming
-            pass
-        finally:
-            self._logs_done.set()
-
-    def exit_code(self) -> int | None:
-        if not self._exited.is_set():
-            return None
-        self._logs_done.wait(5.0)
-        return self._code
-
-    def terminate(self, grace: float) -> None:
-        for sig, wait in (("SIGTERM", grace), ("SIGKILL", 10.0)):
-            if self._exited.is_set():
-                return
-            try:
-                self.container.kill(signal=sig)
-            except Exception:  # noqa: BLE001 - already stopped
-                pass
-            self._exited.wait(wait)
-
-    def remove(self) -> None:
-        try:
-            self.container.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-
-    def describe(self) -> dict[str, Any]:
-        return {"container": self.container.name, "argv": self.argv}
-
-
-class StartFailure(Runtime):
-    def __init__(self, message: str, log_path: Path, code: int = 1):
-        self.message = message
-        self._code = code
-        with open(log_path, "ab") as log:
-            log.write(f"emulator: {message}\n".encode())
-
-    def exit_code(self) -> int | None:
-        return self._code
-
-    def terminate(self, grace: float) -> None:
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        return {"error": self.message}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,24 +188,6 @@ class Job:
 # Backends
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def path_replacer(pairs: list[tuple[str, str]]):
-    """Replace container paths (as whole path components) with host paths in a string."""
-    pairs = sorted(
-        ((c.rstrip("/") or "/", h) for c, h in pairs if c.rstrip("/")), key=lambda p: -len(p[0])
-    )
-    if not pairs:
-        return lambda text: text
-    table = dict(pairs)
-    pattern = re.compile("|".join(rf"(?<![\w.\-/]){re.escape(c)}(?![\w.\-])" for c in table))
-    return lambda text: pattern.sub(lambda m: table[m.group(0)], text)
-
-
 @dataclass
 class MountPlan:
     host: Path
@@ -396,50 +240,11 @@ class SubprocessBackend:
         return None
 
 
-class DockerBackend:
-    name = "docker"
+class DockerBackend(DockerEngine):
+    label = LABEL
 
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self._client = None
-        self._lock = threading.Lock()
-        self._networks: dict[str, Any] = {}
-
-    @property
-    def client(self):
-        with self._lock:
-            if self._client is None:
-                import docker  # only docker mode needs it
-
-                self._client = docker.from_env(timeout=30, max_pool_size=64)
-            return self._client
-
-    def available(self) -> bool:
-        try:
-            self.client.ping()
-            return True
-        except Exception:  # noqa: BLE001 - no engine, no docker-py: both mean no
-            return False
-
-    def has_image(self, image: str | None) -> bool:
-        if not image:
-            return False
-        try:
-            self.client.images.get(image)
-            return True
-        except Exception:  # noqa: BLE001
-            return False
-
-    def _network(self, job_id: str):
-        with self._lock:
-            net = self._networks.get(job_id)
-        if net is None:
-            net = self.client.networks.create(
-                f"lepton-emu-{job_id}", driver="bridge", labels={LABEL: job_id}
-            )
-            with self._lock:
-                self._networks[job_id] = net
-        return net
+    def network_name(self, job_id: str) -> str:
+        return f"lepton-emu-{job_id}"
 
     def start(self, plan: ReplicaPlan) -> Runtime:
         from docker.types import Mount
@@ -484,39 +289,14 @@ class DockerBackend:
             container = self.client.containers.run(plan.image, **kwargs)
         except Exception as e:  # noqa: BLE001 - e.g. E2BIG, or no such executable
             return StartFailure(f"container failed to start: {e}", plan.log_path, 128)
-        return ContainerRuntime(container, plan.command, plan.log_path)
-
-    def remove_containers(self, job_id: str) -> None:
-        try:
-            found = self.client.containers.list(all=True, filters={"label": f"{LABEL}={job_id}"})
-        except Exception:  # noqa: BLE001
-            return
-        for container in found:
-            try:
-                container.remove(force=True)
-            except Exception:  # noqa: BLE001
-                pass
-
-    def cleanup(self, job_id: str) -> None:
-        self.remove_containers(job_id)
-        with self._lock:
-            net = self._networks.pop(job_id, None)
-        if net is not None:
-            try:
-                net.remove()
-            except Exception:  # noqa: BLE001
-                pass
-
-    def shutdown(self) -> None:
-        for job_id in list(self._networks):
-            self.cleanup(job_id)
+        return ContainerRuntime(container, plan.command, plan.log_path, logs_wait=5.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # The manager
 
 
-class JobManager:
+class JobManager(ManagerBase):
     """Owns the jobs and drives each one through its states on a thread of its own."""
 
     def __init__(
@@ -530,38 +310,33 @@ class JobManager:
         secrets: dict[str, str] | None = None,
         poll_interval: float = 0.02,
     ):
-        if mode not in ("auto", "docker", "subprocess"):
-            raise ValueError(f"unknown mode {mode!r}")
-        self.data_dir = data_dir
+        super().__init__(
+            data_dir,
+            mode,
+            phase_delay,
+            stop_grace,
+            poll_interval,
+            SubprocessBackend(data_dir),
+            DockerBackend(data_dir),
+        )
         self.workspace_id = workspace_id
-        self.mode = mode
-        self.phase_delay = phase_delay
-        self.stop_grace = stop_grace
         self.torch_env = torch_env
         self.secrets = secrets if secrets is not None else {}
-        self.poll_interval = poll_interval
-        self.lock = threading.RLock()
-        self.jobs: dict[str, Job] = {}
-        self.subprocess = SubprocessBackend(data_dir)
-        self.docker = DockerBackend(data_dir)
-        self._docker_ok: bool | None = None
+        self.jobs: dict[str, Job] = self.items
+
+    def image_of(self, job: Job) -> str | None:
+        return (job.spec.get("container") or {}).get("image")
+
+    def runtimes_of(self, job: Job) -> list[Runtime]:
+        return [r.runtime for r in list(job.replicas) if r.runtime is not None]
+
+    def set_state(self, job: Job, state: str, message: str | None) -> None:
+        job.set_state(state, message)
 
     # -- queries -------------------------------------------------------------------------------
-    def get(self, job_id: str) -> Job | None:
-        with self.lock:
-            job = self.jobs.get(job_id)
-        return None if job is None or job.deleted else job
-
-    def all(self) -> list[Job]:
-        with self.lock:
-            return list(self.jobs.values())
-
     def name_taken(self, name: str) -> bool:
         with self.lock:
             return any(not j.deleted and name in (j.name, j.id) for j in self.jobs.values())
-
-    def log_dir(self, job_id: str) -> Path:
-        return self.data_dir / "logs" / job_id
 
     def mount_plans(self, spec: dict) -> list[MountPlan]:
         plans = []
@@ -578,96 +353,34 @@ class JobManager:
     # -- commands --------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         job.set_state("Starting")
-        with self.lock:
-            self.jobs[job.id] = job
-        self._spawn(self._drive, job, job.generation)
+        self._register(job)
 
     def stop(self, job: Job) -> None:
         with job.lock:
             if job.deleted or job.state in ("Deleting", "Stopping", "Stopped", *TERMINAL):
                 return
-            job.generation += 1
-            job.set_state("Stopping")
-            gen = job.generation
+            gen = self._take_over(job, "Stopping")
         self._spawn(self._stop, job, gen)
 
     def restart(self, job: Job) -> None:
         with job.lock:
             if job.deleted or job.state not in ("Stopping", "Stopped"):
                 return
-            job.generation += 1
-            job.set_state("Starting")
-            gen = job.generation
+            gen = self._take_over(job, "Starting")
         self._spawn(self._drive, job, gen)
 
     def delete(self, job: Job) -> None:
         with job.lock:
             if job.deleted or job.state == "Deleting":
                 return
-            job.generation += 1
-            job.set_state("Deleting")
-            gen = job.generation
+            gen = self._take_over(job, "Deleting")
         self._spawn(self._remove, job, gen)
 
-    def reset(self) -> None:
-        """Forget every job, killing its replicas and removing its containers first."""
-        with self.lock:
-            jobs = list(self.jobs.values())
-            self.jobs.clear()
-        threads = []
-        for job in jobs:
-            with job.lock:
-                job.generation += 1
-            t = threading.Thread(target=self._kill_and_clean, args=(job,), daemon=True)
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join(timeout=self.stop_grace + 15)
-
-    def shutdown(self) -> None:
-        self.reset()
-        self.docker.shutdown()
-
     # -- internals ---------------------------------------------------------------------------------
-    @staticmethod
-    def _spawn(target, *args) -> None:
-        threading.Thread(target=target, args=args, daemon=True).start()
-
-    def _backend_for(self, job: Job):
-        if self.mode == "subprocess":
-            return self.subprocess
-        if self.mode == "docker":
-            return self.docker
-        if self._docker_ok is None:
-            self._docker_ok = self.docker.available()
-        image = (job.spec.get("container") or {}).get("image")
-        if self._docker_ok and self.docker.has_image(image):
-            return self.docker
-        return self.subprocess
-
     def _kill(self, job: Job) -> None:
-        threads = [
-            threading.Thread(target=r.runtime.terminate, args=(self.stop_grace,), daemon=True)
-            for r in list(job.replicas)
-            if r.runtime is not None
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        super()._kill(job)
         for r in list(job.replicas):
             r.exit_code()
-
-    def _kill_and_clean(self, job: Job) -> None:
-        self._kill(job)
-        (self.docker if job.mode == "docker" else self.subprocess).cleanup(job.id)
-
-    def _advance(self, job: Job, gen: int, state: str, message: str | None = None) -> bool:
-        with job.lock:
-            if job.generation != gen:
-                return False
-            job.set_state(state, message)
-            return True
 
     def _user_env(self, spec: dict) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -792,15 +505,3 @@ class JobManager:
             time.sleep(self.poll_interval)
             if job.generation != gen:
                 return
-
-    def _stop(self, job: Job, gen: int) -> None:
-        self._kill(job)
-        time.sleep(self.phase_delay)
-        self._advance(job, gen, "Stopped")
-
-    def _remove(self, job: Job, gen: int) -> None:
-        self._kill_and_clean(job)
-        time.sleep(self.phase_delay)
-        with job.lock:
-            if job.generation == gen:
-                job.deleted_at = time.time()

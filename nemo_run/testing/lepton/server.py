@@ -45,17 +45,14 @@ import hmac
 import json
 import posixpath
 import re
-import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from leptonai.api.v2.job_validation import (
     validate_job_name,
@@ -66,16 +63,16 @@ from leptonai.api.v2.spec_utils import validate_environment_variable_name
 from leptonai.api.v2.types.job import LeptonJob, LeptonJobQueryMode, LeptonJobState
 from leptonai.api.v2.types.secret import SecretItem
 
-from nemo_run.testing.dgxcloud.server import FaultRule, parse_fault_rule
+from nemo_run.testing.common import http
+from nemo_run.testing.common.http import MAX_BODY_BYTES, EmulatorBase, Response
 from nemo_run.testing.lepton.jobs import Job, JobManager, random_suffix
 from nemo_run.testing.lepton.validate import Issue, json_path, parse_strict, unknown_fields
 
-MAX_BODY_BYTES = 1_572_864  # 1.5 MiB
-MAX_DRAIN_BYTES = 64 * 1024 * 1024  # past this an oversized body is not even read
 API_PREFIX = "/api/v2/workspaces/"
 QUERY_MODES = {m.value for m in LeptonJobQueryMode}
 JOB_STATES = {s.value for s in LeptonJobState}
 USER = "emulator@example.com"
+ERROR_CODES = {400: "InvalidParameter", 404: "NotFound", 405: "MethodNotAllowed"}
 
 # (template below the workspace URL, methods)
 ROUTES: list[tuple[str, tuple[str, ...]]] = [
@@ -109,14 +106,6 @@ class Config:
     stop_grace: float = 2.0
     torch_env: bool = True
     verbose: bool = False
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    stream: Iterator[bytes] | None = None  # a text/plain body sent chunked
 
 
 class ApiError(Exception):
@@ -170,16 +159,15 @@ def deep_merge(base: dict, patch: dict) -> dict:
 # The emulator
 
 
-class Emulator:
+class Emulator(EmulatorBase):
+    api_error = ApiError
+    framing_error_body = {"code": "InvalidParameter", "message": "bad body framing"}
+
     def __init__(self, config: Config):
         self.config = config
-        self.lock = threading.RLock()
+        self.init_common()
         self.create_lock = threading.Lock()
         self.started_at = time.time()
-        self.faults: list[FaultRule] = []
-        self._fault_ids = 0
-        self.requests: Counter[str] = Counter()
-        self.responses: Counter[str] = Counter()
         self.secrets: dict[str, str] = {}
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.manager = JobManager(
@@ -272,7 +260,7 @@ class Emulator:
             "status": {"status": ["Ready"], "hostname": node["name"], "workloads": workloads},
         }
 
-    # -- auth, counters, faults ------------------------------------------------------------------
+    # -- auth ------------------------------------------------------------------
     def authenticate(self, headers) -> None:
         value = headers.get("Authorization") or ""
         scheme, _, token = value.partition(" ")
@@ -283,27 +271,32 @@ class Emulator:
         if not hmac.compare_digest(token.strip().encode(), self.config.token.encode()):
             raise ApiError(401, "Unauthorized", "invalid workspace token")
 
-    def count(self, key: str, status: int | str | None = None) -> None:
-        with self.lock:
-            if status is None:
-                self.requests[key] += 1
-            else:
-                self.responses[f"{key} {status}"] += 1
+    # -- what the shared HTTP layer asks ----------------------------------------------------------
+    def bound(self, host: str, port: int) -> None:
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        self.origin = f"http://{host}:{port}"
 
-    def take_fault(self, method: str, path: str) -> FaultRule | None:
-        relative = path[len(self.base) :] if path.startswith(self.base + "/") else None
-        with self.lock:
-            for rule in self.faults:
-                if rule.matches(method, path) or (
-                    relative is not None and rule.matches(method, relative)
-                ):
-                    rule.hits += 1
-                    if rule.remaining is not None:
-                        rule.remaining -= 1
-                        if rule.remaining <= 0:
-                            self.faults.remove(rule)
-                    return rule
-        return None
+    def request_key(self, method: str, path: str) -> str:
+        return self.route(method, path)[0]
+
+    def respond(self, method, path, query, headers, body, too_large) -> Response:
+        return self.handle(method, path, query, headers, body, too_large)
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> ApiError:
+        return ApiError(status, ERROR_CODES[status], message, headers=headers)
+
+    def fault_body(self, status: int, message: str) -> dict:
+        return {"code": "InjectedFault", "message": message}
+
+    def fault_paths(self, path: str) -> tuple[str, ...]:
+        """The full path, and the path below the workspace URL (``/jobs``) when it is there."""
+        if path.startswith(self.base + "/"):
+            return (path, path[len(self.base) :])
+        return (path,)
+
+    def reset_extra(self) -> None:
+        self.secrets.clear()
 
     # -- routing ---------------------------------------------------------------------------------
     def route(self, method: str, path: str) -> tuple[str, str | None, dict, tuple[str, ...]]:
@@ -789,56 +782,6 @@ class Emulator:
             },
         }
 
-    # -- control endpoints ---------------------------------------------------------------------------
-    def control(self, method: str, path: str, body: bytes | None) -> Response:
-        try:
-            return self._control(method, path.rstrip("/"), body)
-        except ApiError as e:
-            return e.response()
-
-    def _control(self, method: str, path: str, body: bytes | None) -> Response:
-        if path == "/_emulator/faults":
-            if method == "GET":
-                with self.lock:
-                    return Response(200, {"faults": [r.to_json() for r in self.faults]})
-            if method == "DELETE":
-                with self.lock:
-                    cleared = len(self.faults)
-                    self.faults.clear()
-                return Response(200, {"cleared": cleared})
-            if method == "POST":
-                try:
-                    raw = json.loads(body or b"null")
-                except json.JSONDecodeError as e:
-                    raise ApiError(400, "InvalidParameter", f"fault rules are not JSON: {e}") from e
-                with self.lock:
-                    rules = []
-                    try:
-                        for item in raw if isinstance(raw, list) else [raw]:
-                            self._fault_ids += 1
-                            rules.append(parse_fault_rule(item, self._fault_ids))
-                    except ValueError as e:
-                        raise ApiError(400, "InvalidParameter", f"bad fault rule: {e}") from e
-                    self.faults.extend(rules)
-                    return Response(200, {"faults": [r.to_json() for r in self.faults]})
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
-                "use GET, POST or DELETE",
-                headers={"Allow": "GET, POST, DELETE"},
-            )
-        if path == "/_emulator/state" and method == "GET":
-            return Response(200, self.state())
-        if path == "/_emulator/reset" and method == "POST":
-            self.manager.reset()
-            with self.lock:
-                self.requests.clear()
-                self.responses.clear()
-                self.faults.clear()
-                self.secrets.clear()
-            return Response(200, {"reset": True})
-        raise ApiError(404, "NotFound", f"no emulator control endpoint {method} {path}")
-
     def state(self) -> dict:
         jobs = []
         for job in sorted(self.manager.all(), key=lambda j: j.created_at):
@@ -919,153 +862,17 @@ def _labels_match(labels: dict, selector: str) -> bool:
 # HTTP
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # keep-alive clients (requests) would otherwise wait ~40 ms per reply: Nagle holds the body
-    # until the headers are ACKed, and the client delays that ACK
-    disable_nagle_algorithm = True
+class Handler(http.Handler):
     server_version = "LeptonEmulator/1.0"
-    timeout = 120
-    server: EmulatorHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-        if self.server.emulator.config.verbose:
-            super().log_message(format, *args)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server names
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
-
-    def _read_body(self) -> tuple[bytes | None, bool]:
-        """The body, and whether it was over the limit (then it is drained and dropped)."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts, total = [], 0
-            while True:
-                size = int(self.rfile.readline(65537).strip().split(b";", 1)[0] or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537).strip():
-                        pass
-                    break
-                data = self.rfile.read(size)
-                self.rfile.readline()
-                total += size
-                if total > MAX_DRAIN_BYTES:
-                    self.close_connection = True
-                    return None, True
-                if total <= MAX_BODY_BYTES:
-                    parts.append(data)
-            return (None, True) if total > MAX_BODY_BYTES else (b"".join(parts), False)
-        length = self.headers.get("Content-Length")
-        if not length:
-            return None, False
-        size = int(length)
-        if size > MAX_BODY_BYTES:
-            if size > MAX_DRAIN_BYTES:
-                self.close_connection = True
-                return None, True
-            remaining = size
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 16))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-            return None, True
-        return self.rfile.read(size), False
-
-    def _send(self, response: Response) -> None:
-        try:
-            self.send_response(response.status)
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            if response.stream is not None:
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for chunk in response.stream:
-                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                    self.wfile.flush()
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-                return
-            data = b"" if response.body is None else json.dumps(response.body).encode()
-            if response.body is not None:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-            self.wfile.flush()
-        except (TimeoutError, BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _dispatch(self) -> None:
-        emulator = self.server.emulator
-        url = urlsplit(self.path)
-        method = self.command.upper()
-        try:
-            body, too_large = self._read_body()
-        except (ValueError, OSError):
-            self.close_connection = True
-            self._send(Response(400, {"code": "InvalidParameter", "message": "bad body framing"}))
-            return
-        if url.path == "/_emulator" or url.path.startswith("/_emulator/"):
-            self._send(emulator.control(method, url.path, body))
-            return
-        key = emulator.route(method, url.path)[0]
-        emulator.count(key)
-        rule = emulator.take_fault(method, url.path)
-        action = rule.action if rule else {}
-        if action.get("delay"):
-            time.sleep(float(action["delay"]))
-        if action.get("drop"):
-            emulator.count(key, "dropped")
-            self._drop()
-            return
-        if "status" in action:
-            status = int(action["status"])
-            message = action.get("message") or f"injected fault: HTTP {status}"
-            response = Response(status, {"code": "InjectedFault", "message": message})
-            if "retry_after" in action:
-                retry = float(action["retry_after"])
-                response.headers["Retry-After"] = str(int(retry) if retry.is_integer() else retry)
-        else:
-            response = emulator.handle(method, url.path, url.query, self.headers, body, too_large)
-        if action.get("delay_after_commit"):
-            time.sleep(float(action["delay_after_commit"]))
-        if action.get("drop_after_commit"):
-            emulator.count(key, "dropped")
-            self._drop()
-            return
-        emulator.count(key, response.status)
-        self._send(response)
+    reply_headers_first = True
 
 
-class EmulatorHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], emulator: Emulator):
-        super().__init__(address, Handler)
-        self.emulator = emulator
-        host, port = self.server_address[:2]
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        emulator.origin = f"http://{host}:{port}"
+EmulatorHTTPServer = http.EmulatorHTTPServer
 
 
 def make_server(config: Config, host: str = "127.0.0.1", port: int = 0) -> EmulatorHTTPServer:
     """Build (but do not start) a server; ``server.emulator.url`` is the workspace URL."""
-    return EmulatorHTTPServer((host, port), Emulator(config))
+    return EmulatorHTTPServer((host, port), Emulator(config), Handler)
 
 
 __all__ = ["Config", "Emulator", "EmulatorHTTPServer", "make_server", "json_path"]
