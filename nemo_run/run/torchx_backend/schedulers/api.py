@@ -8,21 +8,25 @@ nothing backend-specific is imported until that backend is used.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nemo_run.exceptions import ConfigError, UnknownJobError
 
 if TYPE_CHECKING:
-    from torchx.schedulers.api import AppDryRunInfo, Scheduler
-    from torchx.specs import AppDef
+    from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Scheduler
+    from torchx.specs import AppDef, AppState
 
     from nemo_run.core.execution.base import Executor
     from nemo_run.core.store.base import JobStore
     from nemo_run.core.store.records import JobRecord
+
+log = logging.getLogger(__name__)
 
 SCHEDULERS_PACKAGE = "nemo_run.run.torchx_backend.schedulers"
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -76,6 +80,42 @@ def backend_for_executor(executor: Executor) -> Backend:
         f"no scheduler runs a {type(executor).__name__}; use one of "
         + ", ".join(b.executor.rpartition(":")[2] for b in BACKENDS)
     )
+
+
+def unique_name(app_name: str, limit: int) -> str:
+    """A job name remote platforms accept: a DNS label (lowercase letters, digits, '-') starting
+    with a letter, at most `limit` characters, made unique by a random 8-character suffix."""
+    base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", app_name.lower()))
+    base = re.sub(r"^[^a-z]+", "", base).strip("-") or "job"
+    suffix = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
+    return f"{base[:limit - 9].rstrip('-')}-{suffix}"
+
+
+def map_state(table: Mapping[str, AppState], value: Any, backend: str) -> AppState:
+    """A backend state through its table; a value the table lacks reads UNKNOWN, with a warning."""
+    from torchx.specs import AppState
+
+    key = str(getattr(value, "value", value) if not isinstance(value, str) else value)
+    state = table.get(key) or table.get(str(getattr(value, "name", "")))
+    if state is None:
+        log.warning("unmapped %s state %r; reporting UNKNOWN", backend, key)
+        return AppState.UNKNOWN
+    return state
+
+
+def single_role_response(record: JobRecord, state: AppState, msg: str, *, nodes: int, entrypoint: str,
+                         args: list[str], ui_url: str | None = None, hostname: str = "") -> DescribeAppResponse:
+    """The torchx view of a one-role job whose nodes the platform reports as one state."""
+    from torchx.schedulers.api import DescribeAppResponse
+    from torchx.specs import ReplicaStatus, Role, RoleStatus
+
+    role = record.data.get("role", "main")
+    resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg)
+    resp.roles = [Role(name=role, image="", entrypoint=entrypoint, args=args, num_replicas=nodes)]
+    resp.roles_statuses = [RoleStatus(role, [ReplicaStatus(id=k, state=state, role=role, hostname=hostname)
+                                             for k in range(nodes)])]
+    resp.ui_url = ui_url
+    return resp
 
 
 class SchedulerMixin:

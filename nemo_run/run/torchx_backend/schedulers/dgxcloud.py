@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import secrets
 import shlex
 import tempfile
 from collections.abc import Iterable
@@ -27,7 +25,7 @@ from torchx.schedulers.api import (
     Scheduler,
     Stream,
 )
-from torchx.specs import AppDef, AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
+from torchx.specs import AppDef, AppState, is_terminal, macros
 
 from nemo_run.core.clients.http import TransportError
 from nemo_run.core.clients.runai import RunAIClient, phase_of
@@ -47,6 +45,9 @@ from nemo_run.run.torchx_backend.schedulers.api import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     SchedulerMixin,
+    map_state,
+    single_role_response,
+    unique_name,
 )
 from nemo_run.run.torchx_backend.schedulers.logs import follow_file
 
@@ -81,18 +82,11 @@ def __getattr__(name: str) -> Any:
 
 def workload_name(app_name: str) -> str:
     """A valid, unique Run:ai workload name: a DNS label starting with a letter, <= 40 chars."""
-    base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", app_name.lower()))
-    base = re.sub(r"^[^a-z]+", "", base).strip("-") or "job"
-    suffix = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
-    return f"{base[:NAME_LIMIT - 9].rstrip('-')}-{suffix}"
+    return unique_name(app_name, NAME_LIMIT)
 
 
 def state_of_phase(phase: str | None) -> AppState:
-    state = DGX_STATES.get(phase or "")
-    if state is None:
-        log.warning("unmapped DGX Cloud phase %r; reporting UNKNOWN", phase)
-        state = AppState.UNKNOWN
-    return state
+    return map_state(DGX_STATES, phase or "", "DGX Cloud")
 
 
 @dataclass
@@ -276,16 +270,9 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         return self._response(record, state, msg)
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
-        data = record.data
-        role_name = data.get("role", "main")
-        nodes = int(data.get("nodes", 1))
-        cmd = data.get("cmd") or [""]
-        resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg)
-        resp.roles = [Role(name=role_name, image="", entrypoint=cmd[0], args=cmd[1:], num_replicas=nodes)]
-        resp.roles_statuses = [RoleStatus(role_name, [ReplicaStatus(id=k, state=state, role=role_name,
-                                                                    hostname="") for k in range(nodes)])]
-        resp.ui_url = data.get("base_url", "").removesuffix("/api/v1") or None
-        return resp
+        cmd = record.data.get("cmd") or [""]
+        return single_role_response(record, state, msg, nodes=int(record.data.get("nodes", 1)), entrypoint=cmd[0],
+                                    args=cmd[1:], ui_url=record.data.get("base_url", "").removesuffix("/api/v1") or None)
 
     # -- list -------------------------------------------------------------------------------
     def list(self) -> list[ListAppResponse]:  # type: ignore[override]

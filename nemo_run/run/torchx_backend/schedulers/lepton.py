@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import secrets
 import shlex
 import tempfile
 import time
@@ -27,7 +25,7 @@ from torchx.schedulers.api import (
     Scheduler,
     Stream,
 )
-from torchx.specs import AppDef, AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
+from torchx.specs import AppDef, AppState, is_terminal, macros
 
 from nemo_run.core.clients.datamover import build_payload, chunk_groups, unpack_script
 from nemo_run.core.execution.lepton import LeptonExecutor
@@ -39,6 +37,9 @@ from nemo_run.run.torchx_backend.schedulers.api import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     SchedulerMixin,
+    map_state,
+    single_role_response,
+    unique_name,
 )
 from nemo_run.run.torchx_backend.schedulers.logs import follow_file
 
@@ -76,19 +77,11 @@ def __getattr__(name: str) -> Any:
 
 def job_name(app_name: str) -> str:
     """A valid, unique Lepton job name: `^[a-z][a-z0-9-]*$`, at most 36 characters."""
-    base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", app_name.lower()))
-    base = re.sub(r"^[^a-z]+", "", base).strip("-") or "job"
-    suffix = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
-    return f"{base[:NAME_LIMIT - 9].rstrip('-')}-{suffix}"
+    return unique_name(app_name, NAME_LIMIT)
 
 
 def state_of(raw: Any) -> AppState:
-    value = getattr(raw, "value", raw)
-    state = LEPTON_STATES.get(str(value))
-    if state is None:
-        log.warning("unmapped Lepton job state %r; reporting UNKNOWN", value)
-        state = AppState.UNKNOWN
-    return state
+    return map_state(LEPTON_STATES, raw, "Lepton")
 
 
 @dataclass
@@ -297,14 +290,9 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
         return self._response(record, state, msg)
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
-        data = record.data
-        role_name, nodes, cmd = data.get("role", "main"), int(data.get("nodes", 1)), data.get("cmd") or [""]
-        resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg)
-        resp.roles = [Role(name=role_name, image="", entrypoint=cmd[0], args=cmd[1:], num_replicas=nodes)]
-        resp.roles_statuses = [RoleStatus(role_name, [ReplicaStatus(id=k, state=state, role=role_name, hostname="")
-                                                      for k in range(nodes)])]
-        resp.ui_url = data.get("url")
-        return resp
+        cmd = record.data.get("cmd") or [""]
+        return single_role_response(record, state, msg, nodes=int(record.data.get("nodes", 1)), entrypoint=cmd[0],
+                                    args=cmd[1:], ui_url=record.data.get("url"))
 
     # -- list -------------------------------------------------------------------------------
     def list(self) -> list[ListAppResponse]:  # type: ignore[override]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import secrets
 import shlex
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -27,7 +25,7 @@ from torchx.schedulers.api import (
     Scheduler,
     Stream,
 )
-from torchx.specs import AppDef, AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
+from torchx.specs import AppDef, AppState, is_terminal, macros
 
 from nemo_run.core.execution.skypilot import HEAD_NODE_IP, SkypilotExecutor, import_sky
 from nemo_run.core.packaging.base import extract
@@ -38,6 +36,9 @@ from nemo_run.run.torchx_backend.schedulers.api import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     SchedulerMixin,
+    map_state,
+    single_role_response,
+    unique_name,
 )
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,11 @@ def __getattr__(name: str) -> Any:
 
 def state_of(status: Any) -> AppState:
     """Map a `sky.JobStatus` (or its name); a value added later reads UNKNOWN, with a warning."""
-    name = getattr(status, "name", status)
-    state = SKYPILOT_STATES.get(str(name))
-    if state is None:
-        log.warning("unmapped SkyPilot job status %r; reporting UNKNOWN", name)
-        state = AppState.UNKNOWN
-    return state
+    return map_state(SKYPILOT_STATES, getattr(status, "name", status), "SkyPilot job")
 
 
 def task_name(app_name: str) -> str:
-    base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", app_name.lower())).strip("-") or "job"
-    return f"{base[:30]}-{secrets.token_hex(4)}"
+    return unique_name(app_name, 40)
 
 
 @dataclass
@@ -187,15 +182,8 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         return self._response(record, state, msg)
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
-        data = record.data
-        role_name, nodes = data.get("role", "main"), int(data.get("num_nodes", 1))
-        resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg)
-        resp.roles = [Role(name=role_name, image="", entrypoint="bash", args=["-c", data.get("run", "")],
-                           num_replicas=nodes)]
-        resp.roles_statuses = [RoleStatus(role_name, [ReplicaStatus(id=k, state=state, role=role_name,
-                                                                    hostname=data.get("cluster", ""))
-                                                      for k in range(nodes)])]
-        return resp
+        return single_role_response(record, state, msg, nodes=int(record.data.get("num_nodes", 1)), entrypoint="bash",
+                                    args=["-c", record.data.get("run", "")], hostname=record.data.get("cluster", ""))
 
     # -- list -------------------------------------------------------------------------------
     def list(self) -> list[ListAppResponse]:  # type: ignore[override]

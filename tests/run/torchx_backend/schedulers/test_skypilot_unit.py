@@ -20,7 +20,7 @@ def test_every_job_status_is_mapped_and_new_ones_read_unknown(caplog):
     assert state_of(sky.JobStatus.FAILED_SETUP) == AppState.FAILED
     with caplog.at_level(logging.WARNING):
         assert state_of("PREEMPTED_IN_2030") == AppState.UNKNOWN
-    assert "unmapped SkyPilot job status" in caplog.text
+    assert "unmapped SkyPilot job state" in caplog.text
 
 
 def test_a_real_task_round_trips_through_yaml(tmp_path):
