@@ -13,4 +13,21 @@ case "$engine" in
   engine=ok*) export NEMORUN_TEST_IMAGE="${engine#*image=}" ;;
   *) export NEMORUN_TEST_DOCKER_SKIP="${engine#engine=}" ;;
 esac
+# SkyPilot: a local Slurm cluster, sshd on loopback and an API server; stopped by PID on exit
+skylog="${TMPDIR:-/tmp}/nemorun-skypilot-up.log"
+if NEMORUN_SKY_PYTHON="$VENV/bin/python" bash "$ROOT/scripts/skypilot-up.sh" >"$skylog" 2>&1; then
+  sky="$(tail -n 1 "$skylog")"
+else
+  tail -n 30 "$skylog"
+  exit 1
+fi
+echo "skypilot: $sky"
+case "$sky" in
+  skypilot=ok*)
+    home="${sky#*home=}"
+    export NEMORUN_TEST_SKY_HOME="${home%% *}"
+    trap 'bash "$ROOT/scripts/skypilot-down.sh" >/dev/null 2>&1 || true' EXIT
+    ;;
+  *) export NEMORUN_TEST_SKY_SKIP="${sky#skypilot=}" ;;
+esac
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -152,7 +152,7 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
     @staticmethod
     def _cluster_up(sky: Any, cluster: str) -> bool:
         records = sky.get(sky.status([cluster]))
-        return any(getattr(r, "name", None) == cluster and getattr(getattr(r, "status", None), "name", "") == "UP"
+        return any(_field(r, "name") == cluster and getattr(_field(r, "status"), "name", "") == "UP"
                    for r in records)
 
     # -- describe ---------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             sky = import_sky()
             for cluster, members in by_cluster.items():
                 try:
-                    jobs = {j.job_id: j.status for j in sky.get(sky.queue(cluster, all_users=True))}
+                    jobs = {_field(j, "job_id"): _field(j, "status") for j in sky.get(sky.queue(cluster, all_users=True))}
                 except Exception as e:  # the cluster is gone: keep the recorded states
                     log.warning("SkyPilot queue of %s unavailable: %s", cluster, e)
                     continue
@@ -254,6 +254,14 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             sky.get(sky.cancel(record.data["cluster"], job_ids=[record.data["job_id"]]))
         except Exception as e:  # the cluster is gone: nothing left to stop
             log.warning("SkyPilot cancel of %s on %s: %s", app_id, record.data["cluster"], e)
+
+
+def _field(record: Any, name: str) -> Any:
+    """SkyPilot's responses are dicts or dict-like records depending on the call."""
+    try:
+        return record[name]
+    except (TypeError, KeyError):
+        return getattr(record, name, None)
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> SkypilotScheduler:
