@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install nemo_run with its test extras, start the services the tests talk to (a Docker
-# engine with a local image), and run the whole test suite (lint included).
+# engine with a local image; a SkyPilot API server with a local Slurm cluster), and run the
+# whole test suite (lint included). The emulators start inside the tests as processes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS="test,docker,lepton,skypilot" source "$ROOT/scripts/bootstrap.sh"
