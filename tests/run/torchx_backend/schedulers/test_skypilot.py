@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import threading
 
 import pytest
 from torchx.specs import AppState, is_terminal, parse_app_handle
@@ -99,11 +100,21 @@ def test_cancel_from_a_new_process(cluster):
     app_id = app_id_of(result)
     sched = scheduler()
     wait_for(lambda: sched.describe(app_id).state == AppState.RUNNING, timeout=180, what="running")
+    lines: list[str] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        lines.extend(scheduler().log_iter(app_id, "long", should_tail=True))
+        done.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    wait_for(lambda: any("started" in line for line in lines), timeout=120, what="the first line, followed")
     run_python(f"""
         from nemo_run.run.torchx_backend.schedulers.skypilot import create_scheduler
         create_scheduler("canceller").cancel("{app_id}")
     """, env={**os.environ})
     assert sched.describe(app_id).state == AppState.CANCELLED
+    assert done.wait(120), "following the logs did not end after the job was cancelled"
     assert [r.state for r in sched.list() if r.app_id == app_id] == [AppState.CANCELLED]
 
 
