@@ -31,8 +31,10 @@ def main() -> None:
         for role in result.roles:
             for line in runner.log_lines(result.handle, role, 0):
                 print("   ", line, end="")
-    print("\nReopen any of them later from another shell, e.g.:")
-    print(f"  python -c \"from nemo_run.run.torchx_backend.runner import get_runner; print(get_runner().status('{results[0].handle}'))\"")
+    print("\nFollow them later from any shell:")
+    print(f"  nemorun job status {results[0].handle}")
+    print(f"  nemorun job logs {results[1].handle}")
+    print(f"  nemorun experiment status {results[1].experiment_id}")
 
 
 if __name__ == "__main__":
