@@ -7,7 +7,6 @@ creates; its text masks secret-looking environment values.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -163,7 +162,3 @@ class DockerJobRequest:
         """Per-container facts for the job store (no environment values)."""
         return [{"name": c.name, "role": c.role, "replica_id": c.replica_id, "image": c.image,
                  "command": c.command} for c in self.containers]
-
-
-def host_path(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
