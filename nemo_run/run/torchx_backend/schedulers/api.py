@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 SCHEDULERS_PACKAGE = "nemo_run.run.torchx_backend.schedulers"
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
+# Record data keys every backend shares.
+CANCEL_REQUESTED = "cancel_requested_at"  # set before a stop is sent; a FAILED end then reads CANCELLED
+LAUNCH = "launch"  # pending (intent recorded, not started yet) | done | unconfirmed
+LAUNCH_PENDING, LAUNCH_DONE, LAUNCH_UNCONFIRMED = "pending", "done", "unconfirmed"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,15 @@ def map_state(table: Mapping[str, AppState], value: Any, backend: str) -> AppSta
         log.warning("unmapped %s state %r; reporting UNKNOWN", backend, key)
         return AppState.UNKNOWN
     return state
+
+
+def unanswered(resp: DescribeAppResponse, reason: str) -> DescribeAppResponse:
+    """Mark a describe answered from the store because the backend did not answer (a timeout,
+    5xx, a dropped connection): the state is the last one recorded, not a confirmed one."""
+    resp.unanswered = reason  # type: ignore[attr-defined]
+    if not resp.msg or resp.msg == "<NONE>":
+        resp.msg = f"backend not answering: {reason}"
+    return resp
 
 
 def single_role_response(record: JobRecord, state: AppState, msg: str, *, nodes: int, entrypoint: str,
@@ -195,20 +208,74 @@ class SchedulerMixin:
         return desc is None or is_terminal(desc.state)
 
     def _record_final(self, app_id: str, state: str, **data: Any) -> JobRecord:
-        """Store a terminal state once; a state recorded first (e.g. a cancel) wins."""
+        """Store a terminal state once; a state recorded first (e.g. a cancel) wins. A job that
+        ends FAILED after a cancel was requested ended by that cancel, so it reads CANCELLED."""
+        if state == "FAILED":
+            current = self._store().get(self.backend, app_id)
+            if current is not None and current.data.get(CANCEL_REQUESTED):
+                state = "CANCELLED"
         return self._store().update(self.backend, app_id, state=state, if_state_in=ACTIVE_STATES,
                                     data={"ended_at": time.time(), **data})
 
-    def _mark_cancelled(self, app_id: str) -> JobRecord | None:
-        """The first half of every cancel: a finished job stays as it ended (None); otherwise the
-        record becomes CANCELLED before the backend is told, and is returned to act on."""
+    # -- launch: an intent record first, so no job ever runs without a record ---------------
+    def planned_app_id(self, dryrun_info: AppDryRunInfo) -> str:
+        """The app id `schedule(dryrun_info)` will return, known before anything starts."""
+        return self._app_id_of(dryrun_info.request)  # type: ignore[attr-defined]
+
+    def _put_intent(self, app_id: str, *, experiment_id: str | None, log_dir: str | None = None,
+                    data: dict[str, Any] | None = None) -> JobRecord:
+        """Record a job about to start (state SUBMITTED, `launch: pending`) before any process,
+        container or remote call can start it; `_launch_confirmed` or `_launch_failed` follow."""
+        from nemo_run.core.store.records import JobRecord
+
+        record = JobRecord(backend=self.backend, app_id=app_id, session=self.session_name,  # type: ignore[attr-defined]
+                           state="SUBMITTED", experiment_id=experiment_id, log_dir=log_dir,
+                           data={**(data or {}), LAUNCH: LAUNCH_PENDING})
+        self._store().put(record)
+        return record
+
+    def _launch_confirmed(self, app_id: str, *, state: str = "SUBMITTED", **data: Any) -> JobRecord:
+        """The backend accepted the job: keep what identifies it there."""
+        return self._store().update(self.backend, app_id, state=state, if_state_in=ACTIVE_STATES,
+                                    data={**data, LAUNCH: LAUNCH_DONE})
+
+    def _launch_unconfirmed(self, app_id: str, reason: str) -> JobRecord:
+        """The start may or may not have happened: keep the record (UNKNOWN) for describe/list
+        to reconcile with the backend, rather than lose a job that might be running."""
+        log.warning("launch of %s %s could not be confirmed (%s); describe will reconcile it",
+                    self.backend, app_id, reason)
+        return self._store().update(self.backend, app_id, state="UNKNOWN", if_state_in=ACTIVE_STATES,
+                                    data={LAUNCH: LAUNCH_UNCONFIRMED, "msg": f"launch not confirmed: {reason}"})
+
+    def _launch_failed(self, app_id: str) -> None:
+        """Nothing started (the backend refused, or we failed before asking): drop the intent."""
+        self._store().delete(self.backend, app_id)
+
+    # -- cancel: stop first, record after ---------------------------------------------------
+    def _cancel_existing(self, app_id: str) -> None:
+        """A finished job stays as it ended. Otherwise note the request, ask the backend to stop,
+        and only once it accepted record CANCELLED; a failed stop raises (BackendError), leaves
+        the real state in place, and a later cancel tries again."""
         from torchx.specs import is_terminal
 
         desc = self.describe(app_id)  # type: ignore[attr-defined]
         if desc is None or is_terminal(desc.state):
-            return None
+            return
+        record = self._store().update(self.backend, app_id, data={CANCEL_REQUESTED: time.time()})
+        try:
+            self._stop(record)
+        except BaseException:
+            self._store().update(self.backend, app_id, data={CANCEL_REQUESTED: None})
+            raise
         record = self._record_final(app_id, "CANCELLED", msg="cancelled")
-        return record if record.state == "CANCELLED" else None
+        self._after_stop(record)
+
+    def _stop(self, record: JobRecord) -> None:
+        """Ask the backend to stop the job; raise BackendError unless it accepted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stop jobs")
+
+    def _after_stop(self, record: JobRecord) -> None:
+        """Anything to do once the cancel is recorded (e.g. keep the logs of removed containers)."""
 
     def cancel(self, app_id: str) -> None:
         """Cancel a job; a finished job stays as it ended; an unknown id raises UnknownJobError."""

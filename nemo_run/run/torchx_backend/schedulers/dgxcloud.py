@@ -195,6 +195,9 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             raise ConfigError(f"the workload command is {len(args)} characters; Run:ai accepts about 10,000")
         return AppDryRunInfo(request, str)
 
+    def _app_id_of(self, request: DGXRequest) -> str:
+        return request.name
+
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[DGXRequest]) -> str:  # type: ignore[override]
         request = dryrun_info.request
@@ -320,10 +323,8 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         return self._matching(follow_file(path, lambda: self._finished(app_id), should_tail), regex)
 
     # -- cancel -----------------------------------------------------------------------------
-    def _cancel_existing(self, app_id: str) -> None:
-        record = self._mark_cancelled(app_id)
-        if record is not None:
-            self._client_for(record).suspend(record.data["kind"], record.data["workload_id"])
+    def _stop(self, record: JobRecord) -> None:
+        self._client_for(record).suspend(record.data["kind"], record.data["workload_id"])
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> DGXCloudScheduler:

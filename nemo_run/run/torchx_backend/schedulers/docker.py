@@ -186,6 +186,9 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                                                   replica_id=k, hostname=kwargs["hostname"], kwargs=kwargs))
         return AppDryRunInfo(DockerJobRequest(id=app_id, executor=cfg, containers=containers, log_dir=log_dir), str)
 
+    def _app_id_of(self, request: DockerJobRequest) -> str:
+        return request.id
+
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[DockerJobRequest]) -> str:  # type: ignore[override]
         request = dryrun_info.request
@@ -412,16 +415,21 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             yield from _split_lines(iter([fh.read()]))
 
     # -- cancel / close ---------------------------------------------------------------------
-    def _cancel_existing(self, app_id: str) -> None:
-        record = self._mark_cancelled(app_id)
-        if record is None:
-            return
-        found = self._containers(app_id)
-        for container in found.values():
+    def _stop(self, record: JobRecord) -> None:
+        import docker
+
+        for container in self._containers(record.app_id).values():
             try:
                 container.stop(timeout=STOP_TIMEOUT_S)
+            except docker.errors.NotFound:
+                continue  # removed meanwhile: nothing left to stop
             except Exception as e:
-                log.debug("stopping %s: %s", container.name, e)
+                raise BackendError(f"the engine did not stop {container.name}: {e}") from e
+
+    def _after_stop(self, record: JobRecord) -> None:
+        """Keep the stopped containers' logs and outcome, then remove them."""
+        app_id = record.app_id
+        found = self._containers(app_id)
         replicas = {}
         for key, container in found.items():
             container.reload()

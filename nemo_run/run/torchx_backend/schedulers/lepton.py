@@ -195,6 +195,9 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
         app.roles = [role]
         return AppDryRunInfo(LeptonRequest(app=app, cmd=[role.entrypoint, *role.args], executor=cfg, name=name), str)
 
+    def _app_id_of(self, request: LeptonRequest) -> str:
+        return request.name
+
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[LeptonRequest]) -> str:  # type: ignore[override]
         request = dryrun_info.request
@@ -360,10 +363,8 @@ class LeptonScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignor
             delay = min(delay * 1.5, 2.0)
 
     # -- cancel -----------------------------------------------------------------------------
-    def _cancel_existing(self, app_id: str) -> None:
-        record = self._mark_cancelled(app_id)
-        if record is not None:
-            self._client(record).stop_job(record.data["job_id"])
+    def _stop(self, record: JobRecord) -> None:
+        self._client(record).stop_job(record.data["job_id"])
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> LeptonScheduler:

@@ -155,6 +155,9 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         _check_entrypoints(request)
         return AppDryRunInfo(request, _format_request)
 
+    def _app_id_of(self, request: PopenRequest) -> str:
+        return request.app_id
+
     # -- schedule -------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[PopenRequest]) -> str:
         request = dryrun_info.request
@@ -325,9 +328,8 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         return self._matching(follow_file(path, lambda: self._finished(app_id), should_tail), regex)
 
     # -- cancel ---------------------------------------------------------------------------
-    def _cancel_existing(self, app_id: str) -> None:
-        record = self._mark_cancelled(app_id)
-        if record is not None and "pid" in record.data:
+    def _stop(self, record: JobRecord) -> None:
+        if "pid" in record.data:
             self._terminate(record)
 
     def _terminate(self, record: JobRecord) -> None:

@@ -117,6 +117,9 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         task = cfg.to_task(name=name, run=run, envs=dict(role.env))
         return AppDryRunInfo(SkypilotRequest(executor=cfg, task=task), str)
 
+    def _app_id_of(self, request: SkypilotRequest) -> str:
+        return request.task.name
+
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[SkypilotRequest]) -> str:  # type: ignore[override]
         sky = import_sky()
@@ -245,15 +248,16 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             yield f"nemo_run: the logs of {record.app_id} are not available (cluster {cluster}: {e})\n"
 
     # -- cancel -----------------------------------------------------------------------------
-    def _cancel_existing(self, app_id: str) -> None:
-        record = self._mark_cancelled(app_id)
-        if record is None:
-            return
+    def _stop(self, record: JobRecord) -> None:
         sky = import_sky()
+        cluster = record.data["cluster"]
         try:
-            sky.get(sky.cancel(record.data["cluster"], job_ids=[record.data["job_id"]]))
-        except Exception as e:  # the cluster is gone: nothing left to stop
-            log.warning("SkyPilot cancel of %s on %s: %s", app_id, record.data["cluster"], e)
+            sky.get(sky.cancel(cluster, job_ids=[record.data["job_id"]]))
+        except Exception as e:
+            if type(e).__name__ == "ClusterDoesNotExist":  # the cluster is gone: nothing left to stop
+                log.warning("SkyPilot cancel of %s: cluster %s no longer exists", record.app_id, cluster)
+                return
+            raise BackendError(f"SkyPilot did not cancel {record.app_id} on {cluster}: {e}") from e
 
 
 def _field(record: Any, name: str) -> Any:
