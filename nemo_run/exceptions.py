@@ -24,6 +24,11 @@ class StoreError(NemoRunError):
     """The job store cannot be read or written; the message names the file and the fix."""
 
 
+class DiskError(NemoRunError, OSError):
+    """A file under the home folder or a job folder cannot be written: no space, a read-only
+    filesystem or no permission; the message says which, and the fix."""
+
+
 class MissingDependencyError(NemoRunError, ImportError):
     """An optional backend SDK is not installed; the message says which extra to install."""
 
