@@ -39,9 +39,11 @@ def kind_of(error: BaseException) -> str | None:
 def explain(error: BaseException, path: str, doing: str) -> str | None:
     """A one-line message for disk trouble while `doing` something to `path`, else None."""
     kind = kind_of(error)
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    if kind is None and "unable to open" in str(error) and _writable_fs_is_read_only(folder):
+        kind = "read-only"  # SQLite cannot create its journal on a read-only filesystem
     if kind is None:
         return None
-    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
     if kind == "no space":
         return (f"no space left on the device holding {folder} while {doing}; free some space "
                 f"there (df -h {folder}) or point NEMORUN_HOME at a larger disk")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-SECRET_NAME = re.compile(r"(secret|token|password|passwd|api_?key|credential|private_?key)", re.IGNORECASE)
+# "token" alone, not "tokens"/"tokenizer" (max_tokens and tokenizer paths are not secrets).
+SECRET_NAME = re.compile(
+    r"(secret|token(?![a-z])|password|passwd|api[_-]?key|credential|private[_-]?key)", re.IGNORECASE
+)
 MASK = "***"
 
 
@@ -16,3 +19,128 @@ def is_secret_name(name: str) -> bool:
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     """A copy of `env` with secret-looking values masked, for dry-run text and logs."""
     return {k: (MASK if is_secret_name(k) and v else v) for k, v in env.items()}
+
+
+# -- values: everything the project writes (records, experiment files, dry-run text) --------
+PARTIAL_RUNNER = "nemo_run.core.runners.partial"
+_FLAG = re.compile(r"^(--?[A-Za-z0-9][\w.-]*)(=(.*))?$", re.DOTALL)
+_ASSIGNMENT = re.compile(r"^([A-Za-z_][\w.]*)=(.*)$", re.DOTALL)
+_FIDDLE_NAME = re.compile(r"^(?:Attr\(name|Key\(key)='(.*)'\)$")
+_TEXT_FLAG = re.compile(
+    r"(--?[\w.-]*(?:secret|token(?![a-z])|password|passwd|api[_-]?key|credential|private[_-]?key)"
+    r"[\w.-]*)"
+    r"(=|\s+)(\"[^\"]*\"|'[^']*'|[^\s'\"]+)",
+    re.IGNORECASE,
+)
+_TEXT_ASSIGNMENT = re.compile(
+    r"\b([A-Za-z_]\w*?(?:SECRET|TOKEN(?![a-z])|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|PRIVATE_?KEY)\w*)="
+    r"(\"[^\"]*\"|'[^']*'|[^\s'\"]+)",
+    re.IGNORECASE,
+)
+_TEXT_PAYLOAD = re.compile(re.escape(PARTIAL_RUNNER) + r"(\s+['\"]?)([A-Za-z0-9_=-]{16,})")
+
+
+def _flag_name(text: str) -> str | None:
+    match = _FLAG.match(text)
+    return match.group(1).lstrip("-") if match else None
+
+
+def redact_args(args: list[str]) -> list[str]:
+    """A copy of a command line with secret values masked: the value after a secret-looking
+    flag (`--api-key X`, `--token=X`), `NAME=VALUE` with a secret-looking NAME, and the
+    secret keyword arguments inside a Partial payload (`-m nemo_run.core.runners.partial P`)."""
+    out: list[str] = []
+    mask_next = False
+    for index, arg in enumerate(args):
+        if not isinstance(arg, str):
+            out.append(arg)
+            continue
+        if mask_next:
+            out.append(MASK if arg else arg)
+            mask_next = False
+            continue
+        flag = _FLAG.match(arg)
+        if flag and is_secret_name(flag.group(1)):
+            if flag.group(2) is None:
+                mask_next = True
+                out.append(arg)
+            else:
+                out.append(f"{flag.group(1)}={MASK}")
+            continue
+        assignment = _ASSIGNMENT.match(arg)
+        if assignment and is_secret_name(assignment.group(1)) and assignment.group(2):
+            out.append(f"{assignment.group(1)}={MASK}")
+            continue
+        if index and args[index - 1] == PARTIAL_RUNNER:
+            out.append(redact_partial_payload(arg))
+            continue
+        out.append(arg)
+    return out
+
+
+def redact_text(text: str) -> str:
+    """Mask secrets in free text such as a shell script or a command line."""
+    text = _TEXT_FLAG.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _TEXT_ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    return _TEXT_PAYLOAD.sub(lambda m: f"{PARTIAL_RUNNER}{m.group(1)}{redact_partial_payload(m.group(2))}",
+                             text)
+
+
+def redact_partial_payload(payload: str) -> str:
+    """The Partial payload with every secret-looking keyword argument masked (still valid to
+    decode); unchanged when it holds none, and a placeholder when it cannot be read."""
+    import base64
+    import json
+    import zlib
+
+    try:
+        outer = json.loads(zlib.decompress(base64.urlsafe_b64decode(payload.encode("ascii"))))
+        config = json.loads(outer["config"])
+    except (ValueError, KeyError, TypeError, zlib.error):
+        return payload if len(payload) < 16 else "<unreadable task payload>"
+    if not _mask_fiddle(config):
+        return payload
+    outer["config"] = json.dumps(config)
+    return base64.urlsafe_b64encode(zlib.compress(json.dumps(outer).encode(), 9)).decode("ascii")
+
+
+def _mask_fiddle(node: object) -> bool:
+    """Mask leaves under secret-looking argument names in fiddle's JSON; True if any changed."""
+    changed = False
+    if isinstance(node, dict):
+        for value in node.values():
+            changed |= _mask_fiddle(value)
+    elif isinstance(node, list):
+        name = _FIDDLE_NAME.match(node[0]) if len(node) == 2 and isinstance(node[0], str) else None
+        if name and is_secret_name(name.group(1)) and isinstance(node[1], dict):
+            if node[1].get("type") == "leaf" and node[1].get("value") not in (None, "", MASK):
+                node[1]["value"] = MASK
+                return True
+        for value in node:
+            changed |= _mask_fiddle(value)
+    return changed
+
+
+def redact(value: object) -> object:
+    """A copy of any JSON-like value with secrets masked: values under secret-looking keys,
+    `{"name": SECRET_NAME, "value": ...}` items (Run:ai, Lepton, Kubernetes env lists), and
+    secrets inside command lines and strings."""
+    if isinstance(value, Mapping):
+        name = value.get("name")
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and is_secret_name(key) and item not in (None, "", [], {}):
+                out[key] = MASK
+            elif key == "value" and isinstance(name, str) and is_secret_name(name) and item:
+                out[key] = MASK
+            else:
+                out[key] = redact(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [redact(v) for v in value]
+        if all(isinstance(v, str) for v in items):
+            items = redact_args(items)  # type: ignore[arg-type]
+        return items
+    if isinstance(value, str):
+        return redact_text(value) if ("=" in value or "-" in value) else value
+    return value

@@ -10,7 +10,7 @@ import os
 
 from nemo_run.config import get_nemorun_home
 from nemo_run.core.store.base import JobStore
-from nemo_run.core.store.records import JobRecord, refuse_secrets
+from nemo_run.core.store.records import JobRecord, mask_secrets
 
 STORE_FILENAME = "jobs.db"
 _stores: dict[str, JobStore] = {}
@@ -32,4 +32,4 @@ def get_store(home: str | None = None) -> JobStore:
     return store
 
 
-__all__ = ["JobRecord", "JobStore", "get_store", "refuse_secrets", "store_path", "STORE_FILENAME"]
+__all__ = ["JobRecord", "JobStore", "get_store", "mask_secrets", "store_path", "STORE_FILENAME"]

@@ -7,13 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemo_run.core.redact import is_secret_name
-from nemo_run.exceptions import StoreError
+from nemo_run.core.redact import redact
 
 
 @dataclass
 class JobRecord:
-    """One job on one backend. `data` is backend-specific JSON and must never hold a secret."""
+    """One job on one backend. `data` is backend-specific JSON; the store masks any secret in it."""
 
     backend: str
     app_id: str
@@ -31,15 +30,8 @@ class JobRecord:
         return f"{self.backend}://{self.session}/{self.app_id}"
 
 
-def refuse_secrets(data: Mapping[str, Any], where: str = "data") -> None:
-    """Raise if a key names a secret: a guard so no backend can persist credentials by mistake."""
-    for key, value in data.items():
-        if is_secret_name(str(key)) and value not in (None, "", [], {}):
-            raise StoreError(
-                f"refusing to store {where}[{key!r}]: job records never hold secrets; "
-                "read credentials from the environment or a 0600 profile at call time"
-            )
-        if isinstance(value, Mapping):
-            refuse_secrets(value, f"{where}[{key!r}]")
-        elif isinstance(value, (list, tuple)):  # e.g. roles: [{"env": {...}}]
-            refuse_secrets(dict(enumerate(value)), f"{where}[{key!r}]")
+def mask_secrets(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The data as it may be stored: every secret-looking value masked (under a secret-looking
+    key, in an env-style name/value item, in a command line or a task payload), so no backend
+    can persist a credential by mistake."""
+    return redact(data)  # type: ignore[return-value]

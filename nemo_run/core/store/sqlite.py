@@ -16,9 +16,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.store.base import JobStore
 from nemo_run.core.store.fs import filesystem_type, is_network_filesystem
-from nemo_run.core.store.records import JobRecord, refuse_secrets
+from nemo_run.core.store.records import JobRecord, mask_secrets
 from nemo_run.exceptions import StoreError, UnknownJobError
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,8 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
 
 
 def _record_to_row(record: JobRecord) -> tuple[Any, ...]:
-    refuse_secrets(record.data)
     return tuple(
-        json.dumps(record.data, sort_keys=True) if c == "data" else getattr(record, c)
+        json.dumps(mask_secrets(record.data), sort_keys=True) if c == "data" else getattr(record, c)
         for c in _COLUMNS
     )
 
@@ -88,6 +88,7 @@ class SqliteJobStore(JobStore):
         try:
             yield
         except sqlite3.OperationalError as e:
+            raise_if_disk_trouble(e, self.location, "writing the job store")
             if "locked" in str(e) or "busy" in str(e):
                 raise StoreError(
                     f"job store {self.location} stayed locked for {BUSY_TIMEOUT_MS // 1000} s "
@@ -114,6 +115,7 @@ class SqliteJobStore(JobStore):
             if not os.path.exists(self.location):
                 os.close(os.open(self.location, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as e:
+            raise_if_disk_trouble(e, self.location, "creating the job store")
             raise StoreError(f"cannot create the job store {self.location}: {e}") from e
         with self._errors():
             conn = sqlite3.connect(self.location, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,

@@ -37,6 +37,7 @@ from nemo_run.core.store import JobRecord
 from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyError
 from nemo_run.run.torchx_backend.schedulers.api import TERMINAL_STATES, SchedulerMixin
 from nemo_run.run.torchx_backend.schedulers.local import default_job_dir
+from nemo_run.run.torchx_backend.schedulers.logs import read_lines, split_lines
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +398,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             try:
                 chunks = container.logs(stream=True, follow=should_tail, since=since, until=until,
                                         stdout=streams != Stream.STDERR, stderr=streams != Stream.STDOUT)
-                yield from _split_lines(chunks)
+                yield from split_lines(chunks)
                 return
             except Exception as e:  # removed while we read: the saved copy has everything
                 log.debug("container logs of %s ended: %s", container.name, e)
@@ -411,8 +412,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         if not os.path.exists(path):
             log.warning("no logs kept for %s %s[%d] (its container is gone)", record.app_id, role, k)
             return
-        with open(path, "rb") as fh:
-            yield from _split_lines(iter([fh.read()]))
+        yield from read_lines(path)
 
     # -- cancel / close ---------------------------------------------------------------------
     def _stop(self, record: JobRecord) -> None:
@@ -466,16 +466,6 @@ def _outcome_message(replicas: list[dict[str, Any]]) -> str:
 
 def _listing(replicas: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": role, "replica_id": k, **info} for (role, k), info in replicas.items()]
-
-
-def _split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    pending = ""
-    for chunk in chunks:
-        text = chunk.decode("utf-8", errors="replace") if isinstance(chunk, bytes) else chunk
-        *lines, pending = (pending + text).split("\n")
-        yield from (line + "\n" for line in lines)
-    if pending:
-        yield pending
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> PersistentDockerScheduler:
