@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemo_run.core.redact import is_secret_name
 from nemo_run.exceptions import ConfigError
 
 NEMORUN_HOME_ENV = "NEMORUN_HOME"
@@ -31,18 +32,42 @@ def set_nemorun_home(path: str | os.PathLike[str] | None) -> None:
 
 
 def check_env_vars(env: dict[str, str], field_name: str) -> None:
-    """Reject names a process environment cannot hold, naming the field and the bad key."""
+    """Reject what a process environment cannot carry before anything launches: a NUL in a
+    value would otherwise crash the job's supervisor, and a name that is not a shell identifier
+    cannot be set or read by the launch scripts. Values are never echoed (they may be secrets)."""
+    if not isinstance(env, dict):
+        raise ConfigError(
+            f"{field_name} must be a dict of str to str, got {type(env).__name__}; "
+            "write e.g. {'NAME': 'value'}"
+        )
     for key, value in env.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+        if not is_env_name(key):
             raise ConfigError(
-                f"{field_name}: environment variable name {key!r} is invalid; "
-                "names must be non-empty strings without '=' or NUL"
+                f"{field_name}: environment variable name {key!r} is invalid: not a shell identifier "
+                "(letters, digits and '_', not starting with a digit); rename it"
             )
         if not isinstance(value, str):
             raise ConfigError(
                 f"{field_name}[{key!r}] must be a string, got {type(value).__name__}; "
-                f"write it as {field_name}={{{key!r}: str(value)}}"
+                f"{_string_fix(field_name, key, value)}"
             )
+        if "\0" in value:
+            raise ConfigError(
+                f"{field_name}[{key!r}] holds a NUL character, which no process environment can "
+                "carry; remove it"
+            )
+
+
+def _string_fix(field_name: str, key: str, value: object) -> str:
+    """How to write a number as text; the value is shown only when the name does not look secret."""
+    if isinstance(value, (int, float)) and not is_secret_name(key):
+        return f"write {field_name}[{key!r}]={str(value)!r}"
+    return f"pass {field_name}[{key!r}] as a string"
+
+
+def is_env_name(name: object) -> bool:
+    """`^[A-Za-z_][A-Za-z0-9_]*$`: an ASCII identifier is exactly a portable shell variable name."""
+    return isinstance(name, str) and name.isascii() and name.isidentifier()
 
 
 @dataclass(kw_only=True)
@@ -75,14 +100,18 @@ class Script:
         if not self.entrypoint:
             self.entrypoint = "python" if (self.m or self.path.endswith(".py")) else "bash"
         if self.m and self.inline:
-            raise ConfigError("Script.m=True runs a module by name and needs path='pkg.module', not inline")
+            raise ConfigError(
+                "Script.m=True runs a module by name and needs path='pkg.module', not inline"
+            )
 
     @property
     def name(self) -> str:
         """A short name for the task, from the file or module name."""
         if self.inline:
             return "inline"
-        return Path(self.path).stem.replace(".", "-") if not self.m else self.path.rsplit(".", 1)[-1]
+        return (
+            Path(self.path).stem.replace(".", "-") if not self.m else self.path.rsplit(".", 1)[-1]
+        )
 
     def is_python(self) -> bool:
         """True when the entrypoint runs Python, so the executor's interpreter can stand in for it."""

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nemo_run.core.names import RESERVED_TASK_NAMES, check_folder_name
 from nemo_run.exceptions import ConfigError
 
 
@@ -27,8 +28,8 @@ def _listing(names: Iterable[str]) -> str:
 def check_new_task_id(task_id: str, existing: Iterable[str]) -> None:
     """Task ids name folders and CLI arguments: non-empty, unique, no path separators."""
     existing = list(existing)
-    if not task_id or "/" in task_id or task_id in (".", ".."):
-        raise ConfigError(f"task name {task_id!r} is not usable; pick a non-empty name without '/'")
+    if check_folder_name(task_id, "task name", reserved=RESERVED_TASK_NAMES) != task_id:
+        raise ConfigError(f"task name {task_id!r} has leading or trailing blanks; remove them")
     if task_id in existing:
         raise ConfigError(
             f"the experiment already has a task named {task_id!r}; give name=... a unique value "

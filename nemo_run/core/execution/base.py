@@ -9,10 +9,10 @@ from string import Template
 from typing import Any, ClassVar
 
 from nemo_run.config import check_env_vars
+from nemo_run.core.execution.fields import check_at_least, check_field_types
 from nemo_run.core.execution.launcher import Launcher, resolve_launcher
 from nemo_run.core.packaging.base import Packager
-from nemo_run.core.redact import redact_env
-from nemo_run.exceptions import ConfigError
+from nemo_run.core.redact import redact, redact_text
 
 
 @dataclass(kw_only=True)
@@ -55,14 +55,12 @@ class Executor:
     experiment_dir: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
+        # Types first (every field of every subclass, from its annotation), so the checks
+        # below and in subclasses only test ranges and meaning.
+        check_field_types(self)
         check_env_vars(self.env_vars, f"{type(self).__name__}.env_vars")
-        if not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError(f"{type(self).__name__}.retries must be an integer >= 0, got {self.retries!r}")
+        check_at_least(self, "retries", 0)
         resolve_launcher(self.launcher)  # raises on an unknown launcher name
-        if not isinstance(self.packager, Packager):
-            raise ConfigError(
-                f"{type(self).__name__}.packager must be a Packager, got {type(self.packager).__name__}"
-            )
 
     # -- identity and placement -------------------------------------------------------------
     def info(self) -> str:
@@ -99,15 +97,15 @@ class Executor:
 
     def describe_fields(self) -> dict[str, Any]:
         """Public settings as plain data for records and dry-run text: secret fields are
-        `repr=False` and left out, secret-looking env values are masked."""
+        `repr=False` and left out; secrets anywhere inside the rest (env-like dicts and lists,
+        command lines, nested specs such as `additional_kwargs` or `custom_spec`) are masked."""
         out: dict[str, Any] = {}
         for f in fields(self):
             if not f.repr or f.name.startswith("_"):
                 continue
             value = getattr(self, f.name)
-            if f.name == "env_vars":
-                value = redact_env(value)
-            out[f.name] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else repr(value)
+            plain = isinstance(value, (str, int, float, bool, type(None), list, dict))
+            out[f.name] = redact(value) if plain else redact_text(repr(value))
         return out
 
     def cleanup(self, handle: str) -> None:

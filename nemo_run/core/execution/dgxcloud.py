@@ -13,6 +13,7 @@ from typing import Any
 
 from nemo_run.core.credentials import profile_path, resolve
 from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.core.execution.fields import check_at_least
 from nemo_run.exceptions import ConfigError
 
 PROFILE = "dgxcloud"
@@ -24,8 +25,10 @@ FRAMEWORKS = ("PyTorch", "MPI", "TF", "XGBoost", "JAX")
 
 def check_base_url(url: str) -> str:
     if not re.match(r"^https?://[^/]+(/.*)?/api/v1/?$", url or ""):
-        raise ConfigError(f"DGXCloudExecutor.base_url={url!r} must be the API root ending in /api/v1, "
-                          "e.g. https://my-org.run.ai/api/v1")
+        raise ConfigError(
+            f"DGXCloudExecutor.base_url={url!r} must be the API root ending in /api/v1, "
+            "e.g. https://my-org.run.ai/api/v1"
+        )
     return url.rstrip("/")
 
 
@@ -57,35 +60,40 @@ class DGXCloudExecutor(Executor):
         if self.base_url:
             self.base_url = check_base_url(self.base_url)
         for name in ("nodes", "nprocs_per_node"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"DGXCloudExecutor.{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 0:
-            raise ConfigError(f"DGXCloudExecutor.gpus_per_node must be an integer >= 0, got {self.gpus_per_node!r}")
+            check_at_least(self, name, 1)
+        check_at_least(self, "gpus_per_node", 0)
         for name in ("project_name", "container_image", "pvc_nemo_run_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"DGXCloudExecutor.{name} is required")
         if self.distributed_framework not in FRAMEWORKS:
-            raise ConfigError(f"DGXCloudExecutor.distributed_framework={self.distributed_framework!r}; "
-                              f"use one of {', '.join(FRAMEWORKS)}")
-        if not isinstance(self.custom_spec, dict):
-            raise ConfigError("DGXCloudExecutor.custom_spec must be a dict of Run:ai spec fields")
+            raise ConfigError(
+                f"DGXCloudExecutor.distributed_framework={self.distributed_framework!r}; "
+                f"use one of {', '.join(FRAMEWORKS)}"
+            )
         self._check_pvcs()
 
     def _check_pvcs(self) -> None:
         if not self.pvcs:
-            raise ConfigError("DGXCloudExecutor.pvcs needs at least one Run:ai PVC item, e.g. "
-                              "[{'claimName': 'nemo-pvc', 'path': '/nemo_run'}], holding pvc_nemo_run_dir")
+            raise ConfigError(
+                "DGXCloudExecutor.pvcs needs at least one Run:ai PVC item, e.g. "
+                "[{'claimName': 'nemo-pvc', 'path': '/nemo_run'}], holding pvc_nemo_run_dir"
+            )
         for i, pvc in enumerate(self.pvcs):
-            if not isinstance(pvc, dict) or not pvc.get("claimName") or not str(pvc.get("path", "")).startswith("/"):
-                raise ConfigError(f"DGXCloudExecutor.pvcs[{i}] needs 'claimName' and an absolute 'path', got {pvc!r}")
+            if not pvc.get("claimName") or not str(pvc.get("path", "")).startswith("/"):
+                raise ConfigError(
+                    f"DGXCloudExecutor.pvcs[{i}] needs 'claimName' and an absolute 'path', got {pvc!r}"
+                )
         target = posixpath.normpath(self.pvc_nemo_run_dir)
         if not target.startswith("/"):
-            raise ConfigError(f"DGXCloudExecutor.pvc_nemo_run_dir={self.pvc_nemo_run_dir!r} must be absolute")
+            raise ConfigError(
+                f"DGXCloudExecutor.pvc_nemo_run_dir={self.pvc_nemo_run_dir!r} must be absolute"
+            )
         mounts = [posixpath.normpath(p["path"]) for p in self.pvcs]
         if not any(target == m or target.startswith(m.rstrip("/") + "/") for m in mounts):
-            raise ConfigError(f"DGXCloudExecutor.pvc_nemo_run_dir={self.pvc_nemo_run_dir!r} is not under any "
-                              f"PVC path ({', '.join(mounts)}); put it inside one of them")
+            raise ConfigError(
+                f"DGXCloudExecutor.pvc_nemo_run_dir={self.pvc_nemo_run_dir!r} is not under any "
+                f"PVC path ({', '.join(mounts)}); put it inside one of them"
+            )
 
     # -- credentials (resolved on every call, never stored) ------------------------------------
     def credentials(self) -> tuple[str, str, str]:
@@ -105,13 +113,26 @@ class DGXCloudExecutor(Executor):
         return "python3"
 
     def macro_values(self) -> ExecutorMacros:
-        return ExecutorMacros(head_node_ip_var="MASTER_ADDR", nproc_per_node_var="NPROC_PER_NODE",
-                              num_nodes_var="WORLD_SIZE", node_rank_var="RANK")
+        return ExecutorMacros(
+            head_node_ip_var="MASTER_ADDR",
+            nproc_per_node_var="NPROC_PER_NODE",
+            num_nodes_var="WORLD_SIZE",
+            node_rank_var="RANK",
+        )
 
 
-def credentials_or_error(base_url: str | None, client_id: str | None, secret: str | None) -> tuple[str, str, str]:
-    missing = [name for name, value in (("base_url", base_url), ("client_id", client_id),
-                                        ("client_secret", secret)) if not value]
+def credentials_or_error(
+    base_url: str | None, client_id: str | None, secret: str | None
+) -> tuple[str, str, str]:
+    missing = [
+        name
+        for name, value in (
+            ("base_url", base_url),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        )
+        if not value
+    ]
     if missing:
         raise ConfigError(
             f"DGX Cloud credentials missing: {', '.join(missing)}; set DGX_CLOUD_BASE_URL, "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.core.execution.fields import check_at_least
 from nemo_run.core.redact import redact_env
 from nemo_run.exceptions import ConfigError
 
@@ -20,8 +21,29 @@ CONTAINER_JOB_DIR = "/nemo_run"
 _SIZE = re.compile(r"^\d+[bkmg]?$", re.IGNORECASE)
 _ULIMIT = re.compile(r"^([a-z_]+)=(-?\d+|unlimited)(?::(-?\d+|unlimited))?$")
 _HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period"}
-_VOLUME_MODES = {"ro", "rw", "z", "Z", "shared", "slave", "private", "rshared", "rslave", "rprivate",
-                 "nocopy", "consistent", "cached", "delegated"}
+_VOLUME_MODES = {
+    "ro",
+    "rw",
+    "z",
+    "Z",
+    "shared",
+    "slave",
+    "private",
+    "rshared",
+    "rslave",
+    "rprivate",
+    "nocopy",
+    "consistent",
+    "cached",
+    "delegated",
+}
+
+
+def _valid_size(size: str | int) -> bool:
+    """Bytes as a positive int (never bool), or text like '16g' / '512m'."""
+    if isinstance(size, int):
+        return not isinstance(size, bool) and size > 0
+    return bool(_SIZE.match(size))
 
 
 def parse_ulimit(text: str) -> tuple[str, int, int]:
@@ -51,11 +73,17 @@ def parse_volume(text: str) -> tuple[str, str, str]:
     source, target = parts[0], parts[1]
     mode = parts[2] if len(parts) == 3 else "rw"
     if not target.startswith("/"):
-        raise ConfigError(f"DockerExecutor.volumes entry {text!r}: the container path {target!r} must be absolute")
+        raise ConfigError(
+            f"DockerExecutor.volumes entry {text!r}: the container path {target!r} must be absolute"
+        )
     if source.startswith(".") or ("/" in source and not source.startswith("/")):
-        raise ConfigError(f"DockerExecutor.volumes entry {text!r}: give the host path {source!r} as an absolute path")
+        raise ConfigError(
+            f"DockerExecutor.volumes entry {text!r}: give the host path {source!r} as an absolute path"
+        )
     if not set(mode.split(",")) <= _VOLUME_MODES:
-        raise ConfigError(f"DockerExecutor.volumes entry {text!r}: unknown mode {mode!r}; use ro or rw")
+        raise ConfigError(
+            f"DockerExecutor.volumes entry {text!r}: unknown mode {mode!r}; use ro or rw"
+        )
     return source, target, mode
 
 
@@ -80,31 +108,29 @@ class DockerExecutor(Executor):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.container_image, str) or not self.container_image.strip():
-            raise ConfigError("DockerExecutor.container_image is required, e.g. container_image='python:3.11'")
-        if self.num_gpus is not None and (not isinstance(self.num_gpus, int) or self.num_gpus < -1):
-            raise ConfigError(f"DockerExecutor.num_gpus must be -1 (all), 0 or more, got {self.num_gpus!r}")
-        if not isinstance(self.ntasks_per_node, int) or self.ntasks_per_node < 1:
-            raise ConfigError(f"DockerExecutor.ntasks_per_node must be an integer >= 1, got {self.ntasks_per_node!r}")
-        if self.shm_size is not None and not (
-            (isinstance(self.shm_size, int) and self.shm_size > 0) or _SIZE.match(str(self.shm_size))
-        ):
-            raise ConfigError(f"DockerExecutor.shm_size={self.shm_size!r} is malformed; write e.g. '16g' or '512m'")
-        if isinstance(self.ulimits, str) or isinstance(self.volumes, str):
-            raise ConfigError("DockerExecutor.ulimits and .volumes are lists, e.g. volumes=['/data:/data']")
+        if not self.container_image.strip():
+            raise ConfigError(
+                "DockerExecutor.container_image is required, e.g. container_image='python:3.11'"
+            )
+        check_at_least(self, "num_gpus", -1, expected="-1 (all), 0 or more")
+        check_at_least(self, "ntasks_per_node", 1)
+        if self.shm_size is not None and not _valid_size(self.shm_size):
+            raise ConfigError(
+                f"DockerExecutor.shm_size={self.shm_size!r} is malformed; write e.g. '16g' or '512m'"
+            )
         for ulimit in self.ulimits:
             parse_ulimit(ulimit)
         for volume in self.volumes:
             parse_volume(volume)
-        if self.healthcheck is not None:
+        if not self.healthcheck:
+            self.healthcheck = None  # {} (nemo-run's default) means no healthcheck, as None does
+        else:
             unknown = set(self.healthcheck) - _HEALTHCHECK_KEYS
-            if not isinstance(self.healthcheck, dict) or unknown or "test" not in self.healthcheck:
+            if unknown or "test" not in self.healthcheck:
                 raise ConfigError(
                     f"DockerExecutor.healthcheck needs a 'test' and only {sorted(_HEALTHCHECK_KEYS)}; "
                     f"unknown keys: {sorted(unknown)}"
                 )
-        if not isinstance(self.additional_kwargs, dict):
-            raise ConfigError("DockerExecutor.additional_kwargs must be a dict of docker-py `containers.run` arguments")
 
     def nproc_per_node(self) -> int:
         return self.ntasks_per_node
@@ -144,8 +170,11 @@ class DockerJobRequest:
     log_dir: str = ""  # host folder mounted at /nemo_run
 
     def __str__(self) -> str:
-        lines = [f"app_id: {self.id}", f"job_dir: {self.log_dir} -> {CONTAINER_JOB_DIR}",
-                 f"packager: {type(self.executor.packager).__name__}"]
+        lines = [
+            f"app_id: {self.id}",
+            f"job_dir: {self.log_dir} -> {CONTAINER_JOB_DIR}",
+            f"packager: {type(self.executor.packager).__name__}",
+        ]
         for c in self.containers:
             lines.append(f"container {c.name} (role {c.role}, replica {c.replica_id}):")
             lines.append(f"  image: {c.image}")
@@ -160,5 +189,13 @@ class DockerJobRequest:
 
     def summary(self) -> list[dict[str, Any]]:
         """Per-container facts for the job store (no environment values)."""
-        return [{"name": c.name, "role": c.role, "replica_id": c.replica_id, "image": c.image,
-                 "command": c.command} for c in self.containers]
+        return [
+            {
+                "name": c.name,
+                "role": c.role,
+                "replica_id": c.replica_id,
+                "image": c.image,
+                "command": c.command,
+            }
+            for c in self.containers
+        ]

@@ -14,14 +14,38 @@ from typing import Any
 
 from nemo_run.config import check_env_vars
 from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.core.execution.fields import check_at_least
 from nemo_run.exceptions import ConfigError
 
 # Mount targets Lepton refuses (the paths themselves; folders below them are allowed).
-RESERVED_MOUNT_PATHS = frozenset({
-    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/media", "/opt", "/proc", "/run", "/sbin",
-    "/srv", "/sys", "/usr", "/usr/bin", "/usr/lib", "/usr/local", "/usr/sbin", "/var", "/sys/fs/cgroup",
-    "/sys/kernel/security", "/proc/sys", "/proc/bus",
-})
+RESERVED_MOUNT_PATHS = frozenset(
+    {
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib64",
+        "/media",
+        "/opt",
+        "/proc",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/usr",
+        "/usr/bin",
+        "/usr/lib",
+        "/usr/local",
+        "/usr/sbin",
+        "/var",
+        "/sys/fs/cgroup",
+        "/sys/kernel/security",
+        "/proc/sys",
+        "/proc/bus",
+    }
+)
 _SHAPE = re.compile(r"^[a-z0-9]+(\.[a-z0-9-]+)*$", re.IGNORECASE)
 _QUEUE_PRIORITY = re.compile(r"^(low|mid|high)(-\d{1,4})?$")
 
@@ -51,46 +75,60 @@ class LeptonExecutor(Executor):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.container_image, str) or not self.container_image.strip():
-            raise ConfigError("LeptonExecutor.container_image is required, e.g. 'nvcr.io/nvidia/nemo:25.02'")
+        if not self.container_image.strip():
+            raise ConfigError(
+                "LeptonExecutor.container_image is required, e.g. 'nvcr.io/nvidia/nemo:25.02'"
+            )
         for name in ("nodes", "nprocs_per_node"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"LeptonExecutor.{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 0:
-            raise ConfigError(f"LeptonExecutor.gpus_per_node must be an integer >= 0, got {self.gpus_per_node!r}")
+            check_at_least(self, name, 1)
+        check_at_least(self, "gpus_per_node", 0)
         if not self.resource_shape or not _SHAPE.match(self.resource_shape):
-            raise ConfigError(f"LeptonExecutor.resource_shape={self.resource_shape!r} is not a resource shape; "
-                              "write e.g. 'gpu.8xh100-80gb' or 'cpu.small'")
+            raise ConfigError(
+                f"LeptonExecutor.resource_shape={self.resource_shape!r} is not a resource shape; "
+                "write e.g. 'gpu.8xh100-80gb' or 'cpu.small'"
+            )
         if not self.node_group:
-            raise ConfigError("LeptonExecutor.node_group is required: the name of a dedicated node group")
-        if not isinstance(self.shared_memory_size, int) or self.shared_memory_size < 0:
-            raise ConfigError("LeptonExecutor.shared_memory_size is a size in MiB, an integer >= 0")
+            raise ConfigError(
+                "LeptonExecutor.node_group is required: the name of a dedicated node group"
+            )
+        check_at_least(self, "shared_memory_size", 0, expected="a size in MiB, an integer >= 0")
         check_env_vars(self.secret_vars, "LeptonExecutor.secret_vars")
         if (self.can_preempt or self.can_be_preempted) and not self.queue_priority:
-            raise ConfigError("LeptonExecutor.queue_priority (e.g. 'mid-4000') is required with can_preempt "
-                              "or can_be_preempted")
+            raise ConfigError(
+                "LeptonExecutor.queue_priority (e.g. 'mid-4000') is required with can_preempt "
+                "or can_be_preempted"
+            )
         if self.queue_priority and not _QUEUE_PRIORITY.match(self.queue_priority):
-            raise ConfigError(f"LeptonExecutor.queue_priority={self.queue_priority!r}; use low, mid or high, "
-                              "optionally with a number: 'mid-4000'")
+            raise ConfigError(
+                f"LeptonExecutor.queue_priority={self.queue_priority!r}; use low, mid or high, "
+                "optionally with a number: 'mid-4000'"
+            )
         self._check_mounts()
 
     def _check_mounts(self) -> None:
         for i, mount in enumerate(self.mounts):
-            if not isinstance(mount, dict) or not mount.get("mount_path") or not mount.get("path"):
-                raise ConfigError(f"LeptonExecutor.mounts[{i}] needs 'path' (in the storage) and "
-                                  f"'mount_path' (in the container), got {mount!r}")
+            if not mount.get("mount_path") or not mount.get("path"):
+                raise ConfigError(
+                    f"LeptonExecutor.mounts[{i}] needs 'path' (in the storage) and "
+                    f"'mount_path' (in the container), got {mount!r}"
+                )
             target = posixpath.normpath(str(mount["mount_path"]))
             if not target.startswith("/"):
-                raise ConfigError(f"LeptonExecutor.mounts[{i}].mount_path={mount['mount_path']!r} must be absolute")
+                raise ConfigError(
+                    f"LeptonExecutor.mounts[{i}].mount_path={mount['mount_path']!r} must be absolute"
+                )
             if target in RESERVED_MOUNT_PATHS:
-                raise ConfigError(f"LeptonExecutor.mounts[{i}].mount_path={target!r} is a reserved system path; "
-                                  "mount under e.g. /nemo-workspace instead")
+                raise ConfigError(
+                    f"LeptonExecutor.mounts[{i}].mount_path={target!r} is a reserved system path; "
+                    "mount under e.g. /nemo-workspace instead"
+                )
         target = posixpath.normpath(self.nemo_run_dir or "")
         mounts = [posixpath.normpath(str(m["mount_path"])) for m in self.mounts]
         if not any(target == m or target.startswith(m.rstrip("/") + "/") for m in mounts):
-            raise ConfigError(f"LeptonExecutor.nemo_run_dir={self.nemo_run_dir!r} must be inside one of the "
-                              f"mounts ({', '.join(mounts) or 'none given'}): code and logs go there")
+            raise ConfigError(
+                f"LeptonExecutor.nemo_run_dir={self.nemo_run_dir!r} must be inside one of the "
+                f"mounts ({', '.join(mounts) or 'none given'}): code and logs go there"
+            )
 
     def nnodes(self) -> int:
         return self.nodes
@@ -102,5 +140,9 @@ class LeptonExecutor(Executor):
         return "python3"
 
     def macro_values(self) -> ExecutorMacros:
-        return ExecutorMacros(head_node_ip_var="MASTER_ADDR", nproc_per_node_var="NPROC_PER_NODE",
-                              num_nodes_var="WORLD_SIZE", node_rank_var="NODE_RANK")
+        return ExecutorMacros(
+            head_node_ip_var="MASTER_ADDR",
+            nproc_per_node_var="NPROC_PER_NODE",
+            num_nodes_var="WORLD_SIZE",
+            node_rank_var="NODE_RANK",
+        )

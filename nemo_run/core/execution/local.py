@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from nemo_run.config import Script
 from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.core.execution.fields import check_at_least
 from nemo_run.exceptions import ConfigError
 
 
@@ -24,9 +25,7 @@ class LocalExecutor(Executor):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("ntasks_per_node", "nodes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"LocalExecutor.{name} must be an integer >= 1, got {value!r}")
+            check_at_least(self, name, 1)
         if self.nodes != 1:
             raise ConfigError(
                 f"LocalExecutor.nodes={self.nodes}: a local job runs on this one machine; "

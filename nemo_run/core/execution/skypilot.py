@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_run.core.execution.base import Executor, ExecutorMacros
+from nemo_run.core.execution.fields import check_at_least
 from nemo_run.exceptions import ConfigError, MissingDependencyError
 
 _ACCELERATOR = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*(:\d+(\.\d+)?)?$")
@@ -24,7 +25,9 @@ def import_sky() -> Any:
     try:
         import sky
     except ImportError as e:
-        raise MissingDependencyError("the skypilot backend needs skypilot: pip install 'nemo_run[skypilot]'") from e
+        raise MissingDependencyError(
+            "the skypilot backend needs skypilot: pip install 'nemo_run[skypilot]'"
+        ) from e
     return sky
 
 
@@ -43,12 +46,14 @@ class SkypilotExecutor(Executor):
     memory: int | float | str | None = None  # GB, "32+"
     instance_type: str | None = None
     num_nodes: int = 1
-    use_spot: bool = False
+    use_spot: bool | None = False  # None: SkyPilot's default (nemo-run's default)
     disk_size: int | None = None
-    ports: list[int | str] = field(default_factory=list)
-    file_mounts: dict[str, str] = field(default_factory=dict)  # remote path -> local path or bucket URL
-    storage_mounts: dict[str, dict[str, Any]] = field(default_factory=dict)  # remote path -> storage spec
-    setup: str = ""
+    ports: list[int | str] | tuple[int | str, ...] | None = field(default_factory=list)
+    # remote path -> local path or bucket URL
+    file_mounts: dict[str, str] | None = field(default_factory=dict)
+    # remote path -> storage spec
+    storage_mounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    setup: str | None = ""
     cluster_name: str | None = None
     autodown: bool = False
     idle_minutes_to_autostop: int | None = None
@@ -56,44 +61,59 @@ class SkypilotExecutor(Executor):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.num_nodes, int) or isinstance(self.num_nodes, bool) or self.num_nodes < 1:
-            raise ConfigError(f"SkypilotExecutor.num_nodes must be an integer >= 1, got {self.num_nodes!r}")
+        check_at_least(self, "num_nodes", 1)
         if self.infra and (self.cloud or self.region or self.zone):
-            raise ConfigError("SkypilotExecutor: give either infra='cloud/region/zone' or the older "
-                              "cloud/region/zone fields, not both")
+            raise ConfigError(
+                "SkypilotExecutor: give either infra='cloud/region/zone' or the older "
+                "cloud/region/zone fields, not both"
+            )
         if (self.region or self.zone) and not self.cloud:
-            raise ConfigError("SkypilotExecutor.region/zone need cloud=... (or use infra='cloud/region/zone')")
-        if self.gpus is not None and (not isinstance(self.gpus, str) or not _ACCELERATOR.match(self.gpus)):
-            raise ConfigError(f"SkypilotExecutor.gpus={self.gpus!r} is not an accelerator; write NAME or "
-                              "NAME:COUNT, e.g. 'H100' or 'A100:8'")
+            raise ConfigError(
+                "SkypilotExecutor.region/zone need cloud=... (or use infra='cloud/region/zone')"
+            )
+        if self.gpus is not None and not _ACCELERATOR.match(self.gpus):
+            raise ConfigError(
+                f"SkypilotExecutor.gpus={self.gpus!r} is not an accelerator; write NAME or "
+                "NAME:COUNT, e.g. 'H100' or 'A100:8'"
+            )
         if self.gpus_per_node is not None:
-            if not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 1:
-                raise ConfigError("SkypilotExecutor.gpus_per_node must be an integer >= 1")
+            check_at_least(self, "gpus_per_node", 1)
             if not self.gpus or ":" in self.gpus:
-                raise ConfigError("SkypilotExecutor.gpus_per_node needs gpus='NAME' without a count "
-                                  "(or give gpus='NAME:COUNT' alone)")
-        if self.idle_minutes_to_autostop is not None and self.idle_minutes_to_autostop < 0:
-            raise ConfigError("SkypilotExecutor.idle_minutes_to_autostop must be >= 0")
-        for remote, source in self.file_mounts.items():
-            if not isinstance(source, str) or not remote:
-                raise ConfigError(f"SkypilotExecutor.file_mounts[{remote!r}] must map a remote path to a local path")
+                raise ConfigError(
+                    "SkypilotExecutor.gpus_per_node needs gpus='NAME' without a count "
+                    "(or give gpus='NAME:COUNT' alone)"
+                )
+        check_at_least(self, "idle_minutes_to_autostop", 0)
+        for remote, source in (self.file_mounts or {}).items():
+            if not remote:
+                raise ConfigError(
+                    f"SkypilotExecutor.file_mounts[{remote!r}] must map a remote path to a local path"
+                )
             if not _REMOTE_SOURCE.match(source) and not os.path.exists(os.path.expanduser(source)):
-                raise ConfigError(f"SkypilotExecutor.file_mounts[{remote!r}]={source!r} does not exist locally; "
-                                  "give an existing file or folder, or a bucket URL")
+                raise ConfigError(
+                    f"SkypilotExecutor.file_mounts[{remote!r}]={source!r} does not exist locally; "
+                    "give an existing file or folder, or a bucket URL"
+                )
 
     # -- shape of the job ---------------------------------------------------------------------
     def nnodes(self) -> int:
         return self.num_nodes
 
     def nproc_per_node(self) -> int:
-        return self.gpus_per_node or (int(float(self.gpus.split(":")[1])) if self.gpus and ":" in self.gpus else 1)
+        return self.gpus_per_node or (
+            int(float(self.gpus.split(":")[1])) if self.gpus and ":" in self.gpus else 1
+        )
 
     def python_executable(self) -> str:
         return "python3"
 
     def macro_values(self) -> ExecutorMacros:
-        return ExecutorMacros(head_node_ip_var="head_node_ip", nproc_per_node_var="SKYPILOT_NUM_GPUS_PER_NODE",
-                              num_nodes_var="num_nodes", node_rank_var="SKYPILOT_NODE_RANK")
+        return ExecutorMacros(
+            head_node_ip_var="head_node_ip",
+            nproc_per_node_var="SKYPILOT_NUM_GPUS_PER_NODE",
+            num_nodes_var="num_nodes",
+            node_rank_var="SKYPILOT_NODE_RANK",
+        )
 
     def accelerators(self) -> str | None:
         if self.gpus and self.gpus_per_node:
@@ -110,9 +130,14 @@ class SkypilotExecutor(Executor):
     def to_resources(self) -> Any:
         sky = import_sky()
         kwargs: dict[str, Any] = {
-            "infra": self.infra_string(), "accelerators": self.accelerators(), "cpus": self.cpus,
-            "memory": self.memory, "instance_type": self.instance_type, "use_spot": self.use_spot,
-            "disk_size": self.disk_size, "ports": list(self.ports) or None,
+            "infra": self.infra_string(),
+            "accelerators": self.accelerators(),
+            "cpus": self.cpus,
+            "memory": self.memory,
+            "instance_type": self.instance_type,
+            "use_spot": self.use_spot,
+            "disk_size": self.disk_size,
+            "ports": list(self.ports or ()) or None,
             "image_id": f"docker:{self.container_image}" if self.container_image else None,
         }
         return sky.Resources(**{k: v for k, v in kwargs.items() if v is not None})
@@ -120,13 +145,27 @@ class SkypilotExecutor(Executor):
     def to_task(self, name: str, run: str, envs: dict[str, str], workdir: str | None = None) -> Any:
         """A real `sky.Task` for `run` (a shell command) with this executor's resources and mounts."""
         sky = import_sky()
-        task = sky.Task(name=name, run=run, setup=self.setup or None, envs=envs or None,
-                        workdir=workdir, num_nodes=self.num_nodes)
+        task = sky.Task(
+            name=name,
+            run=run,
+            setup=self.setup or None,
+            envs=envs or None,
+            workdir=workdir,
+            num_nodes=self.num_nodes,
+        )
         task.set_resources(self.to_resources())
         if self.file_mounts:
-            task.set_file_mounts({k: os.path.expanduser(v) if not _REMOTE_SOURCE.match(v) else v
-                                  for k, v in self.file_mounts.items()})
+            task.set_file_mounts(
+                {
+                    k: os.path.expanduser(v) if not _REMOTE_SOURCE.match(v) else v
+                    for k, v in self.file_mounts.items()
+                }
+            )
         if self.storage_mounts:
-            task.set_storage_mounts({path: sky.Storage.from_yaml_config(spec)
-                                     for path, spec in self.storage_mounts.items()})
+            task.set_storage_mounts(
+                {
+                    path: sky.Storage.from_yaml_config(spec)
+                    for path, spec in self.storage_mounts.items()
+                }
+            )
         return task
