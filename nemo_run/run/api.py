@@ -45,9 +45,11 @@ def run(
     `detach=True` returns as soon as the job started; `dryrun=True` returns the request text
     without starting anything; `direct=True` runs a Partial/Config in this process.
     """
+    from nemo_run.core.runners.partial import refuse_launch_while_loading_main
     from nemo_run.run.experiment import Experiment
     from nemo_run.run.torchx_backend.packaging import task_name
 
+    refuse_launch_while_loading_main()
     if executor is not None and not isinstance(executor, Executor):
         raise ConfigError(f"executor must be a run.Executor (e.g. run.LocalExecutor()), got {type(executor).__name__}")
     if detach and tail_logs:

@@ -16,14 +16,14 @@ import sys
 import zlib
 from typing import Any
 
+from nemo_run.exceptions import ConfigError
+
 PAYLOAD_VERSION = 1
 
 
 def encode(buildable: Any) -> str:
     """Serialize a fiddle buildable (and where its `__main__` lives) into one CLI argument."""
     from fiddle.experimental import serialization
-
-    from nemo_run.exceptions import ConfigError
 
     try:
         config_json = serialization.dump_json(buildable)
@@ -51,14 +51,38 @@ def decode(text: str) -> Any:
     return serialization.load_json(payload["config"])
 
 
+_loading_main: str | None = None  # the launching script while this job re-imports it
+
+
+def refuse_launch_while_loading_main() -> None:
+    """Called by every launch: inside a job that is re-importing its launching script, a launch
+    at the script's top level would start the job again (and again); fail at once instead, as
+    multiprocessing does, and say how to fix the script."""
+    if _loading_main is not None:
+        raise ConfigError(
+            f"{_loading_main} launches a job at import time, so it ran again inside its own job "
+            "(the job loads it to find your function); put the launch under "
+            "`if __name__ == \"__main__\":` so it runs only when you start the script"
+        )
+
+
 def _load_main(path: str) -> None:
+    global _loading_main
     spec = importlib.util.spec_from_file_location("__mp_main__", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"nemo_run: cannot load the launching script {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules["__mp_main__"] = module
     sys.path.insert(0, os.path.dirname(path))
-    spec.loader.exec_module(module)
+    _loading_main = path
+    try:
+        spec.loader.exec_module(module)
+    except ConfigError as e:
+        if _loading_main is not None and "launches a job at import time" in str(e):
+            raise SystemExit(f"nemo_run: {e}") from None
+        raise
+    finally:
+        _loading_main = None
     sys.modules["__main__"] = module
 
 
@@ -81,4 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run inside the module as imported by name, not this `__main__` copy, so that launches
+    # made while loading the user's script see this module's state.
+    from nemo_run.core.runners import partial as _imported
+
+    sys.exit(_imported.main())
