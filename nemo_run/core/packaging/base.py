@@ -7,12 +7,15 @@ to `/nemo_run/code` (Docker mounts the job dir at `/nemo_run`) or upload it.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
+import stat
+import tarfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import NoReturn
 
-if TYPE_CHECKING:
-    import tarfile
+from nemo_run.exceptions import ConfigError
 
 
 @dataclass(kw_only=True)
@@ -47,15 +50,348 @@ def add_files(tar: tarfile.TarFile, root: str, relative_paths: list[str], prefix
         present.add(arcname)
 
 
-def extract(archive: str, destination: str) -> None:
-    """Unpack a package archive, refusing members that would land outside `destination`."""
-    import tarfile
+# --- Safe extraction -------------------------------------------------------------------------
+#
+# Archives come from packagers that add whatever the user's tree holds, symlinks included, so a
+# link such as `lnk -> /etc` followed by a member `lnk/passwd` must never write outside the
+# destination. Python's `data` filter is not enough on its own (3.11.7 has known bypasses), so
+# every member is first checked against a model of the destination (what is on disk, overlaid
+# with what earlier members create), and nothing is written unless the whole archive passes.
 
-    os.makedirs(destination, exist_ok=True)
+_MAX_LINK_HOPS = 40  # the depth Linux follows before ELOOP
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_FILTER_ERRORS: tuple[type[Exception], ...] = (
+    (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
+)
+
+
+class _Escape(Exception):
+    """A path resolved outside the destination; `link` names the symlink that led out."""
+
+    def __init__(self, link: str) -> None:
+        super().__init__(link)
+        self.link = link
+
+
+class _Unresolvable(Exception):
+    """A path cannot be followed (symlink loop, or a file used as a folder); not an escape."""
+
+
+@dataclass
+class _Node:
+    """One entry of the modelled destination."""
+
+    kind: str  # "dir", "file" (made by this archive), "link", or "other" (a non-folder on disk)
+    target: str = ""  # symlink target, as stored
+    member: str = ""  # name of the archive member that made it ('' if it was already on disk)
+
+
+@dataclass
+class _Step:
+    """One member to extract, at its physical path (no symlink on the way) under the root."""
+
+    member: tarfile.TarInfo
+    path: tuple[str, ...]
+    linkname: str = ""  # hardlinks: the physical path of the file they link to
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p not in ("", ".")]
+
+
+class _Tree:
+    """The destination as extraction would leave it so far: disk, overlaid with earlier members.
+
+    Paths are tuples of components relative to `root` (the destination's realpath).
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.nodes: dict[tuple[str, ...], _Node] = {}  # what the archive creates
+        self._disk: dict[tuple[str, ...], _Node | None] = {}  # what was there before
+
+    def node(self, path: tuple[str, ...]) -> _Node | None:
+        if path in self.nodes:
+            return self.nodes[path]
+        if path not in self._disk:
+            self._disk[path] = self._on_disk(path)
+        return self._disk[path]
+
+    def _on_disk(self, path: tuple[str, ...]) -> _Node | None:
+        full = os.path.join(self.root, *path)
+        try:
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode):
+                return _Node("link", os.readlink(full))
+        except OSError:  # missing, or a parent is not a folder
+            return None
+        return _Node("dir" if stat.S_ISDIR(mode) else "other")
+
+    def resolve(self, parts: list[str], follow_last: bool = True) -> tuple[str, ...]:
+        """Physical path of `parts`, following symlinks like the kernel would."""
+        done: list[str] = []
+        todo = list(reversed(parts))  # a stack: next component last
+        hops, via = 0, ""
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not done:
+                    raise _Escape(via)
+                done.pop()
+                continue
+            here = (*done, part)
+            node = self.node(here)
+            if node is not None and node.kind == "link" and (todo or follow_last):
+                hops += 1
+                if hops > _MAX_LINK_HOPS:
+                    raise _Unresolvable("too many levels of symlinks")
+                via = via or node.member or "/".join(here)  # the one the path itself names
+                done, rest = self.link_start(done, node.target, via)
+                todo.extend(reversed(rest))
+                continue
+            if node is not None and node.kind in ("file", "other") and todo:
+                raise _Unresolvable(f"{'/'.join(here)!r} is a file, not a folder")
+            done.append(part)
+        return tuple(done)
+
+    def link_start(self, done: list[str], target: str, via: str) -> tuple[list[str], list[str]]:
+        """Where resolution continues after a link: its folder, or the root for absolute ones."""
+        if not os.path.isabs(target):
+            return done, target.split("/")
+        if target != self.root and not target.startswith(self.root.rstrip("/") + "/"):
+            raise _Escape(via)
+        return [], target[len(self.root) :].split("/")
+
+
+class _Planner:
+    """Checks every member against the modelled destination before anything is written."""
+
+    def __init__(self, archive: str, destination: str, root: str) -> None:
+        self.archive = archive
+        self.destination = destination
+        self.tree = _Tree(root)
+
+    def refuse(self, name: str, why: str) -> ConfigError:
+        return ConfigError(f"archive {self.archive}: member {name!r} {why}")
+
+    def plan(self, members: list[tarfile.TarInfo]) -> list[_Step]:
+        steps = [step for member in members if (step := self._step(member)) is not None]
+        # A later member can turn an earlier, harmless link into one that leads out
+        # (`a -> b/x`, then `b -> /etc`), so links are checked again against the final tree.
+        for path, node in list(self.tree.nodes.items()):
+            if node.kind == "link" and node.member:
+                self._check_link_target(node.member, path[:-1], node.target)
+        return steps
+
+    def _step(self, member: tarfile.TarInfo) -> _Step | None:
+        parts = self._member_parts(member)
+        if member.isdir():
+            return _Step(member, self._folder(member.name, parts)) if parts else None
+        if not (member.isreg() or member.issym() or member.islnk()):
+            raise self.refuse(
+                member.name,
+                f"is a {_special_kind(member)}; only files, folders and links are allowed",
+            )
+        path = (*self._folder(member.name, parts[:-1]), parts[-1])
+        existing = self.tree.node(path)
+        if existing is not None and existing.kind == "dir":
+            raise self.refuse(member.name, "would replace a folder of the same name")
+        linkname = ""
+        if member.issym():
+            node = self._symlink(member, path[:-1])
+        else:
+            if member.islnk():
+                linkname = self._hardlink(member)
+            node = _Node("file", member=member.name)
+        self.tree.nodes[path] = node
+        return _Step(member, path, linkname)
+
+    def _member_parts(self, member: tarfile.TarInfo) -> list[str]:
+        name = member.name
+        if "\x00" in name:
+            raise self.refuse(name, "contains a NUL byte")
+        if name.startswith("/") or os.path.isabs(name):
+            raise self.refuse(name, "has an absolute path; archives must hold relative paths")
+        if ".." in name.split("/"):
+            raise self.refuse(
+                name, "has a '..' component; archives must not climb out of their root"
+            )
+        parts = _parts(name)
+        if not parts and not member.isdir():
+            raise self.refuse(name, "has an empty name")
+        return parts
+
+    def _folder(self, name: str, parts: list[str]) -> tuple[str, ...]:
+        """Physical path of the folder `parts`, recording the folders extraction would create."""
+        try:
+            path = self.tree.resolve(parts)
+        except _Escape as e:
+            raise self.refuse(name, self.outside(e.link)) from None
+        except _Unresolvable as e:
+            raise self.refuse(name, f"cannot be extracted: {e}") from None
+        for end in range(1, len(path) + 1):
+            node = self.tree.node(path[:end])
+            if node is None:
+                self.tree.nodes[path[:end]] = _Node("dir")
+            elif node.kind != "dir":
+                raise self.refuse(
+                    name, f"needs {'/'.join(path[:end])!r} to be a folder, not a file"
+                )
+        return path
+
+    def outside(self, link: str) -> str:
+        where = f"would be written outside {self.destination}"
+        if not link:
+            return where
+        return (
+            f"{where} (through symlink {link!r}); remove the symlink from the packaged tree "
+            "or exclude it"
+        )
+
+    def _symlink(self, member: tarfile.TarInfo, folder: tuple[str, ...]) -> _Node:
+        target = member.linkname
+        if not target or "\x00" in target:
+            raise self.refuse(member.name, "is a symlink with an empty or NUL-holding target")
+        self._check_link_target(member.name, folder, target)
+        if os.path.isabs(target):  # inside today, but not wherever the tree is moved or mounted
+            raise self.refuse(
+                member.name,
+                f"is a symlink to the absolute path {target!r}; only relative links are allowed, "
+                "so replace it with one or exclude it",
+            )
+        return _Node("link", target, member.name)
+
+    def _check_link_target(self, name: str, folder: tuple[str, ...], target: str) -> None:
+        try:
+            if os.path.isabs(target):
+                start, rest = self.tree.link_start([], target, "")
+                self.tree.resolve([*start, *rest])
+            else:
+                self.tree.resolve([*folder, *target.split("/")])
+        except _Escape:
+            raise self.refuse(
+                name,
+                f"is a symlink to {target!r}, which points outside {self.destination}; "
+                "remove the symlink from the packaged tree or exclude it",
+            ) from None
+        except _Unresolvable:
+            pass  # dangling or looping, but inside: harmless, like any broken link
+
+    def _hardlink(self, member: tarfile.TarInfo) -> str:
+        """Physical path of the file a hardlink shares; it must be one this archive made."""
+        target = member.linkname
+        parts = target.split("/")
+        bad = not target or "\x00" in target or os.path.isabs(target) or ".." in parts
+        try:
+            path = () if bad else self.tree.resolve(_parts(target))
+        except (_Escape, _Unresolvable):
+            bad = True
+        node = None if bad or not path else self.tree.node(path)
+        if node is None or node.kind != "file":
+            raise self.refuse(
+                member.name,
+                f"is a hardlink to {target!r}, which is not a file extracted earlier from "
+                "this archive",
+            )
+        return "/".join(path)
+
+
+def _special_kind(member: tarfile.TarInfo) -> str:
+    if member.ischr() or member.isblk():
+        return "device"
+    if member.isfifo():
+        return "fifo"
+    return f"special member (type {member.type!r})"
+
+
+def _safe_mode(member: tarfile.TarInfo) -> int:
+    """The `data` filter's permissions: no setuid/setgid/sticky, no group/other write."""
+    mode = member.mode & 0o755
+    if member.isdir():
+        return mode | 0o700
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode | 0o600
+
+
+def _sanitized(step: _Step) -> tarfile.TarInfo:
+    """A copy of the member at its physical path, with safe permissions and our ownership."""
+    member = copy.copy(step.member)
+    member.name = "/".join(step.path)
+    if member.islnk():
+        member.linkname = step.linkname
+    member.mode = _safe_mode(member)
+    member.uid, member.gid = os.getuid(), os.getgid()
+    member.uname = member.gname = ""
+    return member
+
+
+class _Extractor:
+    """Writes planned members one by one, re-checking the real parent folder before each."""
+
+    def __init__(self, tar: tarfile.TarFile, planner: _Planner) -> None:
+        self.tar = tar
+        self.planner = planner
+        self.root = planner.tree.root
+
+    def run(self, steps: list[_Step]) -> None:
+        folders: list[tuple[str, int]] = []
+        for step in steps:
+            target = os.path.join(self.root, *step.path)
+            if step.member.isdir():
+                self._make_folders(step, step.path)
+                folders.append((target, _safe_mode(step.member)))
+                continue
+            self._make_folders(step, step.path[:-1])
+            self._clear(step, target)
+            try:
+                self.tar.extract(_sanitized(step), self.root, numeric_owner=True, **_DATA_FILTER)
+            except _FILTER_ERRORS as e:
+                raise self.planner.refuse(step.member.name, f"was refused by tarfile: {e}") from e
+        for target, mode in reversed(folders):  # last, so read-only folders can still be filled
+            if not os.path.islink(target):
+                os.chmod(target, mode)
+
+    def _make_folders(self, step: _Step, path: tuple[str, ...]) -> None:
+        """Create `path` one folder at a time, never through a link (the disk may have
+        changed since planning), then confirm that its real path is the expected one."""
+        folder = self.root
+        for part in path:
+            folder = os.path.join(folder, part)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder)  # does not follow a link that is already there
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                self._moved(step, folder, "became a symlink or file")
+        real = os.path.realpath(folder)
+        if real != folder:
+            self._moved(step, folder, f"resolves to {real}")
+
+    def _moved(self, step: _Step, folder: str, how: str) -> NoReturn:
+        raise self.planner.refuse(
+            step.member.name,
+            f"{self.planner.outside('')}: {folder} {how} after the archive was checked",
+        )
+
+    def _clear(self, step: _Step, target: str) -> None:
+        """Remove what sits at `target`, so a write replaces a link instead of following it."""
+        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+            os.unlink(target)
+        elif os.path.lexists(target):
+            raise self.planner.refuse(step.member.name, "would replace a folder of the same name")
+
+
+def extract(archive: str, destination: str) -> None:
+    """Unpack a package archive into `destination`, refusing any archive that would write,
+    or leave a link, outside it (raises ConfigError, before anything is written)."""
+    archive = os.path.abspath(os.fspath(archive))
+    destination = os.path.abspath(os.fspath(destination))
+    root = os.path.realpath(destination)
     with tarfile.open(archive) as tar:
-        base = os.path.realpath(destination)
-        for member in tar.getmembers():
-            target = os.path.realpath(os.path.join(base, member.name))
-            if target != base and not target.startswith(base + os.sep):
-                raise ValueError(f"archive member {member.name!r} escapes {destination}")
-        tar.extractall(destination)
+        planner = _Planner(archive, destination, root)
+        steps = planner.plan(tar.getmembers())
+        os.makedirs(destination, exist_ok=True)
+        if os.path.realpath(destination) != root:
+            raise ConfigError(f"archive {archive}: {destination} changed while being extracted to")
+        _Extractor(tar, planner).run(steps)
