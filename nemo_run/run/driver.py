@@ -62,20 +62,45 @@ class Driver:
                 return f"dependency {dep_id!r} ended {state.name}"
         return True
 
-    def _launch(self, entry: TaskEntry) -> None:
+    def _plan(self, entry: TaskEntry) -> Any | None:
+        """Dry-run the task and note the handle it will get, before anything starts, so the
+        experiment file names every job that may run even if this process dies mid-launch."""
         try:
             info = self.prepare(entry.id)
-            entry.handle = self.runner.schedule(info)
+            entry.handle = self.runner.planned_handle(info)
         except Exception as e:  # recorded on the task; the experiment goes on
-            log.error("launching task %s failed: %s", entry.id, e)
-            entry.error = f"launch failed: {e}"
-            self.launch_errors[entry.id] = e
+            self._failed(entry, e)
+            return None
+        return info
+
+    def _launch(self, entry: TaskEntry, info: Any) -> None:
+        try:
+            handle = self.runner.schedule(info)
+        except Exception as e:
+            if entry.handle and not self._has_record(entry.handle):
+                entry.handle = None  # nothing started: the scheduler dropped its intent record
+            self._failed(entry, e)
             return
+        entry.handle = handle
         entry.job_dir = getattr(info.request, "log_dir", None) or getattr(info._cfg, "job_dir", None)
         entry.launched_at = time.time()
         self.states[entry.id] = AppState.SUBMITTED
         if self.on_launch is not None:
             self.on_launch(entry)
+
+    def _failed(self, entry: TaskEntry, error: Exception) -> None:
+        log.error("launching task %s failed: %s", entry.id, error)
+        entry.error = f"launch failed: {error}"
+        self.launch_errors[entry.id] = error
+
+    @staticmethod
+    def _has_record(handle: str) -> bool:
+        from nemo_run.run.job import stored_record
+
+        try:
+            return stored_record(handle) is not None
+        except Exception:  # noqa: BLE001 - an unreadable store: keep the handle, to be safe
+            return True
 
     def step(self) -> tuple[bool, bool]:
         """One pass; returns (anything still pending or running, anything changed)."""
@@ -99,8 +124,11 @@ class Driver:
             elif verdict:
                 entry.skipped, changed = f"not run: {verdict}", True
         if ready:
-            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_LAUNCHES, len(ready))) as pool:
-                list(pool.map(self._launch, ready))
+            planned = [(entry, self._plan(entry)) for entry in ready]
+            planned = [(entry, info) for entry, info in planned if info is not None]
+            self.record.save()  # every handle is on disk before its job can start
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_LAUNCHES, max(len(planned), 1))) as pool:
+                list(pool.map(lambda pair: self._launch(*pair), planned))
             changed = True
         pending = any(not (e.handle or e.skipped or e.error) for e in self.record.tasks)
         running = any(e.handle and not is_terminal(self.states.get(e.id, AppState.UNKNOWN))

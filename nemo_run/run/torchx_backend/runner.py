@@ -57,6 +57,14 @@ class Runner(TorchxRunner):
         """Dry run on whichever scheduler runs this executor."""
         return self.dryrun(app, backend_for_executor(executor).scheduler, executor)
 
+    def planned_handle(self, dryrun_info: AppDryRunInfo) -> str:
+        """The handle `schedule(dryrun_info)` will return, known before anything starts."""
+        scheduler = dryrun_info._scheduler
+        if scheduler is None:
+            raise ConfigError("dryrun_info did not come from Runner.dryrun: it names no scheduler")
+        app_id = self._scheduler(scheduler).planned_app_id(dryrun_info)
+        return make_app_handle(scheduler, self._name, app_id)
+
     def schedule(self, dryrun_info: AppDryRunInfo) -> str:
         scheduler = dryrun_info._scheduler
         if scheduler is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 import secrets
 import time
@@ -35,6 +36,8 @@ ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 CANCEL_REQUESTED = "cancel_requested_at"  # set before a stop is sent; a FAILED end then reads CANCELLED
 LAUNCH = "launch"  # pending (intent recorded, not started yet) | done | unconfirmed
 LAUNCH_PENDING, LAUNCH_DONE, LAUNCH_UNCONFIRMED = "pending", "done", "unconfirmed"
+LAUNCHER = "launcher"  # pid, start ticks and boot id of the process that recorded the intent
+NEVER_STARTED = "never started: its launcher exited before starting it"
 
 
 @dataclass(frozen=True)
@@ -226,13 +229,26 @@ class SchedulerMixin:
                     data: dict[str, Any] | None = None) -> JobRecord:
         """Record a job about to start (state SUBMITTED, `launch: pending`) before any process,
         container or remote call can start it; `_launch_confirmed` or `_launch_failed` follow."""
+        from nemo_run.core import processes
         from nemo_run.core.store.records import JobRecord
 
+        me = processes.proc_stat(os.getpid())
+        launcher = {"pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
+                    "boot_id": processes.boot_id()}
         record = JobRecord(backend=self.backend, app_id=app_id, session=self.session_name,  # type: ignore[attr-defined]
                            state="SUBMITTED", experiment_id=experiment_id, log_dir=log_dir,
-                           data={**(data or {}), LAUNCH: LAUNCH_PENDING})
+                           data={**(data or {}), LAUNCH: LAUNCH_PENDING, LAUNCHER: launcher})
         self._store().put(record)
         return record
+
+    @staticmethod
+    def _launcher_alive(record: JobRecord) -> bool:
+        """True while the process that recorded the intent still lives (it may still start it)."""
+        from nemo_run.core import processes
+
+        who = record.data.get(LAUNCHER) or {}
+        return bool(who) and processes.is_same_process_alive(who["pid"], who.get("start_ticks") or -1,
+                                                             who.get("boot_id", ""))
 
     def _launch_confirmed(self, app_id: str, *, state: str = "SUBMITTED", **data: Any) -> JobRecord:
         """The backend accepted the job: keep what identifies it there."""

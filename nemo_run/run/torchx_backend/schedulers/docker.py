@@ -13,6 +13,8 @@ import hashlib
 import logging
 import os
 import re
+import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -23,6 +25,7 @@ from torchx.schedulers.docker_scheduler import DockerScheduler
 from torchx.schedulers.ids import make_unique
 from torchx.specs import AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
 
+from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.execution.docker import (
     CONTAINER_CODE_DIR,
     CONTAINER_JOB_DIR,
@@ -34,8 +37,14 @@ from nemo_run.core.execution.docker import (
 )
 from nemo_run.core.packaging.base import extract
 from nemo_run.core.store import JobRecord
-from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyError
-from nemo_run.run.torchx_backend.schedulers.api import TERMINAL_STATES, SchedulerMixin
+from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyError, NemoRunError
+from nemo_run.run.torchx_backend.schedulers.api import (
+    LAUNCH,
+    LAUNCH_PENDING,
+    NEVER_STARTED,
+    TERMINAL_STATES,
+    SchedulerMixin,
+)
 from nemo_run.run.torchx_backend.schedulers.local import default_job_dir
 from nemo_run.run.torchx_backend.schedulers.logs import read_lines, split_lines
 
@@ -196,30 +205,42 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         executor = request.executor
         client = self._docker_client
         self._check_engine(client, request)
-        os.makedirs(request.log_dir, mode=0o700, exist_ok=False)
-        archive = executor.packager.package(os.getcwd(), request.log_dir, "code")
-        if archive:
-            extract(archive, os.path.join(request.log_dir, "code"))
+        self._put_intent(request.id, experiment_id=executor.experiment_id, log_dir=request.log_dir,
+                         data={"containers": request.summary(), "image": executor.container_image})
         try:
+            self._start(client, request)
+        except BaseException:
+            self._launch_failed(request.id)
+            raise
+        self._launch_confirmed(request.id, state=AppState.RUNNING.name)
+        self._scheduled.append(request.id)
+        return request.id
+
+    def _start(self, client: Any, request: DockerJobRequest) -> None:
+        """Job folder, code, then every container; on failure nothing is left behind."""
+        try:
+            os.makedirs(request.log_dir, mode=0o700, exist_ok=False)
+        except OSError as e:
+            raise_if_disk_trouble(e, request.log_dir, "creating the job folder")
+            raise
+        try:
+            archive = request.executor.packager.package(os.getcwd(), request.log_dir, "code")
+            if archive:
+                extract(archive, os.path.join(request.log_dir, "code"))
             for container in request.containers:
                 client.containers.run(container.image, container.command, detach=True,
                                       **self._engine_kwargs(container))
-        except Exception as e:
-            # leave nothing half-created behind: a container whose start failed still exists
+        except BaseException as e:
             for created in self._containers(request.id).values():
                 try:
                     created.remove(force=True)
                 except Exception:
                     log.warning("could not remove %s after a failed launch", created.name)
-            raise BackendError(f"starting container {container.name} failed: {e}",
-                               status=getattr(e, "status_code", None)) from e
-        self._store().put(JobRecord(
-            backend=self.backend, app_id=request.id, session=self.session_name, state=AppState.RUNNING.name,
-            experiment_id=executor.experiment_id, log_dir=request.log_dir,
-            data={"containers": request.summary(), "image": executor.container_image},
-        ))
-        self._scheduled.append(request.id)
-        return request.id
+            shutil.rmtree(request.log_dir, ignore_errors=True)
+            if isinstance(e, Exception) and not isinstance(e, NemoRunError):
+                raise BackendError(f"starting job {request.id} failed: {e}",
+                                   status=getattr(e, "status_code", None)) from e
+            raise
 
     def _check_engine(self, client: Any, request: DockerJobRequest) -> None:
         """Images present (or pullable) and GPUs supported, before any container exists."""
@@ -282,6 +303,12 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         if not expected:  # imported from nemo-run 0.11.1: nothing to inspect
             return self._response(record, AppState.UNKNOWN, {}, "imported without container details")
         found = self._containers(app_id)
+        if record.data.get(LAUNCH) == LAUNCH_PENDING and len(found) < len(expected):
+            if self._launcher_alive(record):  # still creating its containers
+                return self._response(record, AppState.SUBMITTED, {}, "starting")
+            if not found:
+                record = self._record_final(app_id, AppState.FAILED.name, msg=NEVER_STARTED)
+                return self._response(record, AppState[record.state], {})
         replicas = {}
         for spec in expected:
             key = (spec["role"], spec["replica_id"])
@@ -301,32 +328,54 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
 
     def _finalize(self, record: JobRecord, found: dict[tuple[str, int], Any],
                   replicas: dict[tuple[str, int], dict[str, Any]], state: AppState) -> dict[str, Any]:
-        """Save logs into the job dir, record the outcome, then remove the containers."""
+        """Save logs into the job dir, record the outcome, then remove the containers. Several
+        processes may finish one job at once: each writes complete files under its own temp
+        names, and one whose containers were removed meanwhile reads the outcome recorded."""
         for (role, k), container in found.items():
-            self._save_logs(record, role, k, container)
+            if not self._save_logs(record, role, k, container):
+                latest = self._store().get(self.backend, record.app_id)
+                if latest is not None and latest.data.get("final"):
+                    return latest.data["final"]  # another process finished it first
         codes = [r["exit_code"] for r in replicas.values() if r.get("exit_code") is not None]
         final = {"replicas": _listing(replicas), "ended_at": time.time()}
         record = self._record_final(
             record.app_id, state.name, final=final, ended_at=final["ended_at"], msg=_outcome_message(final["replicas"]),
             exit_code=next((c for c in codes if c != 0), 0) if codes else None,
         )
-        for container in found.values():
-            try:
-                container.remove(force=True)
-            except Exception as e:  # already gone, or the engine refused: the outcome is recorded
-                log.debug("removing %s: %s", container.name, e)
+        self._remove(found.values())
         return record.data.get("final", final)
 
-    def _save_logs(self, record: JobRecord, role: str, k: int, container: Any) -> None:
+    @staticmethod
+    def _remove(containers: Iterable[Any]) -> None:
+        for container in containers:
+            try:
+                container.remove(force=True)
+            except Exception as e:  # already gone or being removed by another process: fine
+                log.debug("removing %s: %s", container.name, e)
+
+    def _save_logs(self, record: JobRecord, role: str, k: int, container: Any) -> bool:
+        """Copy a container's logs into the job dir (streamed, constant memory); False when the
+        container is gone or being removed (another process got there first)."""
+        import docker
+
         folder = os.path.join(record.log_dir or "", role, str(k))
         os.makedirs(folder, exist_ok=True)
         for stream, (out, err) in ((Stream.STDOUT, (True, False)), (Stream.STDERR, (False, True)),
                                    (Stream.COMBINED, (True, True))):
-            data = container.logs(stdout=out, stderr=err)
-            tmp = os.path.join(folder, f".{LOG_FILES[stream]}.tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, os.path.join(folder, LOG_FILES[stream]))
+            target = os.path.join(folder, LOG_FILES[stream])
+            tmp = f"{target}.tmp.{os.getpid()}.{threading.get_ident()}"
+            try:
+                with open(tmp, "wb") as fh:
+                    for chunk in container.logs(stdout=out, stderr=err, stream=True):
+                        fh.write(chunk)
+                os.replace(tmp, target)
+            except docker.errors.APIError as e:  # NotFound, or 409 removal in progress
+                log.debug("logs of %s unavailable: %s", container.name, e)
+                return False
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        return True
 
     def _response(self, record: JobRecord, state: AppState, final: dict[str, Any],
                   msg: str = "") -> DescribeAppResponse:
@@ -428,22 +477,21 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
 
     def _after_stop(self, record: JobRecord) -> None:
         """Keep the stopped containers' logs and outcome, then remove them."""
-        app_id = record.app_id
-        found = self._containers(app_id)
+        import docker
+
+        found = self._containers(record.app_id)
         replicas = {}
         for key, container in found.items():
-            container.reload()
-            state, code = _replica_state(container.attrs)
+            try:
+                container.reload()
+                _, code = _replica_state(container.attrs)
+            except docker.errors.APIError:  # removed meanwhile by another process
+                code = None
             replicas[key] = {"state": AppState.CANCELLED.name, "exit_code": code}
-        for key, container in found.items():
             self._save_logs(record, key[0], key[1], container)
         final = {"replicas": _listing(replicas), "ended_at": time.time()}
-        self._store().update(self.backend, app_id, data={"final": final, "ended_at": final["ended_at"]})
-        for container in found.values():
-            try:
-                container.remove(force=True)
-            except Exception as e:
-                log.debug("removing %s: %s", container.name, e)
+        self._store().update(self.backend, record.app_id, data={"final": final, "ended_at": final["ended_at"]})
+        self._remove(found.values())
 
     def close(self) -> None:
         """Detached jobs outlive this scheduler; with `stop_on_close`, cancel the ones it started."""
