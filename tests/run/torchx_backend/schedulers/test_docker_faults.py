@@ -11,7 +11,12 @@ import pytest
 
 import nemo_run as run
 from nemo_run.core.store import JobRecord, get_store
-from nemo_run.run.torchx_backend.schedulers.api import LAUNCH, LAUNCH_PENDING, LAUNCHER, NEVER_STARTED
+from nemo_run.run.torchx_backend.schedulers.api import (
+    LAUNCH,
+    LAUNCH_PENDING,
+    LAUNCHER,
+    NEVER_STARTED,
+)
 from nemo_run.run.torchx_backend.schedulers.docker import create_scheduler
 from tests.helpers import REPO, wait_for
 from tests.run.torchx_backend.schedulers.test_docker import app_id_of, containers_of, executor
