@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,16 +35,21 @@ from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import (
     ACTIVE_STATES,
+    LAUNCH,
+    LAUNCH_PENDING,
+    NEVER_STARTED,
     TERMINAL_STATES,
     SchedulerMixin,
     map_state,
     single_role_response,
+    unanswered,
     unique_name,
 )
 
 log = logging.getLogger(__name__)
 
 BACKEND = "skypilot"
+LAUNCH_GRACE_S = 900.0  # a launch whose launcher died may still be provisioning for this long
 
 SKYPILOT_STATES: dict[str, AppState] = {
     "INIT": AppState.SUBMITTED,
@@ -126,6 +132,23 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         request = dryrun_info.request
         ex, task = request.executor, request.task
         cluster = ex.cluster_name or f"nemo-{task.name}"[:40]
+        self._put_intent(task.name, experiment_id=ex.experiment_id, data={
+            "cluster": cluster, "num_nodes": ex.num_nodes,
+            "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
+            "run": task.run, "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", "")})
+        try:
+            job_id = self._submit(sky, ex, task, cluster)
+        except _Unconfirmed as e:
+            self._launch_unconfirmed(task.name, str(e.__cause__ or e))
+            return task.name
+        except BaseException:
+            self._launch_failed(task.name)
+            raise
+        self._launch_confirmed(task.name, job_id=int(job_id))
+        return task.name
+
+    def _submit(self, sky: Any, ex: SkypilotExecutor, task: Any, cluster: str) -> int:
+        """Package the code and start the job; its SkyPilot job id."""
         with tempfile.TemporaryDirectory(prefix="nemo_run_sky_") as scratch:
             archive = ex.packager.package(os.getcwd(), scratch, "code")
             if archive:
@@ -140,17 +163,33 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
                         task, cluster_name=cluster, retry_until_up=ex.retry_until_up,
                         idle_minutes_to_autostop=ex.idle_minutes_to_autostop, down=ex.autodown))
             except Exception as e:
+                if _is_transport_error(e):  # the API server may have taken it: find it later
+                    raise _Unconfirmed("the SkyPilot API server did not answer") from e
                 raise BackendError(f"SkyPilot could not start {task.name} on {cluster}: {e}") from e
         if job_id is None:
             raise BackendError(f"SkyPilot started no job for {task.name} on {cluster}")
-        self._store().put(JobRecord(
-            backend=self.backend, app_id=task.name, session=self.session_name, state=AppState.SUBMITTED.name,
-            experiment_id=ex.experiment_id,
-            data={"cluster": cluster, "job_id": int(job_id), "num_nodes": ex.num_nodes,
-                  "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
-                  "run": task.run, "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", "")},
-        ))
-        return task.name
+        return int(job_id)
+
+    def _adopt(self, record: JobRecord) -> JobRecord | DescribeAppResponse:
+        """A record whose launch was never confirmed: find the job on its cluster by name."""
+        if record.data.get(LAUNCH) == LAUNCH_PENDING and self._launcher_alive(record):
+            return self._response(record, AppState.SUBMITTED, "starting")
+        sky = import_sky()
+        cluster = record.data["cluster"]
+        try:
+            jobs = sky.get(sky.queue(cluster, all_users=True))
+        except Exception as e:
+            if not _is_missing_cluster(e):
+                return unanswered(self._response(record, AppState[record.state], ""), f"SkyPilot: {e}")
+            jobs = []
+        match = next((j for j in jobs if _field(j, "job_name") == record.app_id), None)
+        if match is not None:
+            return self._launch_confirmed(record.app_id, state=record.state, job_id=int(_field(match, "job_id")))
+        if time.time() - record.created_at > LAUNCH_GRACE_S:
+            record = self._record_final(record.app_id, AppState.FAILED.name, msg=NEVER_STARTED)
+            return self._response(record, AppState[record.state], record.data.get("msg", ""))
+        return self._response(record, AppState.UNKNOWN, f"its launcher exited while launching; no job named "
+                                                        f"{record.app_id} on {cluster} yet")
 
     @staticmethod
     def _cluster_up(sky: Any, cluster: str) -> bool:
@@ -163,15 +202,20 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         record = self._store().get(self.backend, app_id)
         if record is None:
             return None
-        if record.state in TERMINAL_STATES or "job_id" not in record.data:
+        if record.state in TERMINAL_STATES or "cluster" not in record.data:
             return self._response(record, AppState[record.state], record.data.get("msg", ""))
+        if "job_id" not in record.data:
+            adopted = self._adopt(record)
+            if isinstance(adopted, DescribeAppResponse):
+                return adopted
+            record = adopted
         sky = import_sky()
         cluster, job_id = record.data["cluster"], record.data["job_id"]
         try:  # one request to the API server
             statuses = sky.get(sky.job_status(cluster, [job_id]))
         except Exception as e:  # cluster gone, or the API server unreachable: keep what we knew
-            return self._response(record, AppState[record.state],
-                                  f"last recorded state (SkyPilot: {type(e).__name__}: {e})")
+            response = self._response(record, AppState[record.state], "")
+            return unanswered(response, f"last recorded state (SkyPilot: {type(e).__name__}: {e})")
         status = statuses.get(job_id) if isinstance(statuses, dict) else None
         if status is None:
             return self._response(record, AppState[record.state], f"job {job_id} not found on {cluster}")
@@ -258,6 +302,20 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
                 log.warning("SkyPilot cancel of %s: cluster %s no longer exists", record.app_id, cluster)
                 return
             raise BackendError(f"SkyPilot did not cancel {record.app_id} on {cluster}: {e}") from e
+
+
+class _Unconfirmed(Exception):
+    """The start request may or may not have reached the API server."""
+
+
+def _is_transport_error(error: BaseException) -> bool:
+    import requests
+
+    return isinstance(error, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))
+
+
+def _is_missing_cluster(error: BaseException) -> bool:
+    return type(error).__name__ in ("ClusterDoesNotExist", "ClusterNotUpError")
 
 
 def _field(record: Any, name: str) -> Any:

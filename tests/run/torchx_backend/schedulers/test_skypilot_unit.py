@@ -62,3 +62,83 @@ def test_older_cloud_region_zone_fields():
 def test_bad_input_before_any_request(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         run.SkypilotExecutor(**kwargs)
+
+
+class FakeSky:
+    """The narrow seam of the SDK that reconciling a launch uses: queue, job_status, get."""
+
+    def __init__(self, queue: list[dict], statuses: dict[int, object]) -> None:
+        self._queue, self._statuses, self.calls = queue, statuses, []
+
+    def get(self, value):
+        return value
+
+    def queue(self, cluster, all_users=False):
+        self.calls.append(("queue", cluster))
+        return self._queue
+
+    def job_status(self, cluster, job_ids):
+        self.calls.append(("job_status", cluster, tuple(job_ids)))
+        return {j: self._statuses.get(j) for j in job_ids}
+
+
+def _intent(app_id: str, launcher_pid: int, age: float = 0.0):
+    import time
+
+    from nemo_run.core.store import JobRecord, get_store
+    from nemo_run.run.torchx_backend.schedulers.api import LAUNCH, LAUNCH_PENDING, LAUNCHER
+
+    get_store().put(JobRecord("skypilot", app_id, created_at=time.time() - age, data={
+        "cluster": "c1", "num_nodes": 1, "role": "main", "run": "echo",
+        LAUNCH: LAUNCH_PENDING, LAUNCHER: {"pid": launcher_pid, "start_ticks": 1, "boot_id": ""}}))
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_launch_whose_launcher_died_is_found_on_its_cluster_by_name(monkeypatch):
+    from nemo_run.run.torchx_backend.schedulers import skypilot
+
+    fake = FakeSky([{"job_name": "sky-a", "job_id": 7}], {7: sky.JobStatus.RUNNING})
+    monkeypatch.setattr(skypilot, "import_sky", lambda: fake)
+    _intent("sky-a", _dead_pid())
+    desc = skypilot.create_scheduler("t").describe("sky-a")
+    assert desc.state == AppState.RUNNING
+    from nemo_run.core.store import get_store
+
+    assert get_store().get("skypilot", "sky-a").data["job_id"] == 7
+
+
+def test_a_launch_never_made_reads_failed_after_the_grace_period(monkeypatch):
+    from nemo_run.run.torchx_backend.schedulers import skypilot
+
+    monkeypatch.setattr(skypilot, "import_sky", lambda: FakeSky([], {}))
+    _intent("sky-b", _dead_pid(), age=1.0)
+    assert skypilot.create_scheduler("t").describe("sky-b").state == AppState.UNKNOWN  # maybe still coming
+    _intent("sky-c", _dead_pid(), age=skypilot.LAUNCH_GRACE_S + 1)
+    desc = skypilot.create_scheduler("t").describe("sky-c")
+    assert desc.state == AppState.FAILED and "never started" in desc.msg
+
+
+def test_a_launch_in_progress_reads_submitted_without_asking(monkeypatch):
+    import os
+
+    from nemo_run.core import processes
+    from nemo_run.run.torchx_backend.schedulers import skypilot
+
+    fake = FakeSky([], {})
+    monkeypatch.setattr(skypilot, "import_sky", lambda: fake)
+    _intent("sky-d", os.getpid())
+    from nemo_run.core.store import get_store
+
+    record = get_store().get("skypilot", "sky-d")
+    record.data["launcher"]["start_ticks"] = processes.proc_stat(os.getpid()).start_ticks
+    record.data["launcher"]["boot_id"] = processes.boot_id()
+    get_store().put(record)
+    assert skypilot.create_scheduler("t").describe("sky-d").state == AppState.SUBMITTED
+    assert fake.calls == []
