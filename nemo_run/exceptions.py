@@ -55,3 +55,7 @@ class JobFailedError(NemoRunError):
         super().__init__(f"job {handle} ended {state}{detail}")
         self.handle = handle
         self.state = state
+
+
+class LogsGoneError(NemoRunError):
+    """A job's logs lived in its folder, and that folder no longer exists (deleted by hand)."""

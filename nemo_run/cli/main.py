@@ -1,36 +1,60 @@
 """`nemorun`: list, watch, tail and cancel experiments and jobs on any backend, or run a command.
 
 Commands import what they need when they run, so `nemorun --help` and the read commands
-start fast. Exit status: 0 fine, 1 a job or task failed / was cancelled / was skipped,
-2 the thing named does not exist or the input is invalid.
+start fast. Every error is one `nemorun: ...` line on stderr, never a traceback (set
+NEMORUN_DEBUG=1 to see one), with the exit statuses of `EXIT_STATUS_HELP`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
+import re
 import sys
 from typing import Any
 
 import typer
 
-from nemo_run.exceptions import ConfigError, NemoRunError, UnknownExperimentError, UnknownJobError
+from nemo_run.exceptions import (
+    BackendError,
+    ConfigError,
+    NemoRunError,
+    StoreError,
+    UnknownExperimentError,
+    UnknownJobError,
+)
 
-EXIT_FAILED, EXIT_NOT_FOUND = 1, 2
+EXIT_FAILED, EXIT_INVALID, EXIT_NO_ANSWER = 1, 2, 3
+EXIT_NOT_FOUND = EXIT_INVALID  # an unknown thing is invalid input
 BAD_END_STATES = {"FAILED", "CANCELLED", "SKIPPED"}
+EXIT_STATUS_HELP = (
+    "Exit status:\n\n"
+    "  0  fine\n\n"
+    "  1  a job or task failed, was cancelled or skipped (or its logs are gone)\n\n"
+    "  2  invalid input, or the experiment, task or job named does not exist\n\n"
+    "  3  a backend or the store did not answer (the state shown is the last recorded)"
+)
 
 app = typer.Typer(
-    name="nemorun", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+    name="nemorun",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
     help="Launch jobs and follow them later from any shell.",
     epilog=(
         "Examples:\n\n"
         "  nemorun run -- python train.py --lr 0.1\n\n"
         "  nemorun experiment list\n\n"
-        "  nemorun experiment status my-exp_20260101-120000_ab12\n\n"
+        "  nemorun experiment status my-exp_20260101-120000_ab12cd34ef56\n\n"
         "  nemorun job logs local_persistent://nemo_run/train-abc123 --follow\n\n"
-        "  nemorun job list --state RUNNING --json"
+        "  nemorun job list --state RUNNING --json\n\n" + EXIT_STATUS_HELP
     ),
 )
-experiment_app = typer.Typer(no_args_is_help=True, help="Experiments: groups of tasks launched together.")
+experiment_app = typer.Typer(
+    no_args_is_help=True, help="Experiments: groups of tasks launched together."
+)
 job_app = typer.Typer(no_args_is_help=True, help="Single jobs on any backend, by app handle.")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(job_app, name="job")
@@ -42,25 +66,70 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text.strip())
+
+
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"nemorun: {message}", err=True)
+    typer.echo(f"nemorun: {_one_line(message)}", err=True)
     raise typer.Exit(code)
 
 
+class _WarningLines(logging.Handler):
+    """Library warnings (a skipped file, an unreadable record) as `nemorun: warning: ...`
+    lines on the current stderr (looked up per message, so test runners can capture it)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = record.levelname.lower()
+            sys.stderr.write(f"nemorun: {level}: {_one_line(record.getMessage())}\n")
+        except Exception:  # noqa: BLE001 - a warning must never break a command
+            self.handleError(record)
+
+
+def _warnings_to_stderr() -> None:
+    logger = logging.getLogger("nemo_run")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines())
+
+
+def _backend_refused(e: BackendError) -> bool:
+    """A 4xx other than 429: the backend answered, and said no."""
+    return e.status is not None and 400 <= e.status < 500 and e.status != 429
+
+
 def _guard(fn: Any) -> Any:
-    """Turn our errors into a one-line message and the documented exit status."""
-    import functools
+    """Turn every error into one line and the documented exit status (see EXIT_STATUS_HELP)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _warnings_to_stderr()
         try:
             return fn(*args, **kwargs)
-        except (UnknownJobError, UnknownExperimentError) as e:
-            _fail(str(e), EXIT_NOT_FOUND)
-        except ConfigError as e:
-            _fail(str(e), EXIT_NOT_FOUND)
+        except (
+            typer.Exit,
+            typer.Abort,
+            typer.TyperException,
+        ):  # typer's own exits and usage errors
+            raise
+        except (UnknownJobError, UnknownExperimentError, ConfigError) as e:
+            _fail(str(e), EXIT_INVALID)
+        except StoreError as e:
+            _fail(str(e), EXIT_NO_ANSWER)
+        except BackendError as e:
+            _fail(str(e), EXIT_FAILED if _backend_refused(e) else EXIT_NO_ANSWER)
         except NemoRunError as e:
             _fail(str(e), EXIT_FAILED)
+        except BrokenPipeError:  # `nemorun job logs X | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except Exception as e:
+            if os.environ.get("NEMORUN_DEBUG") == "1":
+                raise
+            _fail(f"error: {type(e).__name__}: {e}", EXIT_INVALID)
 
     return wrapper
 
@@ -80,28 +149,43 @@ def _open_experiment(id_or_title: str) -> Any:
 # -- experiment ------------------------------------------------------------------------------
 @experiment_app.command("list")
 @_guard
-def experiment_list(title: str = typer.Argument(None, help="Only experiments with this title."),
-                    as_json: bool = JSON_OPTION) -> None:
+def experiment_list(
+    title: str = typer.Argument(None, help="Only experiments with exactly this title."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """List experiments, oldest first.   Example: nemorun experiment list my-exp"""
     from nemo_run.run.experiment_files import list_experiments
 
     records = list_experiments(title)
-    rows = [{"id": r.id, "title": r.title, "created_at": r.created_at, "tasks": [t.id for t in r.tasks],
-             "dir": r.dir} for r in records]
+    rows = [
+        {
+            "id": r.id,
+            "title": r.title,
+            "created_at": r.created_at,
+            "tasks": [t.id for t in r.tasks],
+            "dir": r.dir,
+        }
+        for r in records
+    ]
     if as_json:
         _emit_json(rows)
         return
     from nemo_run.cli.render import print_table, when
 
-    print_table("Experiments", ["id", "title", "created", "tasks"],
-                [[r["id"], r["title"], when(r["created_at"]), ", ".join(r["tasks"])] for r in rows])
+    print_table(
+        "Experiments",
+        ["id", "title", "created", "tasks"],
+        [[r["id"], r["title"], when(r["created_at"]), ", ".join(r["tasks"])] for r in rows],
+    )
 
 
 @experiment_app.command("status")
 @_guard
-def experiment_status(id: str = typer.Argument(..., help="Experiment id (or a title: its latest)."),
-                      as_json: bool = JSON_OPTION) -> None:
-    """Each task's state, handle, times and exit code.   Example: nemorun experiment status ID --json"""
+def experiment_status(
+    id: str = typer.Argument(..., help="Experiment id (or a title: its latest)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Each task's state, handle, times and exit code.   Example: nemorun experiment status ID"""
     exp = _open_experiment(id)
     statuses = exp.status(return_dict=True)
     if as_json:
@@ -116,100 +200,163 @@ def experiment_status(id: str = typer.Argument(..., help="Experiment id (or a ti
 
 @experiment_app.command("logs")
 @_guard
-def experiment_logs(id: str = typer.Argument(..., help="Experiment id or title."),
-                    task: str = typer.Argument(..., help="Task id within the experiment."),
-                    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the task ends."),
-                    regex: str = typer.Option(None, "--regex", help="Only lines matching this regex.")) -> None:
+def experiment_logs(
+    id: str = typer.Argument(..., help="Experiment id or title."),
+    task: str = typer.Argument(..., help="Task id within the experiment."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the task ends."),
+    regex: str = typer.Option(None, "--regex", help="Only lines matching this regex."),
+) -> None:
     """Print a task's logs.   Example: nemorun experiment logs ID train --follow"""
     exp = _open_experiment(id)
-    for line in exp.log_lines(task, follow=follow, regex=regex):
-        sys.stdout.write(line)
-        sys.stdout.flush()
+    _print_lines(exp.log_lines(task, follow=follow, regex=regex))
 
 
 @experiment_app.command("cancel")
 @_guard
-def experiment_cancel(id: str = typer.Argument(..., help="Experiment id or title."),
-                      task: str = typer.Argument(None, help="Task id; omit with --all."),
-                      all_tasks: bool = typer.Option(False, "--all", help="Cancel every task.")) -> None:
+def experiment_cancel(
+    id: str = typer.Argument(..., help="Experiment id or title."),
+    task: str = typer.Argument(None, help="Task id; omit with --all."),
+    all_tasks: bool = typer.Option(False, "--all", help="Cancel every task."),
+) -> None:
     """Cancel one task or all of them.   Example: nemorun experiment cancel ID --all"""
     if (task is None) == (not all_tasks):
-        _fail("name one TASK or pass --all (not both)", EXIT_NOT_FOUND)
+        _fail("name one TASK or pass --all (not both)", EXIT_INVALID)
     exp = _open_experiment(id)
     acted = exp.cancel(None if all_tasks else task)
     typer.echo(f"cancelled: {', '.join(acted) if acted else 'nothing was running'}")
 
 
 # -- job -------------------------------------------------------------------------------------
+def _state_named(state: str) -> str:
+    """A known job state (any case), or ConfigError with the closest one."""
+    import difflib
+
+    from nemo_run.run.job import JOB_STATES
+
+    wanted = state.strip().upper()
+    if wanted in JOB_STATES:
+        return wanted
+    close = difflib.get_close_matches(wanted, JOB_STATES, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(f"unknown state {state!r}; {hint}known states: {', '.join(JOB_STATES)}")
+
+
 @job_app.command("list")
 @_guard
-def job_list(backend: str = typer.Option(None, "--backend", "-b", help="local, docker, skypilot, dgxcloud, lepton."),
-             state: str = typer.Option(None, "--state", "-s", help="e.g. RUNNING, FAILED."),
-             limit: int = typer.Option(50, "--limit", "-n", help="Newest N jobs; 0 for all."),
-             as_json: bool = JSON_OPTION) -> None:
-    """List known jobs, newest first (states as last recorded).   Example: nemorun job list -b local"""
+def job_list(
+    backend: str = typer.Option(
+        None, "--backend", "-b", help="local, docker, skypilot, dgxcloud, lepton."
+    ),
+    state: str = typer.Option(None, "--state", "-s", help="e.g. RUNNING, FAILED."),
+    limit: int = typer.Option(50, "--limit", "-n", help="Newest N jobs; 0 for all."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List known jobs, newest first, states as recorded.   Example: nemorun job list -b local"""
     from nemo_run.core.store import get_store
 
     scheduler = None
-    if backend:
+    if backend is not None:
         from nemo_run.run.torchx_backend.schedulers.api import backend_named
 
         scheduler = backend_named(backend).scheduler
-    records = get_store().list(scheduler, state=state.upper() if state else None, limit=limit or None,
-                               include_data=False)
-    rows = [{"handle": r.handle, "backend": r.backend, "app_id": r.app_id, "state": r.state,
-             "experiment_id": r.experiment_id, "created_at": r.created_at, "job_dir": r.log_dir}
-            for r in records]
+    wanted = _state_named(state) if state is not None else None
+    if limit < 0:
+        raise ConfigError(f"--limit must be 0 (all) or more, got {limit}")
+    records = get_store().list(scheduler, state=wanted, limit=limit or None, include_data=False)
+    rows = [
+        {
+            "handle": r.handle,
+            "backend": r.backend,
+            "app_id": r.app_id,
+            "state": r.state,
+            "experiment_id": r.experiment_id,
+            "created_at": r.created_at,
+            "job_dir": r.log_dir,
+        }
+        for r in records
+    ]
     if as_json:
         _emit_json(rows)
         return
     from nemo_run.cli.render import print_table, state_text, when
 
-    print_table("Jobs", ["handle", "state", "created", "experiment"],
-                [[r["handle"], state_text(r["state"]), when(r["created_at"]), r["experiment_id"]] for r in rows])
+    print_table(
+        "Jobs",
+        ["handle", "state", "created", "experiment"],
+        [
+            [r["handle"], state_text(r["state"]), when(r["created_at"]), r["experiment_id"]]
+            for r in rows
+        ],
+    )
 
 
 @job_app.command("status")
 @_guard
-def job_status(handle: str = typer.Argument(..., help="App handle, e.g. local_persistent://nemo_run/<id>."),
-               as_json: bool = JSON_OPTION) -> None:
+def job_status(
+    handle: str = typer.Argument(..., help="App handle, e.g. local_persistent://nemo_run/<id>."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """The live state of one job.   Example: nemorun job status HANDLE --json"""
     from nemo_run.run.job import job_status as status_of
 
     status = status_of(handle)
+    silence = status.get("unanswered")
     if as_json:
         _emit_json(status)
-    else:
+    elif not silence:
         from nemo_run.cli.render import print_table, state_text, when
 
-        print_table(status["handle"], ["state", "exit", "started", "ended", "job dir", "note"],
-                    [[state_text(status["state"]), status["exit_code"], when(status["started_at"]),
-                      when(status["ended_at"]), status["job_dir"], status["msg"]]])
+        print_table(
+            status["handle"],
+            ["state", "exit", "started", "ended", "job dir", "note"],
+            [
+                [
+                    state_text(status["state"]),
+                    status["exit_code"],
+                    when(status["started_at"]),
+                    when(status["ended_at"]),
+                    status["job_dir"],
+                    status["msg"],
+                ]
+            ],
+        )
+    if silence:
+        _fail(
+            f"{status['backend']} backend not answering: {silence}; "
+            f"last recorded state {status['state']}",
+            EXIT_NO_ANSWER,
+        )
     if status["state"] in BAD_END_STATES:
         raise typer.Exit(EXIT_FAILED)
 
 
+def _print_lines(lines: Any) -> None:
+    for line in lines:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
 @job_app.command("logs")
 @_guard
-def job_logs(handle: str = typer.Argument(..., help="App handle."),
-             follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
-             regex: str = typer.Option(None, "--regex", help="Only lines matching this regex.")) -> None:
+def job_logs(
+    handle: str = typer.Argument(..., help="App handle."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
+    regex: str = typer.Option(None, "--regex", help="Only lines matching this regex."),
+) -> None:
     """Print a job's logs (all roles and replicas).   Example: nemorun job logs HANDLE -f"""
     from nemo_run.run.job import job_log_lines
 
-    for line in job_log_lines(handle, follow=follow, regex=regex):
-        sys.stdout.write(line)
-        sys.stdout.flush()
+    _print_lines(job_log_lines(handle, follow=follow, regex=regex))
 
 
 @job_app.command("cancel")
 @_guard
 def job_cancel(handle: str = typer.Argument(..., help="App handle.")) -> None:
-    """Cancel a job (its whole process group / container / workload).   Example: nemorun job cancel HANDLE"""
+    """Cancel a job (process group, containers, workload).   Example: nemorun job cancel HANDLE"""
     from nemo_run.run.job import job_status as status_of
     from nemo_run.run.torchx_backend.runner import get_runner
 
-    status_of(handle)  # raises a clear error for an unknown handle
+    status_of(handle)  # raises a clear error for an unknown handle or backend
     get_runner().cancel(handle)
     typer.echo(f"{handle}: {status_of(handle)['state']}")
 
@@ -232,31 +379,71 @@ def _option_value(text: str) -> Any:
         return text
 
 
+def _executor_fields(cls: type, options: list[str], env: list[str]) -> dict[str, Any]:
+    """`-o KEY=VALUE` (JSON values) and `--env K=V` as keyword arguments for `cls`: an unknown
+    field (with the closest known one) or an `env_vars` that is not an object is refused here;
+    the executor checks the types of the other values when it is created."""
+    import dataclasses
+    import difflib
+
+    prefix = f"--option for {cls.__name__}"
+    known = (
+        [f.name for f in dataclasses.fields(cls) if f.init] if dataclasses.is_dataclass(cls) else []
+    )
+    fields: dict[str, Any] = {}
+    for key, text in _parse_pairs(options, "--option").items():
+        if known and key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{prefix}: unknown field {key!r}; {hint}fields: {', '.join(sorted(known))}"
+            )
+        fields[key] = _option_value(text)
+    env_vars = fields.get("env_vars", {})
+    if not isinstance(env_vars, dict):
+        raise ConfigError(
+            f'{prefix}: env_vars takes a JSON object like env_vars=\'{{"K": "v"}}\' '
+            f"(or use --env K=V), got {json.dumps(env_vars)}"
+        )
+    fields["env_vars"] = {**env_vars, **_parse_pairs(env, "--env")}
+    return fields
+
+
 @app.command("run", context_settings={"allow_interspersed_args": False})
 @_guard
 def run_command(
     cmd: list[str] = typer.Argument(..., help="The command and its arguments, after --."),
-    executor: str = typer.Option("local", "--executor", "-e", help="local, docker, skypilot, dgxcloud, lepton."),
+    executor: str = typer.Option(
+        "local", "--executor", "-e", help="local, docker, skypilot, dgxcloud, lepton."
+    ),
     name: str = typer.Option(None, "--name", help="Task name (default: the command's name)."),
-    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the job's environment (repeatable)."),
-    option: list[str] = typer.Option([], "--option", "-o",
-                                     help="Executor field KEY=VALUE, e.g. -o ntasks_per_node=2 (repeatable)."),
+    env: list[str] = typer.Option(
+        [], "--env", help="KEY=VALUE for the job's environment (repeatable)."
+    ),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        "-o",
+        help="Executor field KEY=VALUE, e.g. -o ntasks_per_node=2 (repeatable).",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the job and exit with its outcome."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Run a command as a one-task experiment.   Example: nemorun run -o ntasks_per_node=2 -- python train.py"""
-    import os
+    """Run a command as a one-task experiment.   Example: nemorun run -- python train.py"""
     import shlex
 
     import nemo_run as run
     from nemo_run.run.torchx_backend.schedulers.api import backend_named
 
-    fields = {k: _option_value(v) for k, v in _parse_pairs(option, "--option").items()}
-    fields["env_vars"] = {**fields.get("env_vars", {}), **_parse_pairs(env, "--env")}
+    if name is not None and not name.strip():
+        raise ConfigError("--name is empty; give the task a name, or leave --name out")
     executor_class = backend_named(executor).executor_class()
+    fields = _executor_fields(executor_class, option, env)
     try:
         chosen = executor_class(**fields)
-    except TypeError as e:
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"--option for {executor_class.__name__}: {e}") from e
     task_name = name or os.path.basename(cmd[0]).replace(".", "-") or "cmd"
     exp = run.Experiment(task_name, executor=chosen)
@@ -264,9 +451,11 @@ def run_command(
     exp.run(detach=True)
     info = {"experiment_id": exp.id, "task": task_name, **exp.status(return_dict=True)[task_name]}
     if wait:
+        from rich.text import Text
+
         from nemo_run.cli.render import console
 
-        with console(stderr=True).status(f"waiting for {task_name} ({exp.id})"):
+        with console(stderr=True).status(Text(f"waiting for {task_name} ({exp.id})")):
             info.update(exp.wait()[task_name])
     if as_json:
         _emit_json(info)

@@ -1,12 +1,25 @@
-"""Human output for the CLI and `Experiment.status()`: rich tables, loaded only when printing."""
+"""Human output for the CLI and `Experiment.status()`: rich tables, loaded only when printing.
+
+Every cell is a `rich.text.Text`, never markup: names, titles and messages come from users
+and backends, and `[bold red]x` must print as written. Only `state_text` adds a style.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-STATE_STYLES = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan",
-                "SKIPPED": "magenta", "WAITING": "dim"}
+if TYPE_CHECKING:
+    from rich.text import Text
+
+STATE_STYLES = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLED": "yellow",
+    "RUNNING": "cyan",
+    "SKIPPED": "magenta",
+    "WAITING": "dim",
+}
 
 
 def when(ts: float | None) -> str:
@@ -29,27 +42,51 @@ def console(stderr: bool = False) -> Any:
     return Console(file=stream, width=width)
 
 
-def state_text(state: str) -> str:
-    style = STATE_STYLES.get(state)
-    return f"[{style}]{state}[/{style}]" if style else state
+def plain(value: Any) -> Text:
+    """A value shown literally: markup-looking text stays text; None shows as '-'."""
+    from rich.text import Text
+
+    if isinstance(value, Text):
+        return value
+    return Text("-" if value is None else str(value))
+
+
+def state_text(state: str) -> Text:
+    """A state in its colour (the state itself is never read as markup)."""
+    from rich.text import Text
+
+    return Text(str(state), style=STATE_STYLES.get(state, ""))
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table whose title and cells print literally (see `plain`); styled Text cells stay."""
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=plain(title), title_justify="left")
     for column in columns:
-        table.add_column(column, overflow="fold" if column == "note" else "ellipsis", no_wrap=column != "note")
+        table.add_column(
+            column, overflow="fold" if column == "note" else "ellipsis", no_wrap=column != "note"
+        )
     for row in rows:
-        table.add_row(*("-" if v is None else str(v) for v in row))
+        table.add_row(*(plain(v) for v in row))
     console().print(table)
 
 
 def print_experiment_status(record: Any, statuses: dict[str, dict[str, Any]]) -> None:
     rows = [
-        [task_id, state_text(s["state"]), s["exit_code"], when(s["started_at"]), when(s["ended_at"]),
-         s["handle"], s["reason"]]
+        [
+            task_id,
+            state_text(s["state"]),
+            s["exit_code"],
+            when(s["started_at"]),
+            when(s["ended_at"]),
+            s["handle"],
+            s["reason"],
+        ]
         for task_id, s in statuses.items()
     ]
-    print_table(f"Experiment {record.id}  ({record.dir})",
-                ["task", "state", "exit", "started", "ended", "handle", "note"], rows)
+    print_table(
+        f"Experiment {record.id}  ({record.dir})",
+        ["task", "state", "exit", "started", "ended", "handle", "note"],
+        rows,
+    )

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from nemo_run.core.execution.base import Executor
-from nemo_run.exceptions import ConfigError, UnknownExperimentError
+from nemo_run.core.names import check_folder_name
+from nemo_run.exceptions import ConfigError, UnknownExperimentError, UnknownJobError
 from nemo_run.run import experiment_files as files
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.plan import PlannedTask, check_new_task_id, launch_order
@@ -28,13 +29,13 @@ TERMINAL_TASK_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"}
 
 
 def _new_id(title: str) -> str:
-    return f"{title}_{time.strftime('%Y%m%d-%H%M%S')}_{secrets.token_hex(2)}"
+    """`<title>_<time>_<48 random bits>`: ids of one title in one second must not collide
+    (`ExperimentRecord.create` still refuses a taken one)."""
+    return f"{title}_{time.strftime('%Y%m%d-%H%M%S')}_{secrets.token_hex(6)}"
 
 
 def _check_title(title: str) -> str:
-    if not isinstance(title, str) or not title.strip() or "/" in title or title in (".", ".."):
-        raise ConfigError(f"Experiment title {title!r} is not usable; pick a non-empty name without '/'")
-    return title.strip()
+    return check_folder_name(title, "Experiment title")
 
 
 class Experiment:
@@ -52,6 +53,7 @@ class Experiment:
         self.executor = executor
         self._base_dir = base_dir
         self._id = id or _new_id(self.title)
+        self._id_given = id is not None
         self._planned: list[PlannedTask] = []
         self._record: ExperimentRecord | None = None
         self._tailers: list[threading.Thread] = []
@@ -79,19 +81,30 @@ class Experiment:
     # -- reopening ----------------------------------------------------------------------
     @classmethod
     def _from_record(cls, record: ExperimentRecord) -> Experiment:
-        exp = cls(record.title, id=record.id)
+        exp = cls("reopened", id=record.id)
+        exp.title = record.title  # as recorded, even by another version: not re-checked
         exp._base_dir = os.path.dirname(os.path.dirname(os.path.dirname(record.dir)))
         exp._record = record
         return exp
 
     @classmethod
     def from_id(cls, id: str, base_dir: str | None = None) -> Experiment:
-        """Reopen an experiment launched by any process, by its id."""
+        """Reopen an experiment launched by any process, by its exact id.
+
+        An empty id raises ConfigError (an unset variable must not pick an experiment); an id
+        that matches nothing raises UnknownExperimentError.
+        """
+        files.require_name(id, "experiment id")
         return cls._from_record(files.find_by_id(id, base_dir))
 
     @classmethod
     def from_title(cls, title: str, base_dir: str | None = None) -> Experiment:
-        """Reopen the most recent experiment with this title."""
+        """Reopen the most recent experiment with exactly this title.
+
+        An empty title raises ConfigError (it never means "any title"); no match raises
+        UnknownExperimentError.
+        """
+        files.require_name(title, "experiment title")
         return cls._from_record(files.find_latest(title, base_dir))
 
     # -- building -----------------------------------------------------------------------
@@ -168,10 +181,12 @@ class Experiment:
         dependents are marked as not run, with the reason. Ctrl+C while attached cancels
         the running jobs (a second Ctrl+C exits at once).
         """
+        from nemo_run.core.runners.partial import refuse_launch_while_loading_main
         from nemo_run.run.driver import Driver, identity_of_this_process
         from nemo_run.run.torchx_backend.runner import get_runner
         from nemo_run.run.torchx_backend.schedulers.api import backend_for_executor
 
+        refuse_launch_while_loading_main()
         if self._record is not None:
             raise ConfigError(f"experiment {self._id} was already launched; reopen it to follow it")
         if not self._planned:
@@ -182,11 +197,17 @@ class Experiment:
             for before, after in zip(self._planned, self._planned[1:], strict=False):
                 if before.id not in after.dependencies:
                     after.dependencies.append(before.id)
-        apps, infos = self._prepare()
         if dryrun:
-            for task_id, info in infos.items():
+            for task_id, info in self._prepare()[1].items():
                 print(f"# task {task_id}\n{info}\n")
             return
+        launch_order(self._planned)  # unknown dependencies or cycles: before any folder exists
+        self._claim_folder()
+        try:
+            apps, infos = self._prepare()  # job folders are placed under the claimed one
+        except BaseException:
+            self._release_folder()
+            raise
         runner = get_runner()
 
         record = ExperimentRecord(id=self._id, title=self.title, dir=self.dir, tasks=[
@@ -220,6 +241,35 @@ class Experiment:
             self.launch_errors = driver.launch_errors
         for thread in self._tailers:
             thread.join()
+
+    def _claim_folder(self) -> None:
+        """Make this experiment's folder exclusively, before anything is written in it: two
+        launchers never share one folder; a generated id taken in the same instant is redrawn."""
+        from nemo_run.core.diskerrors import raise_if_disk_trouble
+
+        for _ in range(5):
+            try:
+                os.makedirs(os.path.dirname(self.dir), mode=0o700, exist_ok=True)
+                os.mkdir(self.dir, mode=0o700)
+                return
+            except FileExistsError:
+                if self._id_given:
+                    raise ConfigError(f"experiment id {self._id!r} is taken ({self.dir} exists); "
+                                      "leave id= unset to get a new one") from None
+                self._id = _new_id(self.title)
+            except OSError as e:
+                raise_if_disk_trouble(e, self.dir, "creating the experiment folder")
+                raise
+        raise ConfigError(f"could not find a free experiment id under {os.path.dirname(self.dir)}")
+
+    def _release_folder(self) -> None:
+        """Undo `_claim_folder` when nothing was launched (bad input found while preparing)."""
+        title_dir = os.path.dirname(self.dir)
+        for folder in (self.dir, title_dir, os.path.dirname(title_dir)):
+            try:
+                os.rmdir(folder)  # only when empty
+            except OSError:
+                return
 
     def _interrupted(self, driver: Any) -> None:
         previous = signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # second Ctrl+C: now
@@ -327,7 +377,12 @@ class Experiment:
         acted = []
         for entry in targets:
             if entry.handle:
-                get_runner().cancel(entry.handle)
+                try:
+                    get_runner().cancel(entry.handle)
+                except UnknownJobError:  # its launcher died before starting it: it never ran
+                    if entry.skipped or entry.error:
+                        continue
+                    record.request_cancel(entry.id)
                 acted.append(entry.id)
             elif not (entry.skipped or entry.error):
                 record.request_cancel(entry.id)

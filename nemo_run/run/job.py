@@ -2,30 +2,58 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from nemo_run.exceptions import UnknownJobError
+from nemo_run.exceptions import ConfigError, LogsGoneError, UnknownJobError
 
 if TYPE_CHECKING:
     from nemo_run.core.store import JobRecord
     from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
+    from nemo_run.run.torchx_backend.runner import Runner
 
 
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+JOB_STATES = (
+    "UNSUBMITTED",
+    "SUBMITTED",
+    "PENDING",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "CANCELLED",
+    "UNKNOWN",
+)
+# Backends whose log files live in the record's `log_dir` (Docker copies them there at the end).
+LOGS_IN_JOB_DIR = frozenset({"local_persistent", "docker_persistent"})
 
 
 def parse_handle(handle: str) -> tuple[str, str, str]:
-    """(scheduler, session, app id), with a clear error for something that is not a handle."""
+    """(scheduler, session, app id), with a clear error for something that is not a handle
+    or names a backend nemo_run does not have."""
     from torchx.specs import parse_app_handle
+
+    from nemo_run.run.torchx_backend.schedulers.api import BACKENDS
 
     try:
         parsed = parse_app_handle(handle)
     except Exception as e:
-        raise UnknownJobError(f"{handle!r} is not an app handle like local_persistent://nemo_run/<app id>") from e
-    return parsed.scheduler_backend, parsed.session_name, parsed.app_id
+        raise UnknownJobError(
+            f"{handle!r} is not an app handle like local_persistent://nemo_run/<app id>"
+        ) from e
+    scheduler = parsed.scheduler_backend
+    if scheduler not in {b.scheduler for b in BACKENDS}:
+        short = [b.scheduler for b in BACKENDS if b.short == scheduler]
+        hint = f"did you mean {short[0]}://...? " if short else ""
+        raise ConfigError(
+            f"unknown backend {scheduler!r} in handle {handle!r}; {hint}handles start with "
+            + ", ".join(f"{b.scheduler}://" for b in BACKENDS)
+        )
+    return scheduler, parsed.session_name, parsed.app_id
 
 
 def stored_record(handle: str) -> JobRecord | None:
@@ -35,23 +63,37 @@ def stored_record(handle: str) -> JobRecord | None:
     return get_store().get(scheduler, app_id)
 
 
+def _no_record(handle: str) -> UnknownJobError:
+    from nemo_run.core.store import get_store
+
+    return UnknownJobError(f"no record of {handle} in the job store {get_store().location}")
+
+
 def job_status(handle: str) -> dict[str, Any]:
-    """Live state plus what the store knows; UnknownJobError when no backend knows the handle."""
+    """Live state plus what the store knows; UnknownJobError when no backend knows the handle.
+
+    The describe comes straight from the scheduler (torchx's `Runner.status` drops extra
+    attributes): when the backend did not answer it is marked `unanswered`, and the dict then
+    carries `"unanswered": reason` with `state` the last recorded one.
+    """
     from nemo_run.run.torchx_backend.runner import get_runner
 
     scheduler, _, app_id = parse_handle(handle)
     record = stored_record(handle)
     data = record.data if record else {}
+    silence = None
     if record is not None and record.state in FINAL_STATES:  # final: no need to ask the backend
         state, msg, restarts = record.state, data.get("msg", ""), data.get("num_restarts", 0)
     else:
-        status = get_runner().status(handle)
-        if status is None:
-            raise UnknownJobError(f"no {scheduler} job {app_id!r} is known; `nemorun job list` shows the known jobs")
+        desc = get_runner()._scheduler(scheduler).describe(app_id)
+        if desc is None:
+            raise _no_record(handle)
         record = stored_record(handle) or record
         data = record.data if record else {}
-        state, msg, restarts = status.state.name, status.msg, max(status.num_restarts, 0)
-    return {
+        silence = getattr(desc, "unanswered", None)
+        state = record.state if silence and record else desc.state.name
+        msg, restarts = desc.msg, max(desc.num_restarts, 0)
+    status = {
         "handle": handle,
         "backend": scheduler,
         "app_id": app_id,
@@ -64,14 +106,28 @@ def job_status(handle: str) -> dict[str, Any]:
         "ended_at": data.get("ended_at"),
         "exit_code": data.get("exit_code"),
     }
+    if silence:
+        status["unanswered"] = str(silence)
+    return status
 
 
 def task_status(entry: TaskEntry, record: ExperimentRecord, launcher_gone: bool) -> dict[str, Any]:
-    """A task's status row: a launched task's job status, or why it has not run."""
+    """A task's status row: a launched task's job status, or why it has not run.
+
+    A job the store no longer knows (or a handle this version cannot read) makes only its own
+    row UNKNOWN, with the reason; the other tasks still show.
+    """
     row: dict[str, Any] = {
-        "task": entry.id, "state": "WAITING", "handle": entry.handle, "backend": entry.backend,
-        "job_dir": entry.job_dir, "dependencies": list(entry.dependencies),
-        "started_at": entry.launched_at, "ended_at": None, "exit_code": None, "reason": None,
+        "task": entry.id,
+        "state": "WAITING",
+        "handle": entry.handle,
+        "backend": entry.backend,
+        "job_dir": entry.job_dir,
+        "dependencies": list(entry.dependencies),
+        "started_at": entry.launched_at,
+        "ended_at": None,
+        "exit_code": None,
+        "reason": None,
     }
     if entry.error:
         row.update(state="FAILED", reason=entry.error)
@@ -79,47 +135,104 @@ def task_status(entry: TaskEntry, record: ExperimentRecord, launcher_gone: bool)
         cancelled = entry.skipped == "cancelled before launch"
         row.update(state="CANCELLED" if cancelled else "SKIPPED", reason=entry.skipped)
     elif entry.handle:
-        job = job_status(entry.handle)
-        row.update(state=job["state"], ended_at=job["ended_at"], exit_code=job["exit_code"],
-                   reason=job["msg"] or None, job_dir=job["job_dir"] or entry.job_dir)
+        try:
+            job = job_status(entry.handle)
+        except (UnknownJobError, ConfigError) as e:
+            row.update(state="UNKNOWN", reason=str(e))
+        else:
+            row.update(
+                state=job["state"],
+                ended_at=job["ended_at"],
+                exit_code=job["exit_code"],
+                reason=job["msg"] or None,
+                job_dir=job["job_dir"] or entry.job_dir,
+            )
     elif record.cancel_requested(entry.id):
         row.update(state="CANCELLED", reason="cancelled before launch")
     elif launcher_gone:
         row.update(state="SKIPPED", reason="not run: its launcher exited before starting it")
     else:
-        row["reason"] = "waiting for " + ", ".join(entry.dependencies) if entry.dependencies else None
+        row["reason"] = (
+            "waiting for " + ", ".join(entry.dependencies) if entry.dependencies else None
+        )
     return row
 
 
+def _check_regex(regex: str | None) -> None:
+    if regex:
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise ConfigError(f"regex {regex!r} is not a valid regular expression: {e}") from e
+
+
+def _check_logs_kept(handle: str) -> None:
+    """LogsGoneError when the folder holding the job's logs was deleted. A running Docker job's
+    logs are still in its containers; they are copied into the folder only when it ends."""
+    record = stored_record(handle)
+    if record is None or record.backend not in LOGS_IN_JOB_DIR or not record.log_dir:
+        return
+    if record.backend == "docker_persistent" and record.state not in FINAL_STATES:
+        return
+    if not os.path.isdir(record.log_dir):
+        raise LogsGoneError(
+            f"the logs of {handle} are gone: its folder {record.log_dir} no longer exists"
+        )
+
+
 def job_log_lines(handle: str, follow: bool = False, regex: str | None = None) -> Iterator[str]:
-    """Every role and replica's lines; several streams are read at once and prefixed `[role:k]`."""
+    """Every role and replica's lines; several streams are read at once and prefixed `[role:k]`.
+
+    Everything that can be refused (a bad regex, an unknown job, logs whose folder is gone) is
+    checked on the call, before any line is read; an error while reading a replica is raised
+    to the consumer.
+    """
     from nemo_run.run.torchx_backend.runner import get_runner
 
+    _check_regex(regex)
+    parse_handle(handle)
     runner = get_runner()
     app = runner.describe(handle)
     if app is None:
-        _, _, app_id = parse_handle(handle)
-        raise UnknownJobError(f"no job {app_id!r} is known; `nemorun job list` shows the known jobs")
+        raise _no_record(handle)
+    _check_logs_kept(handle)  # after the describe: it may have just copied a Docker job's logs
     streams = [(role.name, k) for role in app.roles for k in range(max(role.num_replicas, 1))]
+    return _read_streams(runner, handle, streams, follow, regex)
+
+
+def _read_streams(
+    runner: Runner, handle: str, streams: list[tuple[str, int]], follow: bool, regex: str | None
+) -> Iterator[str]:
     if len(streams) == 1:
         role, k = streams[0]
         yield from runner.log_lines(handle, role, k, regex=regex, should_tail=follow)
         return
-    lines: queue.Queue[str | None] = queue.Queue()
+    # (kind, value): "line" text, "error" an exception from a reader, "done" a reader ended
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+    stop = threading.Event()
 
     def pump(role: str, k: int) -> None:
         try:
             for line in runner.log_lines(handle, role, k, regex=regex, should_tail=follow):
-                lines.put(f"[{role}:{k}] {line}")
+                if stop.is_set():
+                    return
+                items.put(("line", f"[{role}:{k}] {line}"))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            items.put(("error", e))
         finally:
-            lines.put(None)
+            items.put(("done", None))
 
     for role, k in streams:
-        threading.Thread(target=pump, args=(role, k), daemon=True).start()
+        threading.Thread(target=pump, args=(role, k), daemon=True, name=f"logs-{role}-{k}").start()
     remaining = len(streams)
-    while remaining:
-        line = lines.get()
-        if line is None:
-            remaining -= 1
-        else:
-            yield line
+    try:
+        while remaining:
+            kind, value = items.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                remaining -= 1
+            else:
+                yield value
+    finally:
+        stop.set()  # the consumer stopped or failed: readers end at their next line

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import check_at_least
-from nemo_run.core.redact import redact_env
+from nemo_run.core.redact import redact, redact_args, redact_env
 from nemo_run.exceptions import ConfigError
 
 CONTAINER_CODE_DIR = "/nemo_run/code"
@@ -178,13 +178,13 @@ class DockerJobRequest:
         for c in self.containers:
             lines.append(f"container {c.name} (role {c.role}, replica {c.replica_id}):")
             lines.append(f"  image: {c.image}")
-            lines.append(f"  command: {c.command}")
+            lines.append(f"  command: {redact_args(c.command)}")
             for key, value in sorted(c.kwargs.items()):
                 if key == "environment":
                     for name, val in sorted(redact_env(value).items()):
                         lines.append(f"  env {name}={val}")
                 else:
-                    lines.append(f"  {key}: {value}")
+                    lines.append(f"  {key}: {redact({key: value})[key]}")
         return "\n".join(lines)
 
     def summary(self) -> list[dict[str, Any]]:

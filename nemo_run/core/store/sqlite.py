@@ -54,10 +54,31 @@ _MIGRATIONS: dict[int, str] = {
 _local = threading.local()
 
 
+_unreadable_rows: set[tuple[str, str]] = set()  # warned about once per process
+
+
+def _row_data(text: Any, backend: str, app_id: str) -> dict[str, Any]:
+    """A row's `data`; one that is not a JSON object (a hand edit, another tool) reads as empty,
+    with a warning naming the job, so one bad row never hides or breaks the others."""
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            return data
+        problem = f"a JSON {type(data).__name__}, not an object"
+    except (TypeError, ValueError) as e:
+        problem = f"not valid JSON ({e})"
+    if (backend, app_id) not in _unreadable_rows:
+        _unreadable_rows.add((backend, app_id))
+        log.warning(
+            "job store row %s %s: its data is %s; reading it as empty", backend, app_id, problem
+        )
+    return {}
+
+
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
-    """Columns are in JobRecord's field order; `data` (last) is JSON, or absent when not selected."""
+    """Columns in JobRecord's field order; `data` (last) is JSON, or absent when not selected."""
     if len(row) == len(_COLUMNS):
-        return JobRecord(*row[:-1], data=json.loads(row[-1]))
+        return JobRecord(*row[:-1], data=_row_data(row[-1], row[0], row[1]))
     return JobRecord(*row, data={})
 
 
