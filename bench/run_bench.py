@@ -236,6 +236,7 @@ class Plan:
     docker_reps: int
     docker_image: str
     seed: int
+    log_mb: int = 500
 
 
 # Both one-liners import the builtin `time` and print one number, so their difference is
@@ -548,6 +549,25 @@ def time_cmd_reps(
         if i:
             times.append(elapsed)
     return times
+
+
+def measure_logs(side: Side, plan: Plan) -> dict[str, Any]:
+    """Peak memory of reading a big log to its end, as `job logs` does."""
+    with Scratch("logs") as s:
+        setup = run_worker(side, s, ["logs-setup", "--n", str(plan.log_mb), "--job-dir", s.jobs], 900)
+        if setup.get("state") != "SUCCEEDED":
+            raise BenchError(f"the log-writing job ended {setup.get('state')}")
+        meas = run_worker(side, s, ["logs-measure", "--app-id", setup["app_id"]], 900)
+    expected = plan.log_mb * 1_000_000
+    if meas["bytes"] != expected:
+        raise BenchError(f"read {meas['bytes']:,} bytes of a {expected:,}-byte log")
+    return {
+        "logs_peak_rss_mb": meas["rss_peak_mb"],
+        "logs_read_s": meas["seconds"],
+        "_raw": {"setup": setup, "measure": meas},
+        "_notes": {"logs_peak_rss_mb": f"{meas['lines']:,} lines; "
+                                       f"{meas['rss_before_mb']:.0f} MB before reading"},
+    }
 
 
 def measure_cli_joblist(side: Side, plan: Plan) -> dict[str, Any]:
@@ -910,6 +930,14 @@ def build_rows(plan: Plan) -> list[Row]:
             lambda v, _: v <= 100,
         ),
         Row(
+            "logs_peak_rss_mb",
+            f"read a {plan.log_mb} MB log to its end, peak RSS (MB)",
+            "MB",
+            "<= 100",
+            lambda v, _: v <= 100,
+        ),
+        Row("logs_read_s", f"  time to read the {plan.log_mb} MB log (s)", "s"),
+        Row(
             "docker_left",
             "docker containers left after the runs",
             "",
@@ -968,7 +996,7 @@ def ensure_peer_venv() -> str:
 # ---------------------------------------------------------------------------- main
 
 
-GROUPS = ["import", "hello", "describe", "throughput", "durability", "cli", "docker"]
+GROUPS = ["import", "hello", "describe", "throughput", "durability", "cli", "docker", "logs"]
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -996,6 +1024,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         docker_reps=5 if quick else 10,
         docker_image=args.docker_image,
         seed=args.seed,
+        log_mb=50 if quick else 500,
     )
 
 
@@ -1155,6 +1184,9 @@ def main(argv: list[str] | None = None) -> int:
                     side,
                     lambda side=side: measure_cli_many(side, plan),
                 )
+            elif group == "logs":
+                record(group, ["logs_peak_rss_mb", "logs_read_s"], side,
+                       lambda side=side: measure_logs(side, plan))
             elif group == "docker":
                 assert engine is not None
                 describe_keys = ["docker_describe_median_ms", "docker_describe_p95_ms"]
@@ -1296,6 +1328,8 @@ def _row_group(key: str) -> str:
         return "cli"
     if key.startswith("docker_"):
         return "docker"
+    if key.startswith("logs_"):
+        return "logs"
     return "durability"
 
 

@@ -710,7 +710,52 @@ def docker_network_exists(client: Any) -> bool:
         return False
 
 
+def cmd_logs_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """A finished local job whose stdout holds `--n` MB of 100-byte lines."""
+    from torchx import specs
+
+    writer = (  # 100-byte lines, 10,000 at a time
+        "import sys\n"
+        "block = ('0123456789' * 9 + '012345678\\n') * 10000\n"
+        f"for _ in range({args.n * 1_000_000 // 1_000_000}):\n"
+        "    sys.stdout.write(block)\n"
+    )
+    script = os.path.join(args.job_dir, "write_log.py")  # a file: the peer mangles `-c TEXT`
+    os.makedirs(args.job_dir, exist_ok=True)
+    with open(script, "w") as fh:
+        fh.write(writer)
+    role = specs.Role(name="main", image="", entrypoint=sys.executable, args=[script])
+    import nemo_run as run
+
+    sched = new_scheduler()
+    executor = run.LocalExecutor()
+    executor.job_dir = args.job_dir
+    app_id = sched.schedule(sched.submit_dryrun(specs.AppDef(name="biglog", roles=[role]), executor))
+    state = wait_terminal(sched, app_id, timeout=600)
+    return {"app_id": app_id, "state": state}
+
+
+def cmd_logs_measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Stream every line of the job's log through the scheduler's `log_iter` (as `job logs`
+    does) in this fresh process; peak RSS of the process and how much the reading added."""
+    import resource
+
+    sched = new_scheduler()
+    sched.describe(args.app_id)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    lines = size = 0
+    for text in sched.log_iter(args.app_id, "main", 0):
+        lines += 1
+        size += len(text)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"lines": lines, "bytes": size, "seconds": time.perf_counter() - t0,
+            "rss_before_mb": before, "rss_peak_mb": peak}
+
+
 COMMANDS = {
+    "logs-setup": cmd_logs_setup,
+    "logs-measure": cmd_logs_measure,
     "info": cmd_info,
     "describe-setup": cmd_describe_setup,
     "describe-measure": cmd_describe_measure,
