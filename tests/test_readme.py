@@ -10,7 +10,10 @@ import sys
 import pytest
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-SNIPPETS = re.findall(r"```python\n(.*?)```", open(README, encoding="utf-8").read(), re.DOTALL)
+TEXT = open(README, encoding="utf-8").read()
+SNIPPETS = re.findall(r"```python\n(.*?)```", TEXT, re.DOTALL)
+# shell snippets that use the CLI (the set-up commands are what CI itself runs)
+SHELL = [s for s in re.findall(r"```bash\n(.*?)```", TEXT, re.DOTALL) if s.startswith("nemorun")]
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
@@ -20,3 +23,13 @@ def test_python_snippet_runs_as_written(index, tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
     assert proc.returncode == 0, f"snippet {index}:\n{SNIPPETS[index]}\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("index", range(len(SHELL)))
+def test_shell_snippet_runs_as_written(index, tmp_path):
+    script = tmp_path / f"snippet{index}.sh"
+    script.write_text("set -e\n" + SHELL[index])
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PATH": path})
+    assert proc.returncode == 0, f"snippet {index}:\n{SHELL[index]}\n{proc.stdout}\n{proc.stderr}"

@@ -111,6 +111,9 @@ def job_status(handle: str) -> dict[str, Any]:
     return status
 
 
+NOT_STARTED = "not run: its launcher exited before starting it"
+
+
 def task_status(entry: TaskEntry, record: ExperimentRecord, launcher_gone: bool) -> dict[str, Any]:
     """A task's status row: a launched task's job status, or why it has not run.
 
@@ -138,7 +141,14 @@ def task_status(entry: TaskEntry, record: ExperimentRecord, launcher_gone: bool)
         try:
             job = job_status(entry.handle)
         except (UnknownJobError, ConfigError) as e:
-            row.update(state="UNKNOWN", reason=str(e))
+            if entry.launched_at is None and isinstance(e, UnknownJobError):
+                # the handle was planned, and no record means its job never started
+                if launcher_gone:
+                    row.update(state="SKIPPED", reason=NOT_STARTED)
+                else:
+                    row["reason"] = "launching"
+            else:
+                row.update(state="UNKNOWN", reason=str(e))
         else:
             row.update(
                 state=job["state"],
@@ -150,7 +160,7 @@ def task_status(entry: TaskEntry, record: ExperimentRecord, launcher_gone: bool)
     elif record.cancel_requested(entry.id):
         row.update(state="CANCELLED", reason="cancelled before launch")
     elif launcher_gone:
-        row.update(state="SKIPPED", reason="not run: its launcher exited before starting it")
+        row.update(state="SKIPPED", reason=NOT_STARTED)
     else:
         row["reason"] = (
             "waiting for " + ", ".join(entry.dependencies) if entry.dependencies else None
