@@ -20,6 +20,7 @@ import typer
 from nemo_run.exceptions import (
     BackendError,
     ConfigError,
+    DiskError,
     NemoRunError,
     StoreError,
     UnknownExperimentError,
@@ -34,7 +35,8 @@ EXIT_STATUS_HELP = (
     "  0  fine\n\n"
     "  1  a job or task failed, was cancelled or skipped (or its logs are gone)\n\n"
     "  2  invalid input, or the experiment, task or job named does not exist\n\n"
-    "  3  a backend or the store did not answer (the state shown is the last recorded)"
+    "  3  a backend or the store did not answer (the state shown is the last recorded), or the\n"
+    "     home folder cannot be written (no space, read-only)"
 )
 
 app = typer.Typer(
@@ -117,7 +119,7 @@ def _guard(fn: Any) -> Any:
             raise
         except (UnknownJobError, UnknownExperimentError, ConfigError) as e:
             _fail(str(e), EXIT_INVALID)
-        except StoreError as e:
+        except (StoreError, DiskError) as e:
             _fail(str(e), EXIT_NO_ANSWER)
         except BackendError as e:
             _fail(str(e), EXIT_FAILED if _backend_refused(e) else EXIT_NO_ANSWER)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nemo_run.config import get_nemorun_home
+from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.exceptions import ConfigError, UnknownExperimentError
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,12 @@ class ExperimentRecord:
         The temp name is unique per call (pid, thread, serial) because the driver saves from
         several threads; a failed write removes its temp file.
         """
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         path = os.path.join(self.dir, EXPERIMENT_FILE)
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise_if_disk_trouble(e, self.dir, "creating the experiment folder")
+            raise
         tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}.{next(_tmp_serial)}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -104,9 +109,10 @@ class ExperimentRecord:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            raise_if_disk_trouble(e, path, "saving the experiment record")
             raise
 
     @classmethod

@@ -72,3 +72,19 @@ def test_read_only_home_says_read_only(tmp_path):
             SqliteJobStore(str(home / "sub" / "jobs.db")).put(JobRecord("local_persistent", "x"))
     finally:
         subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def test_cli_run_on_a_full_home_says_no_space_in_one_line(tmpfs):
+    import sys
+
+    home = tmpfs / "home"
+    home.mkdir()
+    _fill(tmpfs)
+    proc = subprocess.run([sys.executable, "-m", "nemo_run.cli.main", "run", "--", "true"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NEMORUN_HOME": str(home)})
+    assert proc.returncode == 3, proc.stderr
+    assert "no space" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    leftovers = [p for p in home.rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
