@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from nemo_run.core.states import JOB_STATES, State
 from nemo_run.exceptions import (
     BackendError,
     ConfigError,
@@ -29,7 +30,6 @@ from nemo_run.exceptions import (
 
 EXIT_FAILED, EXIT_INVALID, EXIT_NO_ANSWER = 1, 2, 3
 EXIT_NOT_FOUND = EXIT_INVALID  # an unknown thing is invalid input
-BAD_END_STATES = {"FAILED", "CANCELLED", "SKIPPED"}
 EXIT_STATUS_HELP = (
     "Exit status:\n\n"
     "  0  fine\n\n"
@@ -196,7 +196,7 @@ def experiment_status(
         from nemo_run.cli.render import print_experiment_status
 
         print_experiment_status(exp._current_record(), statuses)
-    if any(s["state"] in BAD_END_STATES for s in statuses.values()):
+    if any(State.parse(s["state"]).is_bad_end() for s in statuses.values()):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -233,14 +233,14 @@ def _state_named(state: str) -> str:
     """A known job state (any case), or ConfigError with the closest one."""
     import difflib
 
-    from nemo_run.run.job import JOB_STATES
+    names = [s.value for s in JOB_STATES]
 
     wanted = state.strip().upper()
-    if wanted in JOB_STATES:
+    if wanted in names:
         return wanted
-    close = difflib.get_close_matches(wanted, JOB_STATES, n=1)
+    close = difflib.get_close_matches(wanted, names, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise ConfigError(f"unknown state {state!r}; {hint}known states: {', '.join(JOB_STATES)}")
+    raise ConfigError(f"unknown state {state!r}; {hint}known states: {', '.join(names)}")
 
 
 @job_app.command("list")
@@ -328,7 +328,7 @@ def job_status(
             f"last recorded state {status['state']}",
             EXIT_NO_ANSWER,
         )
-    if status["state"] in BAD_END_STATES:
+    if State.parse(status["state"]).is_bad_end():
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -466,7 +466,7 @@ def run_command(
         if not wait:
             typer.echo(f"follow it:  nemorun experiment logs {exp.id} {task_name} --follow")
             typer.echo(f"status:     nemorun experiment status {exp.id}")
-    if info["state"] in BAD_END_STATES:
+    if State.parse(info["state"]).is_bad_end():
         raise typer.Exit(EXIT_FAILED)
 
 

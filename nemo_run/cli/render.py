@@ -9,16 +9,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from nemo_run.core.states import State
+
 if TYPE_CHECKING:
     from rich.text import Text
 
 STATE_STYLES = {
-    "SUCCEEDED": "green",
-    "FAILED": "red",
-    "CANCELLED": "yellow",
-    "RUNNING": "cyan",
-    "SKIPPED": "magenta",
-    "WAITING": "dim",
+    State.SUCCEEDED: "green",
+    State.FAILED: "red",
+    State.CANCELLED: "yellow",
+    State.RUNNING: "cyan",
+    State.SKIPPED: "magenta",
+    State.WAITING: "dim",
 }
 
 

@@ -20,12 +20,11 @@ from typing import Any
 
 from nemo_run.core.execution.base import Executor
 from nemo_run.core.names import check_folder_name
+from nemo_run.core.states import State
 from nemo_run.exceptions import ConfigError, UnknownExperimentError, UnknownJobError
 from nemo_run.run import experiment_files as files
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.plan import PlannedTask, check_new_task_id, launch_order
-
-TERMINAL_TASK_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"})
 
 
 def _new_id(title: str) -> str:
@@ -337,7 +336,7 @@ class Experiment:
         while True:
             current = self.status(return_dict=True)
             assert current is not None
-            if all(s["state"] in TERMINAL_TASK_STATES for s in current.values()):
+            if all(State.parse(s["state"]).is_terminal() for s in current.values()):
                 return current
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"experiment {self._id} still running after {timeout} s")

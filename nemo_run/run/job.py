@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from nemo_run.core.states import FINAL_JOB_STATES
 from nemo_run.exceptions import ConfigError, LogsGoneError, UnknownJobError
 
 if TYPE_CHECKING:
@@ -17,17 +18,6 @@ if TYPE_CHECKING:
     from nemo_run.run.torchx_backend.runner import Runner
 
 
-FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
-JOB_STATES = (
-    "UNSUBMITTED",
-    "SUBMITTED",
-    "PENDING",
-    "RUNNING",
-    "SUCCEEDED",
-    "FAILED",
-    "CANCELLED",
-    "UNKNOWN",
-)
 # Backends whose log files live in the record's `log_dir` (Docker copies them there at the end).
 LOGS_IN_JOB_DIR = frozenset({"local_persistent", "docker_persistent"})
 
@@ -82,7 +72,7 @@ def job_status(handle: str) -> dict[str, Any]:
     record = stored_record(handle)
     data = record.data if record else {}
     silence = None
-    if record is not None and record.state in FINAL_STATES:  # final: no need to ask the backend
+    if record is not None and record.state in FINAL_JOB_STATES:  # final: no need to ask the backend
         state, msg, restarts = record.state, data.get("msg", ""), data.get("num_restarts", 0)
     else:
         desc = get_runner()._scheduler(scheduler).describe(app_id)
@@ -182,7 +172,7 @@ def _check_logs_kept(handle: str) -> None:
     record = stored_record(handle)
     if record is None or record.backend not in LOGS_IN_JOB_DIR or not record.log_dir:
         return
-    if record.backend == "docker_persistent" and record.state not in FINAL_STATES:
+    if record.backend == "docker_persistent" and record.state not in FINAL_JOB_STATES:
         return
     if not os.path.isdir(record.log_dir):
         raise LogsGoneError(

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from nemo_run.core.states import JOB_STATES
 from nemo_run.core.store.records import JobRecord
 
 if TYPE_CHECKING:
@@ -22,9 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-APP_STATES = frozenset(
-    {"UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "UNKNOWN"}
-)
+APP_STATES = frozenset(s.value for s in JOB_STATES)
 
 
 def _state_of(raw: Any) -> tuple[str, dict[str, Any]]:
