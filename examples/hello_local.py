@@ -31,10 +31,24 @@ def main() -> None:
         for role in result.roles:
             for line in runner.log_lines(result.handle, role, 0):
                 print("   ", line, end="")
+    nemorun = _cli_command()
     print("\nFollow them later from any shell:")
-    print(f"  nemorun job status {results[0].handle}")
-    print(f"  nemorun job logs {results[1].handle}")
-    print(f"  nemorun experiment status {results[1].experiment_id}")
+    print(f"  {nemorun} job status {results[0].handle}")
+    print(f"  {nemorun} job logs {results[1].handle}")
+    print(f"  {nemorun} experiment status {results[1].experiment_id}")
+    print(f"  {nemorun} job list")
+
+
+def _cli_command() -> str:
+    """`nemorun` when the shell finds it, else its full path (e.g. inside an unactivated venv)."""
+    import os
+    import shutil
+    import sys
+
+    beside = os.path.join(os.path.dirname(sys.executable), "nemorun")
+    if shutil.which("nemorun") == beside or not os.path.exists(beside):
+        return "nemorun"
+    return beside
 
 
 if __name__ == "__main__":

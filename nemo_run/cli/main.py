@@ -58,8 +58,13 @@ experiment_app = typer.Typer(
     no_args_is_help=True, help="Experiments: groups of tasks launched together."
 )
 job_app = typer.Typer(no_args_is_help=True, help="Single jobs on any backend, by app handle.")
+login_app = typer.Typer(
+    no_args_is_help=True,
+    help="Save a backend's credentials to a private profile ($NEMORUN_HOME/profiles, mode 0600).",
+)
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(job_app, name="job")
+app.add_typer(login_app, name="login")
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -155,10 +160,10 @@ def experiment_list(
     title: str = typer.Argument(None, help="Only experiments with exactly this title."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List experiments, oldest first.   Example: nemorun experiment list my-exp"""
+    """List experiments, newest first.   Example: nemorun experiment list my-exp"""
     from nemo_run.run.experiment_files import list_experiments
 
-    records = list_experiments(title)
+    records = list_experiments(title)[::-1]
     rows = [
         {
             "id": r.id,
@@ -468,6 +473,32 @@ def run_command(
             typer.echo(f"status:     nemorun experiment status {exp.id}")
     if State.parse(info["state"]).is_bad_end():
         raise typer.Exit(EXIT_FAILED)
+
+
+# -- login -----------------------------------------------------------------------------------
+@login_app.command("dgxcloud")
+@_guard
+def login_dgxcloud(
+    base_url: str = typer.Option(..., "--base-url", prompt="Run:ai API URL (ends in /api/v1)",
+                                 help="e.g. https://my-org.run.ai/api/v1"),
+    client_id: str = typer.Option(..., "--client-id", prompt="Client (application) id"),
+    client_secret: str = typer.Option(..., "--client-secret", prompt="Client secret", hide_input=True,
+                                      help="Prompted for (hidden) when not given."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Ask the API for a token first."),
+) -> None:
+    """Save DGX Cloud (Run:ai) credentials.   Example: nemorun login dgxcloud --base-url URL --client-id ID"""
+    from nemo_run.core.credentials import save_profile
+    from nemo_run.core.execution.dgxcloud import PROFILE, check_base_url
+
+    base_url = check_base_url(base_url.strip())
+    if check:
+        from nemo_run.core.clients.runai import RunAIClient
+
+        RunAIClient(base_url, client_id, client_secret, timeout=15).call("GET", "/org-unit/projects",
+                                                                           idempotent=True)
+    path = save_profile(PROFILE, {"base_url": base_url, "client_id": client_id,
+                                  "client_secret": client_secret})
+    typer.echo(f"saved to {path} (mode 0600); DGXCloudExecutor reads it when DGX_CLOUD_* are unset")
 
 
 def main() -> None:

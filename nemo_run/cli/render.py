@@ -25,11 +25,10 @@ STATE_STYLES = {
 
 
 def when(ts: float | None) -> str:
-    """Time of day for today, date and time otherwise."""
+    """Local date and time to the second: tables of many days stay unambiguous."""
     if not ts:
         return "-"
-    same_day = time.localtime(ts)[:3] == time.localtime()[:3]
-    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def console(stderr: bool = False) -> Any:

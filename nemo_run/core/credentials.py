@@ -10,6 +10,7 @@ import stat
 from typing import Any
 
 from nemo_run.config import get_nemorun_home
+from nemo_run.core.atomic import atomic_write
 from nemo_run.exceptions import ConfigError
 
 
@@ -35,6 +36,19 @@ def load_profile(name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"profile {path} must hold a JSON object of settings")
     return data
+
+
+def save_profile(name: str, settings: dict[str, Any]) -> str:
+    """Merge `settings` into the profile, written 0600 in a 0700 folder; returns its path.
+    This is the one place a credential is written to disk, at the user's request."""
+    path = profile_path(name)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    merged = {**load_profile(name), **{k: v for k, v in settings.items() if v}}
+    atomic_write(path, json.dumps(merged, indent=1, sort_keys=True) + "\n", mode=0o600)
+    os.chmod(path, 0o600)
+    return path
 
 
 def resolve(key: str, explicit: str | None, env_names: tuple[str, ...], profile: str) -> str | None:

@@ -12,10 +12,8 @@ them: one odd or broken file is reported by name and never breaks listing or loo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import itertools
 import json
 import logging
 import os
@@ -27,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nemo_run.config import get_nemorun_home
+from nemo_run.core.atomic import atomic_write
 from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.exceptions import ConfigError, UnknownExperimentError
 
@@ -37,7 +36,6 @@ EXPERIMENT_FILE = "experiment.json"
 CANCEL_DIR = "cancel"
 FORMAT_VERSION = 1
 
-_tmp_serial = itertools.count()  # temp file names unique per save, across threads
 _reported: set[str] = set()
 _quiet = threading.local()  # set while scanning only to word an error message
 
@@ -101,17 +99,10 @@ class ExperimentRecord:
         except OSError as e:
             raise_if_disk_trouble(e, self.dir, "creating the experiment folder")
             raise
-        tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}.{next(_tmp_serial)}"
+        text = json.dumps({"version": FORMAT_VERSION, **asdict(self)}, indent=1, default=repr)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"version": FORMAT_VERSION, **asdict(self)}, fh, indent=1, default=repr)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            atomic_write(path, text)
+        except OSError as e:
             raise_if_disk_trouble(e, path, "saving the experiment record")
             raise
 
