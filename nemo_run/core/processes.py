@@ -74,3 +74,42 @@ def has_env_marker(pid: int, marker: bytes) -> bool:
             return marker in fh.read().split(b"\0")
     except OSError:
         return False
+
+
+def find_env_marker(marker: bytes) -> list[int]:
+    """Live pids whose environment holds `marker`: finds a job's processes without any record
+    of them (its launcher died before writing their pid)."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit() and has_env_marker(int(entry), marker):
+            stat = proc_stat(int(entry))
+            if stat is not None and stat.state not in ("Z", "X"):
+                found.append(stat.pid)
+    return found
+
+
+def marked_group_members(pgid: int, marker: bytes) -> list[int]:
+    """Live members of process group `pgid` that carry `marker` (a reused pgid has none)."""
+    return [p for p in group_members(pgid) if has_env_marker(p, marker)]
+
+
+def is_locked(path: str) -> bool:
+    """True while some process holds an flock on `path` (False when it does not exist).
+
+    A lock taken before a fork is held by the child from its first instant, so it shows a
+    process that exists but has not exec'd yet (and so cannot be found by its environment)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops our shared lock
+    return False

@@ -1,174 +1,419 @@
 """Supervisor of one local job: the process that outlives the launcher and records the outcome.
 
-Run as `python -S -I local_supervisor.py` in a new session. It imports only built-in modules
-(no json, re or subprocess: those tripled its start-up), so a job costs about one bare
-interpreter start. Every replica it starts shares its process group, so one `killpg`
-cancels the whole job. The launch spec arrives on stdin in `marshal` format from the same
-interpreter, never on disk, because replica environments may carry credentials.
+The launcher runs it in a new session as `python -S -I -c "import local_supervisor; ..."`, so
+its cached bytecode is used (`python local_supervisor.py` works too). It imports only built-in
+modules (no json, re or subprocess: those tripled its start-up; `_signal`, not `signal`, which
+imports enum), so a job costs about one bare interpreter start. Every replica shares its
+process group and its `NEMORUN_APP_ID` environment marker, so the whole job can be found and
+cancelled. The launch spec arrives on stdin in `marshal` format from the same interpreter,
+never on disk, because replica environments may carry credentials.
 
-It copies each replica's stdout and stderr into `stdout.log`, `stderr.log` and an
-interleaved `combined.log`, restarts a failed replica up to `retries` times, writes
-`<replica dir>/exit_code` ("<code> <restarts>") as each replica ends, and finally
-`<app log dir>/status` ("ended_at <unix time>" and "terminated <0|1>"): plain text, so any
-later process (any Python version) can read the outcome.
+Nothing a replica writes passes through this process: replicas write `stdout.log` and
+`stderr.log` themselves (O_APPEND files opened by posix_spawn), so their output keeps flowing
+if this process is killed. It builds `combined.log` by following both files, whole lines at a
+time, and records in `combined.offsets` how far it got, so that a reader can continue from
+the two files where `combined.log` stops if this process died without writing its status.
+
+Replicas start with every catchable signal at its default disposition and none blocked
+(Python ignores SIGPIPE and SIGXFSZ; a job must not inherit that). A failed replica restarts
+up to `retries` times; `<replica dir>/exit_code` ("<code> <restarts>") is written as each
+replica ends.
+
+`<app log dir>/status` is created and sized by the launcher before this process starts, so a
+job that fills the disk cannot keep its outcome from being recorded; it arrives locked, as
+stdout, and the lock tells readers that a launch is under way even before this process has
+exec'd. It reads `running` until the end, when it is rewritten in place with
+`terminated <0|1>`, one `exit <replica id> <code> <restarts> <role>` line per replica, an
+optional `reason <text>` (an unusable spec, a replica that could not start, a full disk),
+`ended_at <unix time>` and a last line `end`: plain text any later process can read. A file
+without the `end` line is not final (a reader may see a rewrite half done).
 """
 
 from __future__ import annotations
 
+import _signal as signal  # built in; `signal` imports enum: +5 ms a job
 import marshal
 import os
 import select
-import signal
 import sys
 import time
 
 STATUS_FILE = "status"
 EXIT_CODE_FILE = "exit_code"
-DRAIN_AFTER_EXIT_S = 0.2  # grandchildren may keep a pipe open; stop reading shortly after exit
+OFFSETS_FILE = "combined.offsets"
+STATUS_RUNNING = b"running\n"
+STATUS_END = "end"
+REASON_MAX = 1500  # bytes of the reason kept in the status file
+POLL_MS = 50
+CHUNK = 65536
+CHUNKS_PER_POLL = 16  # per stream, so one chatty replica cannot starve the others
+OFFSETS_FORMAT = "%020d %020d %020d\n"  # stdout offset, stderr offset, combined size: fixed width
+
+
+# Every signal a program can catch. glibc reserves 32 and 33 for itself: they are not valid
+# signals for programs, and its posix_spawn leaves them ignored in the child whatever we ask.
+CATCHABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+TERMINATED: list[int] = []  # signals received (a cancel): failed replicas are not restarted
+
+
+def on_signal(signum: int, frame: object) -> None:
+    TERMINATED.append(signum)  # the canceller signals every replica itself
+
+
+def status_size(roles: list[str]) -> int:
+    """Bytes the launcher reserves for the status file of a job with these replicas' roles:
+    more than the final text can take, so rewriting it never needs a new block."""
+    return 256 + REASON_MAX + sum(48 + len(role.encode()) for role in roles)
+
+
+def spawn(args: list[str], env: dict[str, str], cwd: str | None, stdout: str, stderr: str) -> int:
+    """Start one replica: stdin /dev/null; stdout and stderr appended to its log files by the
+    replica itself (nothing passes through us); every catchable signal at its default
+    disposition (Python ignores SIGPIPE and SIGXFSZ) and none blocked."""
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, stdout, APPEND, 0o644),
+        (os.POSIX_SPAWN_OPEN, 2, stderr, APPEND, 0o644),
+    ]
+    here = os.getcwd()
+    if cwd:
+        os.chdir(cwd)  # posix_spawn has no working-directory action (before Python 3.13)
+    try:
+        run = os.posix_spawn if os.sep in args[0] else os.posix_spawnp
+        return run(args[0], args, env, file_actions=actions, setsigdef=CATCHABLE, setsigmask=())
+    finally:
+        if cwd:
+            os.chdir(here)
 
 
 def write_atomically(path: str, text: str) -> None:
+    """Write-temp-then-rename; the temp file is removed when any step fails (e.g. no space)."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            data = text.encode()
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
-def _open_log(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, short; a disk error reads as its lower-case strerror plus the file."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror.lower()}{where}"
+    return f"{type(error).__name__}: {error}"
+
+
+class Status:
+    """The job's status file, rewritten in place (its blocks were reserved at launch)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        try:
+            if os.fstat(1).st_mode & 0o170000 == 0o100000:  # a regular file: the launcher's
+                self.fd = 1
+            else:  # run by hand: a status file in the working directory
+                self.fd = os.open(STATUS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            _log(f"cannot open the status file: {describe_error(e)}")
+
+    def write(self, terminated: bool, exits: list[tuple[int, int, int, str]], reason: str) -> None:
+        lines = [f"terminated {int(terminated)}"]
+        for k, code, restarts, role in exits:
+            lines.append(f"exit {k} {code} {restarts} {' '.join(role.splitlines())}")
+        if reason:
+            text = " ".join(reason.split()).encode()[:REASON_MAX].decode("utf-8", "ignore")
+            lines.append(f"reason {text}")
+        lines += [f"ended_at {time.time()}", STATUS_END, ""]
+        data = "\n".join(lines).encode()
+        if self.fd is None:
+            return
+        try:  # in place, then cut: a reader never sees a half-written file as final
+            done = 0
+            while done < len(data):
+                done += os.pwrite(self.fd, data[done:], done)
+            os.ftruncate(self.fd, len(data))
+        except OSError as e:
+            _log(f"cannot write the status file: {describe_error(e)}")
+
+
+def _log(message: str) -> None:
+    """A line in supervisor.log (this process's stderr); never raises."""
+    try:
+        os.write(2, f"nemo_run supervisor: {message}\n".encode())
+    except OSError:
+        pass
 
 
 class Replica:
-    """One replica process and its three log files."""
+    """One replica process, its log files and how far `combined.log` has copied them."""
 
-    def __init__(self, spec: dict) -> None:
-        self.spec = spec
+    def __init__(self, spec: dict, job: Job) -> None:
+        self.job = job
+        self.role = str(spec["role"])
+        self.k = int(spec["replica_id"])
+        self.args = list(spec["args"])
+        if not self.args:
+            raise ValueError(f"{self.name}: empty command line")
+        self.env = dict(spec["env"])
+        self.cwd = spec.get("cwd") or None
+        self.stdout_path = str(spec["stdout"])
+        self.stderr_path = str(spec["stderr"])
+        self.combined_path = str(spec["combined"])
+        self.dir = os.path.dirname(self.stdout_path)
         self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.returncode: int | None = None
         self.exit_code: int | None = None
         self.restarts = 0
-        self.exited_at: float | None = None
-        self.pipes: dict[int, int] = {}  # read end -> log fd of that stream
-        self.stdout = _open_log(spec["stdout"])
-        self.stderr = _open_log(spec["stderr"])
-        self.combined = _open_log(spec["combined"])
+        self.streams: list[list] = []  # [read fd, offset] for stdout and stderr
+        self.combined: int | None = None
+        self.combined_size = 0
+        self.offsets: int | None = None
 
-    def start(self, poller: select.poll) -> None:
-        self.exited_at, self.exit_code = None, None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, err_w, 2),
-        ]
+    @property
+    def name(self) -> str:
+        return f"{self.role}[{self.k}]"
+
+    def open_logs(self) -> None:
+        """Create the three logs and the offsets file; a failure only costs `combined.log`."""
         try:
-            if self.spec.get("cwd"):
-                os.chdir(self.spec["cwd"])
-            program = self.spec["args"][0]
-            spawn = os.posix_spawn if os.sep in program else os.posix_spawnp
-            self.pid = spawn(program, self.spec["args"], self.spec["env"], file_actions=actions)
+            for path in (self.stdout_path, self.stderr_path):
+                self.streams.append([os.open(path, os.O_RDONLY | os.O_CREAT, 0o644), 0])
+            self.combined = os.open(
+                self.combined_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
+            self.combined_size = os.fstat(self.combined).st_size
+            self.offsets = os.open(
+                os.path.join(self.dir, OFFSETS_FILE), os.O_RDWR | os.O_CREAT, 0o644
+            )
+            self.save_offsets()
         except OSError as e:
-            message = f"nemo_run: cannot start {self.spec['args'][0]!r}: {e}\n".encode()
-            os.write(self.stderr, message)
-            os.write(self.combined, message)
-            self.pid, self.exit_code = None, 127
-            for fd in (out_r, out_w, err_r, err_w):
-                os.close(fd)
-            return
-        finally:
-            os.chdir(self.spec["log_dir"])
-        os.close(out_w)
-        os.close(err_w)
-        for read_end, log_fd in ((out_r, self.stdout), (err_r, self.stderr)):
-            self.pipes[read_end] = log_fd
-            poller.register(read_end, select.POLLIN | select.POLLHUP)
+            self.job.trouble(e, f"{self.name} combined log")
 
-    def close_pipe(self, fd: int, poller: select.poll) -> None:
-        poller.unregister(fd)
-        os.close(fd)
-        del self.pipes[fd]
+    def save_offsets(self) -> None:
+        if self.offsets is None or len(self.streams) < 2:
+            return
+        record = OFFSETS_FORMAT % (self.streams[0][1], self.streams[1][1], self.combined_size)
+        os.pwrite(self.offsets, record.encode(), 0)
+
+    def start(self) -> None:
+        self.returncode = None
+        try:
+            self.pid = spawn(self.args, self.env, self.cwd, self.stdout_path, self.stderr_path)
+        except Exception as e:  # noqa: BLE001 - any refusal (bad env, missing program) fails this replica
+            self.pid, self.exit_code = None, 127
+            why = f"{self.name} could not start {self.args[0]!r}: {describe_error(e)}"
+            self.job.note(why)
+            _log(why)
+            self.append_note(f"nemo_run: {why}\n", also=self.stderr_path)
+            return
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+            self.job.poller.register(self.pidfd, select.POLLIN)
+        except (AttributeError, OSError):  # no pidfd (old kernel): the 50 ms poll still reaps
+            self.pidfd = None
+
+    def append_note(self, text: str, also: str | None = None) -> None:
+        """A line of ours in `combined.log` (and optionally another log), counted in the offsets."""
+        data = text.encode()
+        try:
+            if also is not None:
+                fd = os.open(also, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            if self.combined is not None:
+                self.combined_size += os.write(self.combined, data)
+                self.save_offsets()
+        except OSError as e:
+            self.job.trouble(e, f"{self.name} logs")
+
+    def copy(self, final: bool) -> bool:
+        """Copy whole new lines of stdout and stderr into `combined.log` (everything when
+        `final`); True while more is waiting than one poll may copy."""
+        if self.combined is None:
+            return False
+        more = False
+        for stream in self.streams:
+            budget = -1 if final else CHUNKS_PER_POLL  # final: until the end of the file
+            while budget != 0:
+                budget -= 1
+                fd, offset = stream
+                data = os.pread(fd, CHUNK, offset)
+                if not data:
+                    break
+                if not final and not (len(data) == CHUNK and b"\n" not in data):
+                    data = data[: data.rfind(b"\n") + 1]  # keep a partial line for later
+                    if not data:
+                        break
+                try:
+                    written = os.write(self.combined, data)
+                except OSError as e:
+                    self.job.trouble(e, f"{self.name} combined log")
+                    return False
+                stream[1] += written
+                self.combined_size += written
+                self.save_offsets()
+                if written < len(data):
+                    return False
+            more = more or budget == 0
+        return more
 
     def reap(self) -> bool:
-        """True once the process has exited (its code is kept in `returncode`)."""
-        if self.pid is None:
-            return True
-        if self.exited_at is not None:
+        """True once the current process has exited (its code is kept in `returncode`)."""
+        if self.pid is None or self.returncode is not None:
             return True
         pid, status = os.waitpid(self.pid, os.WNOHANG)
         if pid == 0:
             return False
         self.returncode = os.waitstatus_to_exitcode(status)
-        self.exited_at = time.monotonic()
+        if self.pidfd is not None:
+            self.job.poller.unregister(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
         return True
 
-    def running(self) -> bool:
-        return self.pid is not None and (bool(self.pipes) or self.exited_at is None)
+    def record_exit(self) -> None:
+        try:
+            write_atomically(
+                os.path.join(self.dir, EXIT_CODE_FILE), f"{self.exit_code} {self.restarts}\n"
+            )
+        except OSError as e:
+            self.job.trouble(e, f"{self.name} exit code file")
 
 
-def supervise(spec: dict) -> None:
-    terminated = False
+class Job:
+    """All replicas of one job, their restarts, and the reasons to report."""
 
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal terminated
-        terminated = True  # replicas got the same signal through the process group
+    def __init__(self, spec: dict, status: Status) -> None:
+        self.status = status
+        self.log_dir = str(spec["log_dir"])
+        self.retries = int(spec.get("retries", 0))
+        self.poller = select.poll()
+        self.reasons: list[str] = []
+        self.troubles: set[int | None] = set()
+        self.replicas = [Replica(r, self) for r in spec["replicas"]]
+        os.chdir(self.log_dir)
 
+    def note(self, reason: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def trouble(self, error: OSError, what: str) -> None:
+        """A write of ours failed (no space, read-only...): report it once per kind of error."""
+        if error.errno not in self.troubles:  # a full disk fails every poll: say it once
+            self.troubles.add(error.errno)
+            text = describe_error(error)
+            _log(f"{text} writing the {what}")
+            self.note(f"{text} writing the {what}; its logs may be incomplete")
+
+    def run(self) -> None:
+        for replica in self.replicas:
+            replica.open_logs()
+            replica.start()
+        try:
+            self.loop()
+        except Exception as e:  # noqa: BLE001 - a bug here must not lose the outcome
+            self.note(f"supervisor error: {describe_error(e)}")
+            _log(f"supervisor error: {describe_error(e)}")
+            for replica in self.replicas:
+                if replica.exit_code is None and replica.pid is not None:
+                    _, status = os.waitpid(replica.pid, 0)
+                    replica.exit_code = os.waitstatus_to_exitcode(status)
+        self.check_space()
+
+    def loop(self) -> None:
+        timeout = POLL_MS
+        while any(r.exit_code is None for r in self.replicas):
+            self.poller.poll(timeout)
+            timeout = POLL_MS
+            for replica in self.replicas:
+                if replica.copy(final=False):
+                    timeout = 0
+            for replica in self.replicas:
+                if replica.exit_code is not None or not replica.reap():
+                    continue
+                replica.copy(final=True)
+                code = replica.returncode
+                if code != 0 and replica.restarts < self.retries and not TERMINATED:
+                    replica.restarts += 1
+                    replica.append_note(
+                        f"nemo_run: exit code {code}; restart {replica.restarts}/{self.retries}\n"
+                    )
+                    replica.start()
+                    continue
+                replica.exit_code = code
+                replica.record_exit()
+
+    def check_space(self) -> None:
+        """A job that filled the disk may leave no write of ours failing: look once at the end."""
+        try:
+            fs = os.statvfs(self.log_dir)
+        except OSError:
+            return
+        full = fs.f_blocks > 0 and fs.f_bavail == 0  # some FUSE filesystems report 0 blocks
+        if full and not any("no space" in r for r in self.reasons):
+            self.note(f"no space left on device holding {self.log_dir}; its logs may be incomplete")
+
+    def finish(self) -> None:
+        for replica in self.replicas:
+            if replica.pid is None:  # never started: its exit code says why it failed
+                replica.record_exit()
+        exits = [(r.k, r.exit_code, r.restarts, r.role) for r in self.replicas]
+        self.status.write(bool(TERMINATED), exits, "; ".join(self.reasons))
+
+
+class NoSpec(Exception):
+    """Stdin ended before a whole spec arrived: the launcher died while starting the job."""
+
+
+def read_spec() -> dict:
+    """The launch spec from stdin (marshal: built in, and no env value ever touches the disk)."""
+    chunks = []
+    while chunk := os.read(0, 1 << 20):
+        chunks.append(chunk)
+    try:
+        spec = marshal.loads(b"".join(chunks))
+    except EOFError as e:
+        raise NoSpec("never started: its launcher exited before handing over the job") from e
+    if not isinstance(spec, dict):
+        raise TypeError(f"expected a dict, got {type(spec).__name__}")
+    return spec
+
+
+def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
-
-    poller = select.poll()
-    replicas = []
-    for replica_spec in spec["replicas"]:
-        replica_spec["log_dir"] = spec["log_dir"]
-        replicas.append(Replica(replica_spec))
-    by_fd: dict[int, Replica] = {}
-    for replica in replicas:
-        replica.start(poller)
-        by_fd.update(dict.fromkeys(replica.pipes, replica))
-    retries = int(spec.get("retries", 0))
-
-    while any(r.running() for r in replicas):
-        try:
-            events = poller.poll(50)
-        except InterruptedError:
-            events = []
-        for fd, _ in events:
-            replica = by_fd[fd]
-            chunk = os.read(fd, 65536)
-            if chunk:
-                os.write(replica.pipes[fd], chunk)
-                os.write(replica.combined, chunk)
-            else:
-                replica.close_pipe(fd, poller)
-        now = time.monotonic()
-        for replica in replicas:
-            if replica.pid is None or replica.exit_code is not None or not replica.reap():
-                continue
-            if replica.pipes and now - replica.exited_at < DRAIN_AFTER_EXIT_S:
-                continue
-            for fd in list(replica.pipes):
-                replica.close_pipe(fd, poller)
-            replica.exit_code = replica.returncode
-            if replica.exit_code != 0 and replica.restarts < retries and not terminated:
-                replica.restarts += 1
-                note = f"nemo_run: exit code {replica.exit_code}; restart {replica.restarts}/{retries}\n"
-                os.write(replica.combined, note.encode())
-                replica.start(poller)
-                by_fd.update(dict.fromkeys(replica.pipes, replica))
-                continue
-            write_atomically(os.path.join(os.path.dirname(replica.spec["stdout"]), EXIT_CODE_FILE),
-                             f"{replica.exit_code} {replica.restarts}\n")
-    for replica in replicas:
-        if replica.pid is None:  # never started: record why it failed
-            write_atomically(os.path.join(os.path.dirname(replica.spec["stdout"]), EXIT_CODE_FILE),
-                             f"{replica.exit_code} 0\n")
-    write_atomically(os.path.join(spec["log_dir"], STATUS_FILE),
-                     f"ended_at {time.time()}\nterminated {int(terminated)}\n")
+    status = Status()
+    try:
+        job = Job(read_spec(), status)
+    except NoSpec as e:
+        reason = str(e)
+        _log(reason)
+        status.write(False, [], reason)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a bad spec is reported, never a crash
+        reason = f"unusable launch spec: {describe_error(e)}"
+        _log(reason)
+        status.write(False, [], reason)
+        return 2
+    job.run()
+    job.finish()
+    return 0
 
 
 if __name__ == "__main__":
-    launch_spec = marshal.loads(sys.stdin.buffer.read())
-    sys.stdin.close()
-    supervise(launch_spec)
+    sys.exit(main())

@@ -40,8 +40,13 @@ def schedule_in_child(script: str, replicas: int = 1, retries: int = 0) -> str:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", SCHEDULE_IN_CHILD, script, str(replicas), str(retries)],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", SCHEDULE_IN_CHILD, script, str(replicas), str(retries)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -52,14 +57,23 @@ def gated(tmp_path, body: str) -> tuple[str, str]:
 
 
 def wait_terminal(sched: PersistentLocalScheduler, app_id: str) -> specs.AppState:
-    desc = wait_for(lambda: (d := sched.describe(app_id)) and specs.is_terminal(d.state) and d,
-                    what=f"{app_id} to finish")
+    desc = wait_for(
+        lambda: (d := sched.describe(app_id)) and specs.is_terminal(d.state) and d,
+        what=f"{app_id} to finish",
+    )
     return desc.state
 
 
 def test_seed_signatures():
     params = list(inspect.signature(PersistentLocalScheduler.__init__).parameters)
-    assert params == ["self", "session_name", "image_provider_class", "cache_size", "extra_paths", "experiment"]
+    assert params == [
+        "self",
+        "session_name",
+        "image_provider_class",
+        "cache_size",
+        "extra_paths",
+        "experiment",
+    ]
     sig = inspect.signature(create_scheduler)
     assert list(sig.parameters) == ["session_name", "cache_size", "extra_paths", "kwargs"]
     assert sig.parameters["cache_size"].default == 100
@@ -130,7 +144,9 @@ def test_tailing_a_finished_job_returns_at_once():
 def test_cancel_from_another_process_kills_whole_group(tmp_path):
     pidfile = tmp_path / "grandchild.pid"
     app_id = schedule_in_child(f'sleep 300 & echo $! > "{pidfile}"; wait')
-    grandchild = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="pid file"))
+    grandchild = int(
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="pid file")
+    )
     assert processes.proc_stat(grandchild) is not None
     run_python(f"""
         from nemo_run.run.torchx_backend.schedulers.local import create_scheduler
@@ -156,13 +172,23 @@ def test_reused_pid_is_not_mistaken_for_the_job(tmp_path):
     me = processes.proc_stat(os.getpid())
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    get_store().put(JobRecord("local_persistent", "ghost-1", state="RUNNING", log_dir=str(log_dir), data={
-        "pid": os.getpid(), "start_ticks": me.start_ticks - 1, "boot_id": processes.boot_id(),
-        "roles": [{"name": "main", "num_replicas": 1}],
-    }))
+    get_store().put(
+        JobRecord(
+            "local_persistent",
+            "ghost-1",
+            state="RUNNING",
+            log_dir=str(log_dir),
+            data={
+                "pid": os.getpid(),
+                "start_ticks": me.start_ticks - 1,
+                "boot_id": processes.boot_id(),
+                "roles": [{"name": "main", "num_replicas": 1}],
+            },
+        )
+    )
     desc = create_scheduler("s").describe("ghost-1")
     assert desc.state == AppState.FAILED
-    assert "without recording exit codes" in desc.msg
+    assert "exit codes are lost" in desc.msg
     create_scheduler("s").cancel("ghost-1")  # must not signal this (unrelated) process
     assert processes.proc_stat(os.getpid()) is not None
 
@@ -174,12 +200,14 @@ def test_supervisor_killed_reads_as_failed(tmp_path):
     os.killpg(pid, signal.SIGKILL)
     sched = create_scheduler("s")
     assert wait_terminal(sched, app_id) == AppState.FAILED
-    assert "without recording exit codes" in sched.describe(app_id).msg
+    assert "exit codes are lost" in sched.describe(app_id).msg
 
 
 def test_retries_restart_a_failed_replica(tmp_path):
     counter = tmp_path / "attempts"
-    app_id = schedule_in_child(f'echo x >> "{counter}"; [ $(wc -l < "{counter}") -ge 2 ]', retries=2)
+    app_id = schedule_in_child(
+        f'echo x >> "{counter}"; [ $(wc -l < "{counter}") -ge 2 ]', retries=2
+    )
     sched = create_scheduler("s")
     assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
     assert counter.read_text().count("x") == 2
@@ -188,7 +216,9 @@ def test_retries_restart_a_failed_replica(tmp_path):
 
 def test_replicas_each_get_their_rank_and_any_failure_fails_the_job():
     executor = run.LocalExecutor(ntasks_per_node=3)
-    result = run.run(run.Script(inline="echo rank=$RANK of $WORLD_SIZE"), executor=executor, name="ranks")
+    result = run.run(
+        run.Script(inline="echo rank=$RANK of $WORLD_SIZE"), executor=executor, name="ranks"
+    )
     sched = create_scheduler("s")
     _, _, app_id = specs.parse_app_handle(result.handle)
     seen = sorted(line for k in range(3) for line in sched.log_iter(app_id, "ranks", k))
@@ -234,7 +264,9 @@ def test_dryrun_checks_executor_type_applies_pre_proc_and_has_no_side_effects(ne
 
     app = specs.AppDef(name="d", roles=[specs.Role(name="main", image="", entrypoint="true")])
     sched = create_scheduler("s")
-    with pytest.raises(ConfigError, match="PersistentLocalScheduler needs a LocalExecutor, got Other"):
+    with pytest.raises(
+        ConfigError, match="PersistentLocalScheduler needs a LocalExecutor, got Other"
+    ):
         sched.submit_dryrun(app, Other())
     seen = []
     app.roles[0].pre_proc = lambda backend, info: seen.append(backend) or info
@@ -245,7 +277,9 @@ def test_dryrun_checks_executor_type_applies_pre_proc_and_has_no_side_effects(ne
 
 
 def test_missing_entrypoint_is_a_config_error_before_anything_starts(nemorun_home):
-    app = specs.AppDef(name="d", roles=[specs.Role(name="main", image="", entrypoint="no-such-program-xyz")])
+    app = specs.AppDef(
+        name="d", roles=[specs.Role(name="main", image="", entrypoint="no-such-program-xyz")]
+    )
     with pytest.raises(ConfigError, match="no-such-program-xyz"):
         create_scheduler("s").submit_dryrun(app, run.LocalExecutor())
     assert list(nemorun_home.iterdir()) == []
@@ -260,7 +294,10 @@ def test_local_job_dirs_names_the_store_in_use(tmp_path):
 
 def test_no_env_values_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("MY_API_TOKEN", "tok-should-not-persist-4711")
-    result = run.run(run.Script(inline="true"), executor=run.LocalExecutor(env_vars={"HF_TOKEN": "hf-secret-0815"}))
+    result = run.run(
+        run.Script(inline="true"),
+        executor=run.LocalExecutor(env_vars={"HF_TOKEN": "hf-secret-0815"}),
+    )
     assert result.ok
     home = os.environ["NEMORUN_HOME"]
     for folder, _, files in os.walk(home):
