@@ -25,6 +25,12 @@ from torchx.schedulers.docker_scheduler import DockerScheduler
 from torchx.schedulers.ids import make_unique
 from torchx.specs import AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
 
+from nemo_run.core.clients.docker import (
+    ContainerGoneError,
+    ContainerInfo,
+    ContainerSpec,
+    DockerEngine,
+)
 from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.execution.docker import (
     CONTAINER_CODE_DIR,
@@ -37,7 +43,7 @@ from nemo_run.core.execution.docker import (
 )
 from nemo_run.core.packaging.base import extract
 from nemo_run.core.store import JobRecord
-from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyError, NemoRunError
+from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import (
     LAUNCH,
     LAUNCH_PENDING,
@@ -83,11 +89,10 @@ def _hostname(name: str) -> str:
     return f"{label[:54].rstrip('-')}-{digest}"
 
 
-def _replica_state(attrs: dict[str, Any]) -> tuple[AppState, int | None]:
-    state = attrs.get("State", {})
-    status = state.get("Status", "")
+def _replica_state(container: ContainerInfo) -> tuple[AppState, int | None]:
+    status = container.status
     if status == "exited":
-        code = state.get("ExitCode")
+        code = container.exit_code
         return (AppState.SUCCEEDED if code == 0 else AppState.FAILED), code
     mapped = CONTAINER_STATES.get(status)
     if mapped is None:
@@ -118,29 +123,13 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
 
     # -- engine -----------------------------------------------------------------------------
     @property
-    def _docker_client(self) -> Any:
+    def _engine(self) -> DockerEngine:
         if self._client is None:
-            try:
-                import docker
-            except ImportError as e:
-                raise MissingDependencyError("the docker backend needs docker-py: pip install 'nemo_run[docker]'") from e
-            try:
-                self._client = docker.from_env(timeout=60)
-                self._client.ping()
-            except Exception as e:
-                raise BackendError(
-                    f"no Docker engine answers ({os.environ.get('DOCKER_HOST', 'unix:///var/run/docker.sock')}): {e}; "
-                    "start dockerd or set DOCKER_HOST"
-                ) from e
+            self._client = DockerEngine()
         return self._client
 
-    def _containers(self, app_id: str) -> dict[tuple[str, int], Any]:
-        try:
-            found = self._docker_client.containers.list(all=True, filters={"label": f"{LABEL_APP_ID}={app_id}"})
-        except BackendError:
-            raise
-        except Exception as e:
-            raise BackendError(f"listing containers of {app_id} failed: {e}") from e
+    def _containers(self, app_id: str) -> dict[tuple[str, int], ContainerInfo]:
+        found = self._engine.containers(LABEL_APP_ID, app_id)
         return {(c.labels[LABEL_ROLE], int(c.labels[LABEL_REPLICA])): c for c in found}
 
     # -- dry run ----------------------------------------------------------------------------
@@ -190,7 +179,10 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                     kwargs["gpus"] = cfg.num_gpus
                 if retries:
                     kwargs["restart_policy"] = {"Name": "on-failure", "MaximumRetryCount": retries}
-                kwargs.update(extra)
+                for key, value in extra.items():  # labels and env merge; ours identify the job
+                    if key in ("labels", "environment") and isinstance(value, dict):
+                        value = {**value, **kwargs[key]}
+                    kwargs[key] = value
                 containers.append(DockerContainer(name=name, image=cfg.container_image,
                                                   command=[replica.entrypoint, *replica.args], role=role.name,
                                                   replica_id=k, hostname=kwargs["hostname"], kwargs=kwargs))
@@ -203,12 +195,11 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
     def schedule(self, dryrun_info: AppDryRunInfo[DockerJobRequest]) -> str:  # type: ignore[override]
         request = dryrun_info.request
         executor = request.executor
-        client = self._docker_client
-        self._check_engine(client, request)
+        self._check_engine(request)
         self._put_intent(request.id, experiment_id=executor.experiment_id, log_dir=request.log_dir,
                          data={"containers": request.summary(), "image": executor.container_image})
         try:
-            self._start(client, request)
+            self._start(request)
         except BaseException:
             self._launch_failed(request.id)
             raise
@@ -216,7 +207,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         self._scheduled.append(request.id)
         return request.id
 
-    def _start(self, client: Any, request: DockerJobRequest) -> None:
+    def _start(self, request: DockerJobRequest) -> None:
         """Job folder, code, then every container; on failure nothing is left behind."""
         try:
             os.makedirs(request.log_dir, mode=0o700, exist_ok=False)
@@ -228,41 +219,21 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             if archive:
                 extract(archive, os.path.join(request.log_dir, "code"))
             for container in request.containers:
-                client.containers.run(container.image, container.command, detach=True,
-                                      **self._engine_kwargs(container))
-        except BaseException as e:
+                self._engine.run(_spec(container))
+        except BaseException:
             for created in self._containers(request.id).values():
-                try:
-                    created.remove(force=True)
-                except Exception:
+                if not self._quietly(self._engine.remove, created.id):
                     log.warning("could not remove %s after a failed launch", created.name)
             shutil.rmtree(request.log_dir, ignore_errors=True)
-            if isinstance(e, Exception) and not isinstance(e, NemoRunError):
-                raise BackendError(f"starting job {request.id} failed: {e}",
-                                   status=getattr(e, "status_code", None)) from e
             raise
 
-    def _check_engine(self, client: Any, request: DockerJobRequest) -> None:
+    def _check_engine(self, request: DockerJobRequest) -> None:
         """Images present (or pullable) and GPUs supported, before any container exists."""
-        import docker
-
         for image in sorted({c.image for c in request.containers}):
-            try:
-                client.images.get(image)
-                continue
-            except docker.errors.ImageNotFound:
-                pass
-            try:
-                log.info("pulling image %s", image)
-                client.images.pull(image)
-            except Exception as e:
-                raise ConfigError(
-                    f"DockerExecutor.container_image={image!r} is not on this engine and cannot be pulled ({e}); "
-                    "build or load it first (docker images lists what is there)"
-                ) from e
+            self._engine.ensure_image(image)
         gpus = request.executor.num_gpus
         if gpus:
-            runtimes = set(client.info().get("Runtimes", {}))
+            runtimes = self._engine.runtimes()
             if "nvidia" not in runtimes and request.executor.runtime != "nvidia":
                 raise ConfigError(
                     f"DockerExecutor.num_gpus={gpus} but this engine has no GPU runtime (runtimes: "
@@ -270,27 +241,16 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                 )
         network = request.containers[0].kwargs.get("network")
         if network:
-            try:
-                client.networks.get(network)
-            except docker.errors.NotFound:
-                try:
-                    client.networks.create(network, driver="bridge")
-                except docker.errors.APIError as e:
-                    if getattr(e, "status_code", None) != 409:  # created meanwhile by another process
-                        raise BackendError(f"creating network {network} failed: {e}") from e
+            self._engine.ensure_network(network)
 
     @staticmethod
-    def _engine_kwargs(container: DockerContainer) -> dict[str, Any]:
-        """docker-py objects for the plain-data settings of the request."""
-        from docker.types import DeviceRequest, Ulimit
-
-        kwargs = dict(container.kwargs)
-        if "ulimits" in kwargs:
-            kwargs["ulimits"] = [Ulimit(name=n, soft=s, hard=h) for n, s, h in map(parse_ulimit, kwargs["ulimits"])]
-        if "gpus" in kwargs:
-            count = kwargs.pop("gpus")
-            kwargs["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
-        return kwargs
+    def _quietly(call: Any, *args: Any) -> bool:
+        """Best-effort engine call (cleanup): False when it did not succeed."""
+        try:
+            return call(*args) is not False
+        except BackendError as e:
+            log.debug("%s%s: %s", getattr(call, "__name__", call), args, e)
+            return False
 
     # -- describe ---------------------------------------------------------------------------
     def describe(self, app_id: str) -> DescribeAppResponse | None:
@@ -317,10 +277,11 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                 replicas[key] = {"state": AppState.UNKNOWN.name, "exit_code": None,
                                  "note": "container vanished before its outcome was recorded"}
                 continue
-            state, code = _replica_state(container.attrs)
-            replicas[key] = {"state": state.name, "exit_code": code,
-                             "restarts": container.attrs.get("RestartCount", 0)}
+            state, code = _replica_state(container)
+            replicas[key] = {"state": state.name, "exit_code": code, "restarts": container.restart_count}
         state = _combine([AppState[r["state"]] for r in replicas.values()])
+        if state == AppState.UNKNOWN and all(r.get("note") for r in replicas.values()):
+            state = AppState.FAILED  # every container vanished: the outcome is lost for good
         all_done = all(AppState[r["state"]] in (AppState.SUCCEEDED, AppState.FAILED) or r.get("note")
                        for r in replicas.values())
         final = self._finalize(record, found, replicas, state) if all_done else {}
@@ -345,19 +306,14 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         self._remove(found.values())
         return record.data.get("final", final)
 
-    @staticmethod
-    def _remove(containers: Iterable[Any]) -> None:
+    def _remove(self, containers: Iterable[ContainerInfo]) -> None:
+        """Remove them; one already gone (or being removed by another process) is fine."""
         for container in containers:
-            try:
-                container.remove(force=True)
-            except Exception as e:  # already gone or being removed by another process: fine
-                log.debug("removing %s: %s", container.name, e)
+            self._quietly(self._engine.remove, container.id)
 
-    def _save_logs(self, record: JobRecord, role: str, k: int, container: Any) -> bool:
+    def _save_logs(self, record: JobRecord, role: str, k: int, container: ContainerInfo) -> bool:
         """Copy a container's logs into the job dir (streamed, constant memory); False when the
         container is gone or being removed (another process got there first)."""
-        import docker
-
         folder = os.path.join(record.log_dir or "", role, str(k))
         os.makedirs(folder, exist_ok=True)
         for stream, (out, err) in ((Stream.STDOUT, (True, False)), (Stream.STDERR, (False, True)),
@@ -366,10 +322,10 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             tmp = f"{target}.tmp.{os.getpid()}.{threading.get_ident()}"
             try:
                 with open(tmp, "wb") as fh:
-                    for chunk in container.logs(stdout=out, stderr=err, stream=True):
+                    for chunk in self._engine.logs(container.id, stdout=out, stderr=err):
                         fh.write(chunk)
                 os.replace(tmp, target)
-            except docker.errors.APIError as e:  # NotFound, or 409 removal in progress
+            except ContainerGoneError as e:
                 log.debug("logs of %s unavailable: %s", container.name, e)
                 return False
             finally:
@@ -410,10 +366,10 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                 state = desc.state if desc else state
             out[record.app_id] = ListAppResponse(app_id=record.app_id, state=state, app_handle=record.handle)
         try:  # containers labelled by nemo_run whose launcher never recorded them
-            for container in self._docker_client.containers.list(all=True, filters={"label": LABEL_APP_ID}):
+            for container in self._engine.containers(LABEL_APP_ID):
                 app_id = container.labels[LABEL_APP_ID]
                 if app_id not in out:
-                    state, _ = _replica_state(container.attrs)
+                    state, _ = _replica_state(container)
                     session = container.labels.get(LABEL_SESSION, self.session_name)
                     out[app_id] = ListAppResponse(app_id=app_id, state=state,
                                                   app_handle=f"{self.backend}://{session}/{app_id}")
@@ -445,11 +401,11 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         container = None if record.data.get("final") else self._containers(record.app_id).get((role, k))
         if container is not None:
             try:
-                chunks = container.logs(stream=True, follow=should_tail, since=since, until=until,
-                                        stdout=streams != Stream.STDERR, stderr=streams != Stream.STDOUT)
-                yield from split_lines(chunks)
+                yield from split_lines(self._engine.logs(
+                    container.id, follow=should_tail, since=since, until=until,
+                    stdout=streams != Stream.STDERR, stderr=streams != Stream.STDOUT))
                 return
-            except Exception as e:  # removed while we read: the saved copy has everything
+            except ContainerGoneError as e:  # removed while we read: the saved copy has everything
                 log.debug("container logs of %s ended: %s", container.name, e)
                 record = self._store().get(self.backend, record.app_id) or record
                 if not record.data.get("final"):
@@ -465,27 +421,20 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
 
     # -- cancel / close ---------------------------------------------------------------------
     def _stop(self, record: JobRecord) -> None:
-        import docker
-
         for container in self._containers(record.app_id).values():
             try:
-                container.stop(timeout=STOP_TIMEOUT_S)
-            except docker.errors.NotFound:
+                self._engine.stop(container.id, STOP_TIMEOUT_S)
+            except ContainerGoneError:
                 continue  # removed meanwhile: nothing left to stop
-            except Exception as e:
-                raise BackendError(f"the engine did not stop {container.name}: {e}") from e
 
     def _after_stop(self, record: JobRecord) -> None:
         """Keep the stopped containers' logs and outcome, then remove them."""
-        import docker
-
         found = self._containers(record.app_id)
         replicas = {}
         for key, container in found.items():
             try:
-                container.reload()
-                _, code = _replica_state(container.attrs)
-            except docker.errors.APIError:  # removed meanwhile by another process
+                _, code = _replica_state(self._engine.inspect(container.id))
+            except ContainerGoneError:  # removed meanwhile by another process
                 code = None
             replicas[key] = {"state": AppState.CANCELLED.name, "exit_code": code}
             self._save_logs(record, key[0], key[1], container)
@@ -514,6 +463,14 @@ def _outcome_message(replicas: list[dict[str, Any]]) -> str:
 
 def _listing(replicas: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": role, "replica_id": k, **info} for (role, k), info in replicas.items()]
+
+
+def _spec(container: DockerContainer) -> ContainerSpec:
+    """The engine request for one container of the job (ulimits parsed into numbers)."""
+    settings = dict(container.kwargs)
+    if "ulimits" in settings:
+        settings["ulimits"] = [parse_ulimit(u) for u in settings["ulimits"]]
+    return ContainerSpec(image=container.image, command=list(container.command), settings=settings)
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> PersistentDockerScheduler:

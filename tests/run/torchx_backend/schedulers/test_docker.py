@@ -120,14 +120,23 @@ def test_tail_while_running_ends_with_the_job(docker_image):
     assert wait_terminal(app_id) == AppState.SUCCEEDED
 
 
-def test_vanished_container_reads_unknown_never_succeeded(docker_image):
+def test_vanished_container_reads_failed_never_succeeded(docker_image):
+    """Its outcome is lost for good: a final FAILED with the reason, so waiters end."""
     result = run.run(run.Script(inline="sleep 300"), executor=executor(docker_image), name="gone", detach=True)
     app_id = app_id_of(result)
     for container in containers_of(app_id):
         container.remove(force=True)
     desc = create_scheduler("t").describe(app_id)
-    assert desc.state == AppState.UNKNOWN
+    assert desc.state == AppState.FAILED
     assert "vanished" in desc.msg
+
+
+def test_user_labels_and_environment_merge_with_ours(docker_image):
+    ex = executor(docker_image, additional_kwargs={"labels": {"team": "x"}, "environment": {"EXTRA": "1"}})
+    result = run.run(run.Script(inline='sleep 2; test "$EXTRA" = 1'), executor=ex, name="merged", detach=True)
+    [container] = containers_of(app_id_of(result))
+    assert container.labels["team"] == "x"
+    assert wait_terminal(app_id_of(result)) == AppState.SUCCEEDED
 
 
 def test_list_includes_this_backends_jobs(docker_image):
