@@ -28,9 +28,14 @@ from torchx.schedulers.api import (
 )
 from torchx.specs import AppDef, AppState, is_terminal, macros
 
-from nemo_run.core.execution.skypilot import HEAD_NODE_IP, SkypilotExecutor, import_sky
+from nemo_run.core.clients.skypilot import (
+    ClusterGoneError,
+    ServerUnreachableError,
+    SkyPilotClient,
+)
+from nemo_run.core.execution.skypilot import HEAD_NODE_IP, SkypilotExecutor
 from nemo_run.core.packaging.base import extract
-from nemo_run.core.redact import redact_env
+from nemo_run.core.redact import redact_env, redact_text
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import (
@@ -45,6 +50,7 @@ from nemo_run.run.torchx_backend.schedulers.api import (
     unanswered,
     unique_name,
 )
+from nemo_run.run.torchx_backend.schedulers.logs import split_lines
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +87,20 @@ def task_name(app_name: str) -> str:
 
 @dataclass
 class SkypilotRequest:
-    """The task to run; `str()` (the dry-run text) is the task's YAML."""
+    """The task to run as SkyPilot's task config; `str()` (the dry-run text) is its YAML."""
 
     executor: SkypilotExecutor
-    task: Any  # sky.Task
+    name: str
+    config: dict[str, Any]
 
     def __str__(self) -> str:
         import yaml
 
-        config = self.task.to_yaml_config()
+        config = dict(self.config)
         if config.get("envs"):
             config["envs"] = redact_env({k: str(v) for k, v in config["envs"].items()})
+        if config.get("run"):
+            config["run"] = redact_text(config["run"])
         return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -100,6 +109,13 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
+        self._client_instance: SkyPilotClient | None = None
+
+    @property
+    def _client(self) -> SkyPilotClient:
+        if self._client_instance is None:
+            self._client_instance = SkyPilotClient()
+        return self._client_instance
 
     def _run_opts(self) -> Any:
         from torchx.specs import runopts
@@ -120,82 +136,67 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             'export num_nodes="$SKYPILOT_NUM_NODES"',
             shlex.join([role.entrypoint, *role.args]),
         ])
-        task = cfg.to_task(name=name, run=run, envs=dict(role.env))
-        return AppDryRunInfo(SkypilotRequest(executor=cfg, task=task), str)
+        config = cfg.to_task(name=name, run=run, envs=dict(role.env)).to_yaml_config()
+        return AppDryRunInfo(SkypilotRequest(executor=cfg, name=name, config=config), str)
 
     def _app_id_of(self, request: SkypilotRequest) -> str:
-        return request.task.name
+        return request.name
 
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[SkypilotRequest]) -> str:  # type: ignore[override]
-        sky = import_sky()
         request = dryrun_info.request
-        ex, task = request.executor, request.task
-        cluster = ex.cluster_name or f"nemo-{task.name}"[:40]
-        self._put_intent(task.name, experiment_id=ex.experiment_id, data={
+        ex, name = request.executor, request.name
+        cluster = ex.cluster_name or f"nemo-{name}"[:40]
+        self._put_intent(name, experiment_id=ex.experiment_id, data={
             "cluster": cluster, "num_nodes": ex.num_nodes,
             "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
-            "run": task.run, "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", "")})
+            "run": request.config.get("run", ""),
+            "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", "")})
         try:
-            job_id = self._submit(sky, ex, task, cluster)
-        except _Unconfirmed as e:
-            self._launch_unconfirmed(task.name, str(e.__cause__ or e))
-            return task.name
+            job_id = self._submit(request, cluster)
+        except ServerUnreachableError as e:  # the API server may have taken it: find it later
+            self._launch_unconfirmed(name, str(e))
+            return name
         except BaseException:
-            self._launch_failed(task.name)
+            self._launch_failed(name)
             raise
-        self._launch_confirmed(task.name, job_id=int(job_id))
-        return task.name
+        self._launch_confirmed(name, job_id=job_id)
+        return name
 
-    def _submit(self, sky: Any, ex: SkypilotExecutor, task: Any, cluster: str) -> int:
+    def _submit(self, request: SkypilotRequest, cluster: str) -> int:
         """Package the code and start the job; its SkyPilot job id."""
+        ex = request.executor
         with tempfile.TemporaryDirectory(prefix="nemo_run_sky_") as scratch:
+            config = dict(request.config)
             archive = ex.packager.package(os.getcwd(), scratch, "code")
             if archive:
                 code = os.path.join(scratch, "code")
                 extract(archive, code)
-                task.workdir = code
-            try:
-                if self._cluster_up(sky, cluster):
-                    job_id, _ = sky.get(sky.exec(task, cluster_name=cluster))
-                else:
-                    job_id, _ = sky.get(sky.launch(
-                        task, cluster_name=cluster, retry_until_up=ex.retry_until_up,
-                        idle_minutes_to_autostop=ex.idle_minutes_to_autostop, down=ex.autodown))
-            except Exception as e:
-                if _is_transport_error(e):  # the API server may have taken it: find it later
-                    raise _Unconfirmed("the SkyPilot API server did not answer") from e
-                raise BackendError(f"SkyPilot could not start {task.name} on {cluster}: {e}") from e
-        if job_id is None:
-            raise BackendError(f"SkyPilot started no job for {task.name} on {cluster}")
-        return int(job_id)
+                config["workdir"] = code
+            if self._client.cluster_up(cluster):
+                return self._client.exec(config, cluster)
+            return self._client.launch(config, cluster, retry_until_up=ex.retry_until_up,
+                                       idle_minutes_to_autostop=ex.idle_minutes_to_autostop, down=ex.autodown)
 
     def _adopt(self, record: JobRecord) -> JobRecord | DescribeAppResponse:
         """A record whose launch was never confirmed: find the job on its cluster by name."""
         if record.data.get(LAUNCH) == LAUNCH_PENDING and self._launcher_alive(record):
             return self._response(record, AppState.SUBMITTED, "starting")
-        sky = import_sky()
         cluster = record.data["cluster"]
         try:
-            jobs = sky.get(sky.queue(cluster, all_users=True))
-        except Exception as e:
-            if not _is_missing_cluster(e):
-                return unanswered(self._response(record, AppState[record.state], ""), f"SkyPilot: {e}")
+            jobs = self._client.queue(cluster)
+        except ClusterGoneError:
             jobs = []
-        match = next((j for j in jobs if _field(j, "job_name") == record.app_id), None)
+        except BackendError as e:
+            return unanswered(self._response(record, AppState[record.state], ""), str(e))
+        match = next((j for j in jobs if j.name == record.app_id), None)
         if match is not None:
-            return self._launch_confirmed(record.app_id, state=record.state, job_id=int(_field(match, "job_id")))
+            return self._launch_confirmed(record.app_id, state=record.state, job_id=match.job_id)
         if time.time() - record.created_at > LAUNCH_GRACE_S:
             record = self._record_final(record.app_id, AppState.FAILED.name, msg=NEVER_STARTED)
             return self._response(record, AppState[record.state], record.data.get("msg", ""))
         return self._response(record, AppState.UNKNOWN, f"its launcher exited while launching; no job named "
                                                         f"{record.app_id} on {cluster} yet")
-
-    @staticmethod
-    def _cluster_up(sky: Any, cluster: str) -> bool:
-        records = sky.get(sky.status([cluster]))
-        return any(_field(r, "name") == cluster and getattr(_field(r, "status"), "name", "") == "UP"
-                   for r in records)
 
     # -- describe ---------------------------------------------------------------------------
     def describe(self, app_id: str) -> DescribeAppResponse | None:
@@ -209,20 +210,17 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             if isinstance(adopted, DescribeAppResponse):
                 return adopted
             record = adopted
-        sky = import_sky()
         cluster, job_id = record.data["cluster"], record.data["job_id"]
         try:  # one request to the API server
-            statuses = sky.get(sky.job_status(cluster, [job_id]))
-        except Exception as e:  # cluster gone, or the API server unreachable: keep what we knew
-            response = self._response(record, AppState[record.state], "")
-            return unanswered(response, f"last recorded state (SkyPilot: {type(e).__name__}: {e})")
-        status = statuses.get(job_id) if isinstance(statuses, dict) else None
+            status = self._client.job_status(cluster, job_id)
+        except BackendError as e:  # cluster gone, or the API server unreachable: keep what we knew
+            return unanswered(self._response(record, AppState[record.state], ""), f"last recorded state ({e})")
         if status is None:
             return self._response(record, AppState[record.state], f"job {job_id} not found on {cluster}")
         state = state_of(status)
-        msg = f"SkyPilot {getattr(status, 'name', status)}"
+        msg = f"SkyPilot {status}"
         if is_terminal(state):
-            record = self._record_final(app_id, state.name, sky_status=str(getattr(status, "name", status)), msg=msg)
+            record = self._record_final(app_id, state.name, sky_status=status, msg=msg)
             state = AppState[record.state]
         elif state.name != record.state:
             self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES)
@@ -239,22 +237,20 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         for record in records:
             if record.state not in TERMINAL_STATES and "job_id" in record.data:
                 by_cluster.setdefault(record.data["cluster"], []).append(record)
-        if by_cluster:
-            sky = import_sky()
-            for cluster, members in by_cluster.items():
-                try:
-                    jobs = {_field(j, "job_id"): _field(j, "status") for j in sky.get(sky.queue(cluster, all_users=True))}
-                except Exception as e:  # the cluster is gone: keep the recorded states
-                    log.warning("SkyPilot queue of %s unavailable: %s", cluster, e)
+        for cluster, members in by_cluster.items():
+            try:
+                jobs = {j.job_id: j.status for j in self._client.queue(cluster)}
+            except BackendError as e:  # the cluster is gone: keep the recorded states
+                log.warning("SkyPilot queue of %s unavailable: %s", cluster, e)
+                continue
+            for record in members:
+                status = jobs.get(record.data["job_id"])
+                if status is None:
                     continue
-                for record in members:
-                    status = jobs.get(record.data["job_id"])
-                    if status is None:
-                        continue
-                    state = state_of(status)
-                    if is_terminal(state):
-                        self._record_final(record.app_id, state.name, sky_status=getattr(status, "name", str(status)))
-                    record.state = state.name
+                state = state_of(status)
+                if is_terminal(state):
+                    self._record_final(record.app_id, state.name, sky_status=status)
+                record.state = state.name
         return [ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle) for r in records]
 
     # -- logs -------------------------------------------------------------------------------
@@ -276,54 +272,19 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
 
     def _lines(self, record: JobRecord, should_tail: bool) -> Iterator[str]:
         """The job's output through the API server; `follow` ends when the job does."""
-        sky = import_sky()
         cluster, job_id = record.data["cluster"], record.data["job_id"]
         try:
-            chunks = sky.tail_logs(cluster, job_id, follow=should_tail, preload_content=False)
-            pending = ""
-            for chunk in chunks:
-                if chunk is None:
-                    continue
-                *lines, pending = (pending + chunk).split("\n")
-                yield from (line + "\n" for line in lines)
-            if pending:
-                yield pending
-        except Exception as e:
+            yield from split_lines(chunk.encode() for chunk in self._client.tail_logs(cluster, job_id, should_tail))
+        except BackendError as e:
             yield f"nemo_run: the logs of {record.app_id} are not available (cluster {cluster}: {e})\n"
 
     # -- cancel -----------------------------------------------------------------------------
     def _stop(self, record: JobRecord) -> None:
-        sky = import_sky()
         cluster = record.data["cluster"]
         try:
-            sky.get(sky.cancel(cluster, job_ids=[record.data["job_id"]]))
-        except Exception as e:
-            if type(e).__name__ == "ClusterDoesNotExist":  # the cluster is gone: nothing left to stop
-                log.warning("SkyPilot cancel of %s: cluster %s no longer exists", record.app_id, cluster)
-                return
-            raise BackendError(f"SkyPilot did not cancel {record.app_id} on {cluster}: {e}") from e
-
-
-class _Unconfirmed(Exception):
-    """The start request may or may not have reached the API server."""
-
-
-def _is_transport_error(error: BaseException) -> bool:
-    import requests
-
-    return isinstance(error, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))
-
-
-def _is_missing_cluster(error: BaseException) -> bool:
-    return type(error).__name__ in ("ClusterDoesNotExist", "ClusterNotUpError")
-
-
-def _field(record: Any, name: str) -> Any:
-    """SkyPilot's responses are dicts or dict-like records depending on the call."""
-    try:
-        return record[name]
-    except (TypeError, KeyError):
-        return getattr(record, name, None)
+            self._client.cancel(cluster, record.data["job_id"])
+        except ClusterGoneError:  # the cluster is gone: nothing left to stop
+            log.warning("SkyPilot cancel of %s: cluster %s no longer exists", record.app_id, cluster)
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> SkypilotScheduler:

@@ -102,10 +102,11 @@ def _dead_pid() -> int:
 
 
 def test_a_launch_whose_launcher_died_is_found_on_its_cluster_by_name(monkeypatch):
+    from nemo_run.core.clients import skypilot as sky_client
     from nemo_run.run.torchx_backend.schedulers import skypilot
 
     fake = FakeSky([{"job_name": "sky-a", "job_id": 7}], {7: sky.JobStatus.RUNNING})
-    monkeypatch.setattr(skypilot, "import_sky", lambda: fake)
+    monkeypatch.setattr(sky_client, "import_sky", lambda: fake)
     _intent("sky-a", _dead_pid())
     desc = skypilot.create_scheduler("t").describe("sky-a")
     assert desc.state == AppState.RUNNING
@@ -115,9 +116,10 @@ def test_a_launch_whose_launcher_died_is_found_on_its_cluster_by_name(monkeypatc
 
 
 def test_a_launch_never_made_reads_failed_after_the_grace_period(monkeypatch):
+    from nemo_run.core.clients import skypilot as sky_client
     from nemo_run.run.torchx_backend.schedulers import skypilot
 
-    monkeypatch.setattr(skypilot, "import_sky", lambda: FakeSky([], {}))
+    monkeypatch.setattr(sky_client, "import_sky", lambda: FakeSky([], {}))
     _intent("sky-b", _dead_pid(), age=1.0)
     assert skypilot.create_scheduler("t").describe("sky-b").state == AppState.UNKNOWN  # maybe still coming
     _intent("sky-c", _dead_pid(), age=skypilot.LAUNCH_GRACE_S + 1)
@@ -129,10 +131,11 @@ def test_a_launch_in_progress_reads_submitted_without_asking(monkeypatch):
     import os
 
     from nemo_run.core import processes
+    from nemo_run.core.clients import skypilot as sky_client
     from nemo_run.run.torchx_backend.schedulers import skypilot
 
     fake = FakeSky([], {})
-    monkeypatch.setattr(skypilot, "import_sky", lambda: fake)
+    monkeypatch.setattr(sky_client, "import_sky", lambda: fake)
     _intent("sky-d", os.getpid())
     from nemo_run.core.store import get_store
 
