@@ -144,3 +144,98 @@ def redact(value: object) -> object:
     if isinstance(value, str):
         return redact_text(value) if ("=" in value or "-" in value) else value
     return value
+
+
+# -- secret arguments: out of scripts and records, into the job's environment ---------------
+ARG_ENV_PREFIX = "NEMORUN_ARG_"
+_REFERENCE = re.compile(r"\$\{(" + ARG_ENV_PREFIX + r"\d+)\}")
+
+
+def split_secret_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(`args` with every secret value replaced by a reference `${NEMORUN_ARG_<i>}`, i being
+    the argument's index; the environment holding those values).
+
+    A launcher writes the references into the job's script (`shell_join_references`) and
+    sends the environment through the platform's API only, so no secret reaches a shared
+    folder or a job record. Secret values: the argument after a secret-looking flag
+    (`--token X`), the value of `--api-key=X`, of `KEY=X` with a secret-looking KEY, and a
+    whole Partial payload (`-m nemo_run.core.runners.partial P`) holding secret-looking kwargs.
+    """
+    out: list[str] = []
+    env: dict[str, str] = {}
+    take_next = False
+    for index, arg in enumerate(args):
+        name = f"{ARG_ENV_PREFIX}{index}"
+        ref = "${" + name + "}"
+        if take_next:
+            take_next = False
+            if arg:
+                env[name] = arg
+                out.append(ref)
+                continue
+        flag = _FLAG.match(arg)
+        if flag and is_secret_name(flag.group(1)):
+            if flag.group(2) is None:
+                take_next = True
+            elif flag.group(3):
+                env[name] = flag.group(3)
+                out.append(f"{flag.group(1)}={ref}")
+                continue
+            out.append(arg)
+            continue
+        assignment = None if flag else _ASSIGNMENT.match(arg)
+        if assignment and is_secret_name(assignment.group(1)) and assignment.group(2):
+            env[name] = assignment.group(2)
+            out.append(f"{assignment.group(1)}={ref}")
+            continue
+        if index and args[index - 1] == PARTIAL_RUNNER and redact_partial_payload(arg) != arg:
+            env[name] = arg
+            out.append(ref)
+            continue
+        out.append(arg)
+    return out, env
+
+
+def shell_join_references(args: list[str], env: Mapping[str, str]) -> str:
+    """A shell command line for `split_secret_args` output: every word quoted, except the
+    references it made (`${NEMORUN_ARG_<i>}` in argument i, named in `env`), which become
+    `"${NEMORUN_ARG_<i>}"`, expanded when the script runs."""
+    import shlex
+
+    words = []
+    for index, arg in enumerate(args):
+        own = f"{ARG_ENV_PREFIX}{index}"
+        pieces = _REFERENCE.split(arg) if own in env else [arg]
+        if len(pieces) == 1:
+            words.append(shlex.quote(arg))
+            continue
+        word = ""
+        for position, piece in enumerate(pieces):
+            if position % 2 and piece == own:
+                word += f'"${{{piece}}}"'
+            elif position % 2:
+                word += shlex.quote("${" + piece + "}")
+            elif piece:
+                word += shlex.quote(piece)
+        words.append(word)
+    return " ".join(words)
+
+
+def mask_references(args: list[str], env: Mapping[str, str]) -> list[str]:
+    """`split_secret_args` output with each reference replaced by a masked value: the copy a
+    job record or a dry run shows (a Partial payload keeps its shape, secrets masked)."""
+    out = []
+    for index, arg in enumerate(args):
+        own = f"{ARG_ENV_PREFIX}{index}"
+        if own not in env:
+            out.append(arg)
+        elif arg == "${" + own + "}" and index and args[index - 1] == PARTIAL_RUNNER:
+            out.append(redact_partial_payload(env[own]))
+        else:
+            out.append(arg.replace("${" + own + "}", MASK))
+    return out
+
+
+def is_secret_arg_env(name: str) -> bool:
+    """An environment variable `split_secret_args` made: its value is always a secret."""
+    return name.startswith(ARG_ENV_PREFIX) and name[len(ARG_ENV_PREFIX) :].isdigit()

@@ -3,10 +3,15 @@
 Standard library only (`urllib`), so backends need no HTTP package. Retries use exponential
 backoff with full jitter and honour `Retry-After`; they apply to 429, 5xx and connection
 errors, and only when the caller marks the call idempotent.
+
+A logical call (token, request and its retries) has one total deadline, by default
+`DEADLINE_FACTOR` x the timeout: a stalled server makes a call give up in about twice the
+timeout rather than retries x timeout, and no attempt waits past the deadline.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -22,10 +27,38 @@ from nemo_run.exceptions import BackendError
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+DEADLINE_FACTOR = 2.0  # a logical call's total deadline, in timeouts
+CREATE_CALLS = 4  # a create (tries and the lookups that settle them) gets this many call deadlines
+MIN_ATTEMPT_S = 0.05  # an attempt with less time left than this is not started
 
 
 class TransportError(BackendError):
     """No HTTP answer at all (refused, reset, timed out): the request may or may not have run."""
+
+
+class UnconfirmedError(BackendError):
+    """A create that may have taken effect but could not be confirmed either way."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for an error that says nothing about the job: no answer, 408/429/5xx, or a
+    failure without a status. A 4xx (404 included) is an answer and is not transient here."""
+    if isinstance(error, TransportError):
+        return True
+    if not isinstance(error, BackendError):
+        return False
+    return error.status is None or error.status in (408, 429) or error.status >= 500
+
+
+def fingerprint(secret: str) -> str:
+    """A one-way identity for a secret, for in-memory cache keys only (never written anywhere),
+    so a changed secret never reuses what the old one earned."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def deadline_after(timeout: float) -> float:
+    """The monotonic time by which a logical call with this timeout must be over."""
+    return time.monotonic() + DEADLINE_FACTOR * timeout
 
 
 @dataclass
@@ -53,16 +86,36 @@ class JsonHttp:
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/")
         if query:
             url += "?" + urllib.parse.urlencode(
-                [(k, v) for k, vs in query.items() if vs is not None
-                 for v in (vs if isinstance(vs, (list, tuple)) else [vs])])
+                [
+                    (k, v)
+                    for k, vs in query.items()
+                    if vs is not None
+                    for v in (vs if isinstance(vs, (list, tuple)) else [vs])
+                ]
+            )
         return url
 
-    def once(self, method: str, path: str, *, body: Any = None, query: dict[str, Any] | None = None,
-             headers: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, Any, dict[str, str]]:
+    def deadline(self) -> float:
+        return deadline_after(self.timeout)
+
+    def once(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
         """One attempt: (status, JSON body or None, headers); TransportError without an answer."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url(path, query), data=data, method=method,
-                                         headers={"Accept": "application/json", **(headers or {})})
+        request = urllib.request.Request(
+            self.url(path, query),
+            data=data,
+            method=method,
+            headers={"Accept": "application/json", **(headers or {})},
+        )
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
@@ -79,21 +132,52 @@ class JsonHttp:
             parsed = {"message": raw.decode(errors="replace")[:500]}
         return status, parsed, head
 
-    def request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> tuple[int, Any]:
-        """Retry 429/5xx/transport errors for idempotent calls; return the final (status, body)."""
-        attempt = 0
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        deadline: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, Any]:
+        """Retry 429/5xx/transport errors for idempotent calls while the deadline allows;
+        return the final (status, body). Each attempt waits at most min(timeout, time left)."""
+        deadline = deadline if deadline is not None else self.deadline()
+        per_attempt = timeout or self.timeout
+        attempt, failure = 0, None
         while True:
+            left = deadline - time.monotonic()
+            if left < MIN_ATTEMPT_S:
+                raise TransportError(
+                    f"{method} {self.url(path)}: no answer within the "
+                    f"{DEADLINE_FACTOR * self.timeout:.1f} s deadline"
+                    + (f" ({failure})" if failure else "")
+                ) from failure
             try:
-                status, parsed, head = self.once(method, path, **kwargs)
-            except TransportError:
+                status, parsed, head = self.once(
+                    method, path, timeout=min(per_attempt, left), **kwargs
+                )
+                failure = None
+            except TransportError as e:
                 if not idempotent or attempt + 1 >= self.retry.attempts:
                     raise
-                status, parsed, head = None, None, {}
-            if status is not None and (status not in RETRYABLE_STATUS or not idempotent
-                                       or attempt + 1 >= self.retry.attempts):
+                status, parsed, head, failure = None, None, {}, e
+            if status is not None and (
+                status not in RETRYABLE_STATUS
+                or not idempotent
+                or attempt + 1 >= self.retry.attempts
+            ):
                 return status, parsed
-            retry_after = _retry_after(head)
-            pause = self.retry.delay(attempt, retry_after)
+            pause = self.retry.delay(attempt, _retry_after(head))
+            if time.monotonic() + pause + MIN_ATTEMPT_S >= deadline:
+                if failure is not None:  # no time for another try: report the failure as it was
+                    raise TransportError(
+                        f"{method} {self.url(path)}: no answer within the "
+                        f"{DEADLINE_FACTOR * self.timeout:.1f} s deadline ({failure})"
+                    ) from failure
+                return status, parsed  # type: ignore[return-value]
             log.debug("%s %s -> %s; retrying in %.2f s", method, path, status or "no answer", pause)
             self.sleep(pause)
             attempt += 1

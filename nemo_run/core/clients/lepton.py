@@ -2,29 +2,44 @@
 
 The SDK loads only when a Lepton call is made (`pip install 'nemo_run[lepton]'`); only
 `leptonai.api.v2` is imported. Safe calls are retried on 429/5xx/connection errors with
-backoff and jitter; creating a job is made idempotent by its unique name.
+backoff and jitter, all within one total deadline per logical call (`DEADLINE_FACTOR` x the
+timeout): the SDK's session is given a per-request timeout of min(timeout, time left).
+Creating a job is made idempotent by its unique name; an outcome that cannot be settled
+raises `UnconfirmedError`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from nemo_run.core.clients.http import RetryPolicy
+from nemo_run.core.clients.http import (
+    CREATE_CALLS,
+    DEADLINE_FACTOR,
+    MIN_ATTEMPT_S,
+    RetryPolicy,
+    TransportError,
+    UnconfirmedError,
+    deadline_after,
+)
 from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ENV_NAMES = "LEPTON_WORKSPACE_ID, LEPTON_WORKSPACE_TOKEN and LEPTON_WORKSPACE_URL"
+ALIVE_AND_ARCHIVE = "alive_and_archive"  # LeptonJobQueryMode.AliveAndArchive
 
 
 def _sdk() -> Any:
     try:
         from leptonai.api.v2 import client as sdk_client
     except ImportError as e:
-        raise MissingDependencyError("the lepton backend needs leptonai: pip install 'nemo_run[lepton]'") from e
+        raise MissingDependencyError(
+            "the lepton backend needs leptonai: pip install 'nemo_run[lepton]'"
+        ) from e
     return sdk_client
 
 
@@ -33,13 +48,17 @@ def _status(error: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+def _no_answer(error: BaseException) -> bool:
+    import requests
+
+    return _status(error) is None and isinstance(error, requests.RequestException)
+
+
 def _transient(error: BaseException) -> bool:
     status = _status(error)
     if status is not None:
-        return status == 429 or status >= 500
-    import requests
-
-    return isinstance(error, requests.RequestException)
+        return status in (408, 429) or status >= 500
+    return _no_answer(error)
 
 
 def _retry_after(error: BaseException) -> float | None:
@@ -51,6 +70,30 @@ def _retry_after(error: BaseException) -> float | None:
         return None
 
 
+def _bounded_session(deadlines: threading.local) -> Any:
+    """A requests session whose every request waits at most the time left before the calling
+    thread's deadline (the SDK passes its own fixed timeout otherwise)."""
+    import requests
+
+    class BoundedSession(requests.Session):
+        def request(  # type: ignore[override]
+            self, method: str, url: str, *args: Any, **kwargs: Any
+        ) -> Any:
+            deadline = getattr(deadlines, "at", None)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left < MIN_ATTEMPT_S:
+                    raise requests.Timeout(f"{method} {url}: deadline passed")
+                timeout = kwargs.get("timeout")
+                if isinstance(timeout, tuple):
+                    kwargs["timeout"] = tuple(left if t is None else min(t, left) for t in timeout)
+                else:
+                    kwargs["timeout"] = left if timeout is None else min(timeout, left)
+            return super().request(method, url, *args, **kwargs)
+
+    return BoundedSession()
+
+
 class LeptonClient:
     """One workspace, credentials from the environment or the SDK's login record."""
 
@@ -59,22 +102,53 @@ class LeptonClient:
         try:
             self.api = sdk.APIClient()
         except Exception as e:  # the SDK's WorkspaceConfigurationError and friends
-            raise ConfigError(f"Lepton workspace credentials missing or invalid ({e}); set {ENV_NAMES}, "
-                              "or run `lep login`") from e
+            raise ConfigError(
+                f"Lepton workspace credentials missing or invalid ({e}); set {ENV_NAMES}, "
+                "or run `lep login`"
+            ) from e
+        self.timeout = timeout
         self.api._timeout = timeout
+        self._deadlines = threading.local()
+        self.api._session = _bounded_session(self._deadlines)
         self.retry = retry or RetryPolicy()
         self.workspace_id = self.api.workspace_id
         self.url = self.api.url
+        self.refused = False  # the workspace refused the token: the scheduler drops this client
+
+    def _error(self, what: str, e: BaseException) -> BackendError:
+        status = _status(e)
+        if status in (401, 403):
+            self.refused = True
+        if _no_answer(e):
+            return TransportError(f"Lepton {what}: no answer ({e})")
+        return BackendError(f"Lepton {what} failed: {e}", status=status)
 
     def _call(self, what: str, fn: Callable[[], T], *, idempotent: bool = True) -> T:
-        for attempt in range(self.retry.attempts):
-            try:
-                return fn()
-            except Exception as e:
-                if not idempotent or not _transient(e) or attempt + 1 == self.retry.attempts:
-                    raise BackendError(f"Lepton {what} failed: {e}", status=_status(e)) from e
-                time.sleep(self.retry.delay(attempt, _retry_after(e)))
-        raise AssertionError("unreachable")
+        """One logical call: retried while transient and the deadline allows."""
+        deadline = deadline_after(self.timeout)
+        outer = getattr(self._deadlines, "at", None)
+        self._deadlines.at = deadline if outer is None else min(outer, deadline)
+        try:
+            attempt = 0
+            while True:
+                try:
+                    return fn()
+                except Exception as e:
+                    pause = self.retry.delay(attempt, _retry_after(e))
+                    late = time.monotonic() + pause + MIN_ATTEMPT_S >= self._deadlines.at
+                    last = attempt + 1 >= self.retry.attempts
+                    if not idempotent or not _transient(e) or late or last:
+                        error = self._error(what, e)
+                        if late and isinstance(error, TransportError):
+                            error = TransportError(
+                                f"Lepton {what}: no answer within "
+                                f"{DEADLINE_FACTOR * self.timeout:.1f} s ({e})"
+                            )
+                        raise error from e
+                    time.sleep(pause)
+                    attempt += 1
+        finally:
+            self._deadlines.at = outer
 
     # -- node groups ------------------------------------------------------------------------
     def node_group(self, name: str) -> tuple[str, list[str]]:
@@ -82,15 +156,21 @@ class LeptonClient:
         groups = self._call("listing node groups", self.api.nodegroup.list_all)
         for group in groups:
             if group.metadata.name == name:
-                nodes = self._call("listing nodes", lambda g=group: self.api.nodegroup.list_nodes(g))
-                return group.metadata.id_, [n.metadata.id_ for n in nodes if n.metadata and n.metadata.id_]
+                nodes = self._call(
+                    "listing nodes", lambda g=group: self.api.nodegroup.list_nodes(g)
+                )
+                return group.metadata.id_, [
+                    n.metadata.id_ for n in nodes if n.metadata and n.metadata.id_
+                ]
         names = sorted(g.metadata.name for g in groups if g.metadata and g.metadata.name)
-        raise ConfigError(f"LeptonExecutor.node_group={name!r} does not exist; available node groups: "
-                          f"{', '.join(names) or 'none'}")
+        raise ConfigError(
+            f"LeptonExecutor.node_group={name!r} does not exist; available node groups: "
+            f"{', '.join(names) or 'none'}"
+        )
 
     # -- jobs (addressed by the id the workspace assigns; names are what we choose) --------
     def get_job(self, job_id: str) -> Any | None:
-        """The job, or None once the workspace no longer has it."""
+        """The job (live or archived), or None on a 404 (which alone does not prove it is gone)."""
         try:
             return self._call(f"getting job {job_id}", lambda: self.api.job.get(job_id))
         except BackendError as e:
@@ -99,40 +179,76 @@ class LeptonClient:
             raise
 
     def find_job(self, name: str) -> Any | None:
-        """The live job whose name is exactly `name` (the list filter matches substrings)."""
-        jobs = self._call(f"looking up job {name}", lambda: self.api.job.list_all(q=name))
+        """The job whose name is exactly `name`, live or archived (the filter matches
+        substrings); None when the listing answered without it."""
+        jobs = self._call(
+            f"looking up job {name}",
+            lambda: self.api.job.list_all(q=name, job_query_mode=ALIVE_AND_ARCHIVE),
+        )
         return next((j for j in jobs if j.metadata and j.metadata.name == name), None)
 
     def create_job(self, job: dict[str, Any]) -> Any:
-        """Create once: after an unclear failure, the unique name tells whether it exists."""
+        """Create once. Raises BackendError when nothing was created (a refusal of the first
+        try), UnconfirmedError when it may exist but no lookup could say so."""
         from leptonai.api.v2.types.job import LeptonJob
 
         spec = LeptonJob.model_validate(job)
         name = job["metadata"]["name"]
+        until = time.monotonic() + CREATE_CALLS * DEADLINE_FACTOR * self.timeout
+        sent, last, pause = False, "", 0.0
         for attempt in range(self.retry.attempts):
+            if attempt:
+                if time.monotonic() + pause >= until:
+                    break
+                time.sleep(pause)
+            deadline = deadline_after(self.timeout)
+            self._deadlines.at = deadline
             try:
                 return self.api.job.create(spec)
             except Exception as e:
                 status = _status(e)
-                if not (_transient(e) or status == 409):
+                error = self._error(f"creating job {name}", e)
+                if not sent and status is not None and not _transient(e) and status != 409:
                     raise BackendError(f"Lepton rejected job {name}: {e}", status=status) from e
-                existing = self.find_job(name)
-                if existing is not None:
-                    return existing
-                if attempt + 1 == self.retry.attempts:
-                    raise BackendError(f"creating Lepton job {name} failed: {e}", status=status) from e
-                time.sleep(self.retry.delay(attempt, _retry_after(e)))
-        raise AssertionError("unreachable")
+                sent, last = True, str(error)
+                if status is not None and not _transient(e) and status != 409:
+                    break  # an earlier try may have gone through: settle it below
+                pause = self.retry.delay(attempt, _retry_after(e))
+            finally:
+                self._deadlines.at = None
+            found = self._settle(name, last)
+            if not isinstance(found, str):
+                return found
+            last = found
+        found = self._settle(name, last)
+        if not isinstance(found, str):
+            return found
+        raise UnconfirmedError(f"creating Lepton job {name} could not be confirmed ({found})")
+
+    def _settle(self, name: str, last: str) -> Any:
+        """The job an earlier try created, or (a str) why it is still unclear."""
+        try:
+            existing = self.find_job(name)
+        except BackendError as e:
+            return f"{last}; looking it up: {e}"
+        return existing if existing is not None else f"{last}; not found by name"
 
     def list_jobs(self) -> list[Any]:
+        """The live jobs (an archived one is left out: it is not gone; get_job finds it)."""
         return self._call("listing jobs", self.api.job.list_all)
 
     def stop_job(self, job_id: str) -> bool:
-        """Stop (PATCH spec.stopped=true); False when the job no longer exists. The SDK's
-        `update` serialises only plain dicts, so the patch is one."""
+        """Stop (PATCH spec.stopped=true): True once accepted, False on a 404; raises
+        BackendError otherwise. The SDK's `update` serialises only plain dicts, so the patch
+        is one."""
         try:
-            self._call(f"stopping job {job_id}",
-                       lambda: self.api.job.update(job_id, {"spec": {"stopped": True}}))  # type: ignore[arg-type]
+            self._call(
+                f"stopping job {job_id}",
+                lambda: self.api.job.update(
+                    job_id,
+                    {"spec": {"stopped": True}},  # type: ignore[arg-type]
+                ),
+            )
             return True
         except BackendError as e:
             if e.status == 404:
@@ -140,6 +256,7 @@ class LeptonClient:
             raise
 
     def delete_job(self, job_id: str) -> bool:
+        """DELETE the job: True once accepted, False on a 404; raises otherwise."""
         try:
             self._call(f"deleting job {job_id}", lambda: self.api.job.delete(job_id))
             return True
@@ -149,10 +266,14 @@ class LeptonClient:
             raise
 
     def replica_ids(self, job_id: str) -> list[str]:
-        replicas = self._call(f"listing replicas of {job_id}", lambda: self.api.job.get_replicas(job_id))
+        replicas = self._call(
+            f"listing replicas of {job_id}", lambda: self.api.job.get_replicas(job_id)
+        )
         return sorted(r.metadata.id_ for r in replicas if r.metadata and r.metadata.id_)
 
     def log(self, job_id: str, replica_id: str, timeout: int | None = None) -> str:
         """The replica's log so far (the SDK streams until the replica ends or `timeout`)."""
-        return self._call(f"reading logs of {job_id}/{replica_id}",
-                          lambda: "".join(self.api.job.get_log(job_id, replica_id, timeout=timeout)))
+        return self._call(
+            f"reading logs of {job_id}/{replica_id}",
+            lambda: "".join(self.api.job.get_log(job_id, replica_id, timeout=timeout)),
+        )

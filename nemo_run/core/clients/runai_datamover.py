@@ -1,67 +1,59 @@
-"""Put files on a Run:ai PVC from outside the cluster, through short-lived workspaces.
+"""The Run:ai side of the data mover: helpers are short-lived workspaces that mount the PVC.
 
 The payload travels in environment variables (see `datamover`); the command stays far
-inside the API's ~10,000-character `args` limit. Every workspace is deleted afterwards,
-also on failure and timeout.
+inside the API's ~10,000-character `args` limit. `datamover.DataMover` runs the upload and
+deletes every workspace afterwards, also on failure and timeout.
 """
 
 from __future__ import annotations
 
-import logging
 import shlex
-import time
 from typing import Any
 
-from nemo_run.core.clients.datamover import chunk_groups, unpack_script
+from nemo_run.core.clients.datamover import DONE, FAILED, GONE, RUNNING, HelperOps
 from nemo_run.core.clients.runai import RunAIClient, phase_of
-from nemo_run.exceptions import BackendError
 
-log = logging.getLogger(__name__)
-
+KIND = "workspaces"
 DONE_PHASES = {"Completed"}
 FAILED_PHASES = {"Failed", "Stopped", "Deleting"}
 
 
-def upload(client: RunAIClient, *, name: str, project_id: str, cluster_id: str, image: str,
-           pvcs: list[dict[str, Any]], dest: str, payload: bytes, timeout: float = 600.0) -> int:
-    """Unpack `payload` into `dest` on the PVC; returns how many workspaces it took."""
-    groups = chunk_groups(payload)
-    for index, chunks in enumerate(groups):
-        script = unpack_script(dest, len(chunks), first=index == 0, last=index == len(groups) - 1)
+def helper_name(name: str, index: int) -> str:
+    """The workspace name of the index-th helper of job `name` (<= 40 characters)."""
+    return f"{name[:33].rstrip('-')}-mv{index}"
+
+
+def helper_ops(
+    client: RunAIClient, *, project_id: str, cluster_id: str, image: str, pvcs: list[dict[str, Any]]
+) -> HelperOps:
+    """Create, read and delete data-mover workspaces in one project."""
+
+    def create(name: str, script: str, env: dict[str, str]) -> dict[str, Any]:
         body = {
-            "name": f"{name[:33].rstrip('-')}-mv{index}",
+            "name": name,
             "projectId": project_id,
             "clusterId": cluster_id,
             "spec": {
                 "command": "sh",
                 "args": f"-c {shlex.quote(script)}",
                 "image": image,
-                "environmentVariables": [{"name": f"NEMORUN_CHUNK_{i}", "value": c} for i, c in enumerate(chunks)],
+                "environmentVariables": [{"name": k, "value": v} for k, v in env.items()],
                 "storage": {"pvc": pvcs},
             },
         }
-        created = client.create_workload("workspaces", body)
-        workload_id = created["workloadId"]
-        try:
-            _wait(client, workload_id, timeout, body["name"])
-        finally:
-            try:
-                client.delete("workspaces", workload_id)
-            except BackendError as e:
-                log.warning("could not delete data-mover workspace %s: %s", body["name"], e)
-    return len(groups)
+        created = client.create_workload(KIND, body)
+        return {"id": created["workloadId"], "name": name, "kind": KIND}
+
+    def status(entry: dict[str, Any]) -> str:
+        workload = client.get_workload(entry.get("kind", KIND), entry["id"])
+        phase = phase_of(workload) if workload else None
+        if workload is None:
+            return GONE
+        return DONE if phase in DONE_PHASES else FAILED if phase in FAILED_PHASES else RUNNING
+
+    return HelperOps(create, status, lambda entry: delete_helper(client, entry))
 
 
-def _wait(client: RunAIClient, workload_id: str, timeout: float, name: str) -> None:
-    deadline, delay = time.monotonic() + timeout, 0.05
-    while True:
-        workload = client.get_workload("workspaces", workload_id)
-        phase = phase_of(workload) if workload else "Deleted"
-        if phase in DONE_PHASES:
-            return
-        if phase in FAILED_PHASES or workload is None:
-            raise BackendError(f"data-mover workspace {name} ended {phase} while copying code to the PVC")
-        if time.monotonic() > deadline:
-            raise BackendError(f"data-mover workspace {name} still {phase} after {timeout:.0f} s")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+def delete_helper(client: RunAIClient, entry: dict[str, Any]) -> None:
+    """Delete one helper workspace; a 404 means it is already gone. Raises BackendError."""
+    client.delete(entry.get("kind", KIND), entry["id"])

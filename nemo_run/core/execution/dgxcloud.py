@@ -13,7 +13,7 @@ from typing import Any
 
 from nemo_run.core.credentials import profile_path, resolve
 from nemo_run.core.execution.base import Executor, ExecutorMacros
-from nemo_run.core.execution.fields import check_at_least
+from nemo_run.core.execution.fields import check_at_least, check_positive_seconds
 from nemo_run.exceptions import ConfigError
 
 PROFILE = "dgxcloud"
@@ -62,6 +62,7 @@ class DGXCloudExecutor(Executor):
         for name in ("nodes", "nprocs_per_node"):
             check_at_least(self, name, 1)
         check_at_least(self, "gpus_per_node", 0)
+        check_positive_seconds(self, "timeout")
         for name in ("project_name", "container_image", "pvc_nemo_run_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"DGXCloudExecutor.{name} is required")

@@ -57,6 +57,14 @@ def check_at_least(obj: Any, name: str, minimum: int, *, expected: str = "") -> 
         raise ConfigError(f"{type(obj).__name__}.{name} must be {want}, got {_short_repr(value)}")
 
 
+def check_positive_seconds(obj: Any, name: str) -> None:
+    """A duration in seconds that must be more than zero (e.g. an HTTP timeout)."""
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{type(obj).__name__}.{name} must be a number of seconds > 0, got "
+                          f"{_short_repr(value)}; e.g. {name}=30")
+
+
 # -- compiling annotations to predicates ------------------------------------------------------
 @functools.cache
 def _checks_for(cls: type) -> tuple[_FieldCheck, ...]:

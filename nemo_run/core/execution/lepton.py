@@ -14,7 +14,7 @@ from typing import Any
 
 from nemo_run.config import check_env_vars
 from nemo_run.core.execution.base import Executor, ExecutorMacros
-from nemo_run.core.execution.fields import check_at_least
+from nemo_run.core.execution.fields import check_at_least, check_positive_seconds
 from nemo_run.exceptions import ConfigError
 
 # Mount targets Lepton refuses (the paths themselves; folders below them are allowed).
@@ -72,6 +72,7 @@ class LeptonExecutor(Executor):
     pre_launch_commands: list[str] = field(default_factory=list)
     custom_spec: dict[str, Any] = field(default_factory=dict)
     launched_from_cluster: bool = False
+    timeout: float = 30.0  # seconds per HTTP request; a whole call gets about twice that
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,6 +83,7 @@ class LeptonExecutor(Executor):
         for name in ("nodes", "nprocs_per_node"):
             check_at_least(self, name, 1)
         check_at_least(self, "gpus_per_node", 0)
+        check_positive_seconds(self, "timeout")
         if not self.resource_shape or not _SHAPE.match(self.resource_shape):
             raise ConfigError(
                 f"LeptonExecutor.resource_shape={self.resource_shape!r} is not a resource shape; "

@@ -4,7 +4,9 @@ A rule is ``{"match": {"method", "path_prefix"}, "count", "action": {...}}``: th
 ``count`` requests (``-1``: every one) whose method and path match get the action:
 ``status`` (an error reply, with ``retry_after`` a ``Retry-After`` header), ``delay``
 (seconds before handling), ``drop`` (close the connection without a reply),
-``delay_after_commit`` / ``drop_after_commit`` (the same after the request took effect).
+``delay_after_commit`` / ``drop_after_commit`` (the same after the request took effect),
+``body`` (reply with this JSON instead of handling the request, with ``status``, default 200:
+e.g. a stale listing that lacks a job which exists).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ FAULT_ACTIONS = (
     "drop",
     "delay_after_commit",
     "drop_after_commit",
+    "body",
 )
 
 
@@ -67,11 +70,14 @@ def parse_fault_rule(raw: Any, rule_id: int) -> FaultRule:
     if unknown:
         raise ValueError(f"unknown action keys {sorted(unknown)}; known: {list(FAULT_ACTIONS)}")
     if not any(k in action for k in FAULT_ACTIONS if k != "retry_after"):
-        raise ValueError("action needs one of status, delay, drop, delay_after_commit")
+        raise ValueError("action needs one of status, delay, drop, delay_after_commit, body")
+    lowest = 200 if "body" in action else 400
     if "status" in action and not (
-        isinstance(action["status"], int) and 400 <= action["status"] <= 599
+        isinstance(action["status"], int) and lowest <= action["status"] <= 599
     ):
-        raise ValueError("action.status must be an HTTP error status (400-599)")
+        raise ValueError(
+            "action.status must be an HTTP status 200-599 with a body, else an error (400-599)"
+        )
     for key in ("retry_after", "delay", "delay_after_commit"):
         if key in action and (not isinstance(action[key], (int, float)) or action[key] < 0):
             raise ValueError(f"action.{key} must be a non-negative number of seconds")

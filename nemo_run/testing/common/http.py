@@ -283,7 +283,9 @@ class Handler(BaseHTTPRequestHandler):
             emulator.count_response(key, "dropped")
             self._drop()
             return
-        if "status" in action:
+        if "body" in action:
+            response = Response(int(action.get("status", 200)), action["body"])
+        elif "status" in action:
             response = emulator.fault_response(action)
         else:
             response = emulator.respond(method, url.path, url.query, self.headers, body, too_large)

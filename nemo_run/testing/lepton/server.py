@@ -34,7 +34,7 @@ characters, as Lepton assigns it, so clients must use the id the create call ret
 Outside the API, for tests (no auth): ``/_emulator/faults`` (POST rules, GET, DELETE; rules
 as the Run:ai emulator's: ``{"match": {"method", "path_prefix"}, "count", "action":
 {"status" | "retry_after" | "delay" | "drop" | "delay_after_commit" |
-"drop_after_commit"}}``; ``path_prefix`` matches the full path or the path below the
+"drop_after_commit" | "body"}}``; ``path_prefix`` matches the full path or the path below the
 workspace URL, e.g. ``/jobs``), ``GET /_emulator/state``, ``POST /_emulator/reset``.
 """
 

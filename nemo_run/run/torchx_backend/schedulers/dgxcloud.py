@@ -3,8 +3,9 @@ for several nodes) in one project.
 
 The app id is the workload's unique name (a DNS label); the handle is
 `dgx_cloud://<session>/<name>`. The job store record keeps the workload id, its kind, the API
-base URL, project and client id (never the secret), so any later process can describe,
-list and cancel it with credentials from the environment or a 0600 profile.
+base URL, project, client id (never the secret) and the executor's timeout, so any later
+process can describe, list and cancel it with credentials from the environment or a 0600
+profile. What answers, silences and 404s mean is decided in `remote.py`, shared with Lepton.
 """
 
 from __future__ import annotations
@@ -13,21 +14,17 @@ import logging
 import os
 import shlex
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from torchx.schedulers.api import (
-    AppDryRunInfo,
-    DescribeAppResponse,
-    ListAppResponse,
-    Scheduler,
-    Stream,
-)
-from torchx.specs import AppDef, AppState, is_terminal, macros
+from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Scheduler, Stream
+from torchx.specs import AppDef, AppState, macros
 
-from nemo_run.core.clients.http import TransportError
+from nemo_run.core.clients import runai_datamover
+from nemo_run.core.clients.datamover import DataMover, build_payload
+from nemo_run.core.clients.http import fingerprint
 from nemo_run.core.clients.runai import RunAIClient, phase_of
 from nemo_run.core.credentials import resolve
 from nemo_run.core.execution.dgxcloud import (
@@ -38,23 +35,25 @@ from nemo_run.core.execution.dgxcloud import (
     credentials_or_error,
 )
 from nemo_run.core.packaging.base import extract
-from nemo_run.core.redact import redact_env
-from nemo_run.core.store import JobRecord, store_path
-from nemo_run.exceptions import BackendError, ConfigError
-from nemo_run.run.torchx_backend.schedulers.api import (
-    ACTIVE_STATES,
-    TERMINAL_STATES,
-    SchedulerMixin,
-    map_state,
-    single_role_response,
-    unique_name,
+from nemo_run.core.redact import (
+    MASK,
+    is_secret_arg_env,
+    mask_references,
+    redact_env,
+    shell_join_references,
+    split_secret_args,
 )
+from nemo_run.core.store import JobRecord, store_path
+from nemo_run.exceptions import ConfigError
+from nemo_run.run.torchx_backend.schedulers.api import map_state, single_role_response, unique_name
 from nemo_run.run.torchx_backend.schedulers.logs import follow_file
+from nemo_run.run.torchx_backend.schedulers.remote import TIMEOUT, RemoteSchedulerMixin
 
 log = logging.getLogger(__name__)
 
 BACKEND = "dgx_cloud"
 NAME_LIMIT = 40  # Run:ai derives pod and service names from it; keep room for their suffixes
+DEFAULT_TIMEOUT = 30.0  # seconds per HTTP attempt, for records written before the timeout was kept
 
 DGX_STATES: dict[str, AppState] = {
     "Creating": AppState.SUBMITTED,
@@ -91,12 +90,17 @@ def state_of_phase(phase: str | None) -> AppState:
 
 @dataclass
 class DGXRequest:
-    """One workload to create; `str()` is the dry-run text (body and launch script)."""
+    """One workload to create; `str()` is the dry-run text (body and launch script).
+
+    `cmd` is the command with secret values replaced by `${NEMORUN_ARG_<i>}` references;
+    `secret_env` holds those values, sent only in the API request (`environmentVariables`).
+    """
 
     app: AppDef
     cmd: list[str]
     executor: DGXCloudExecutor
     name: str
+    secret_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -107,11 +111,17 @@ class DGXRequest:
         """The job's folder on the PVC: code, launch script and per-rank logs."""
         return f"{self.executor.pvc_nemo_run_dir.rstrip('/')}/{self.name}"
 
+    @property
+    def shown_cmd(self) -> list[str]:
+        """The command as records and dry runs show it: secrets masked."""
+        return mask_references(self.cmd, self.secret_env)
+
     def env(self) -> dict[str, str]:
-        return dict(self.app.roles[0].env)
+        return {**self.app.roles[0].env, **self.secret_env}
 
     def launch_script(self, with_code: bool) -> str:
-        """Runs on every node: per-rank log on the PVC; pipefail keeps the command's exit code."""
+        """Runs on every node: per-rank log on the PVC; pipefail keeps the command's exit code.
+        Secret arguments are read from the environment, never written here."""
         lines = [
             "#!/bin/bash",
             "set -o pipefail",
@@ -120,7 +130,8 @@ class DGXRequest:
         ]
         if with_code:
             lines.append(f"cd {shlex.quote(self.job_dir)}/code")
-        lines.append(f'{shlex.join(self.cmd)} 2>&1 | tee "{self.job_dir}/logs/rank${{rank}}.log"')
+        command = shell_join_references(self.cmd, self.secret_env)
+        lines.append(f'{command} 2>&1 | tee "{self.job_dir}/logs/rank${{rank}}.log"')
         return "\n".join(lines) + "\n"
 
     def body(self, project_id: str, cluster_id: str) -> dict[str, Any]:
@@ -129,34 +140,47 @@ class DGXRequest:
             "command": "bash",
             "args": shlex.quote(f"{self.job_dir}/launch.sh"),
             "image": ex.container_image,
-            "environmentVariables": [{"name": k, "value": v} for k, v in sorted(self.env().items())],
+            "environmentVariables": [
+                {"name": k, "value": v} for k, v in sorted(self.env().items())
+            ],
             "storage": {"pvc": [dict(p) for p in ex.pvcs]},
         }
         if ex.gpus_per_node:
             spec["compute"] = {"gpuDevicesRequest": ex.gpus_per_node}
         if self.kind == "distributed":
-            spec.update(distributedFramework=ex.distributed_framework, numWorkers=ex.nodes,
-                        minReplicas=ex.nodes, maxReplicas=ex.nodes)
+            spec.update(
+                distributedFramework=ex.distributed_framework,
+                numWorkers=ex.nodes,
+                minReplicas=ex.nodes,
+                maxReplicas=ex.nodes,
+            )
         spec.update(ex.custom_spec)
         return {"name": self.name, "projectId": project_id, "clusterId": cluster_id, "spec": spec}
 
     def __str__(self) -> str:
-        shown = self.body("<project id>", "<cluster id>")
-        env = redact_env({e["name"]: e["value"] for e in shown["spec"]["environmentVariables"]})
-        shown["spec"]["environmentVariables"] = [{"name": k, "value": v} for k, v in env.items()]
         import json
 
-        return (f"POST {self.executor.base_url or '$DGX_CLOUD_BASE_URL'}/workloads/{self.kind}\n"
-                f"{json.dumps(shown, indent=2)}\n# {self.job_dir}/launch.sh\n"
-                f"{self.launch_script(self.executor.packager.ships_code)}")
+        shown = self.body("<project id>", "<cluster id>")
+        env = redact_env({e["name"]: e["value"] for e in shown["spec"]["environmentVariables"]})
+        shown["spec"]["environmentVariables"] = [
+            {"name": k, "value": MASK if is_secret_arg_env(k) else v} for k, v in env.items()
+        ]
+        return (
+            f"POST {self.executor.base_url or '$DGX_CLOUD_BASE_URL'}/workloads/{self.kind}\n"
+            f"{json.dumps(shown, indent=2)}\n# {self.job_dir}/launch.sh\n"
+            f"{self.launch_script(self.executor.packager.ships_code)}"
+        )
 
 
-class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+class DGXCloudScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
     """Run:ai workloads as torchx apps, durable through the job store."""
+
+    id_key, native_key, label = "workload_id", "phase", "DGX Cloud"
+    deleted_msg = "the workload was deleted on the server before it finished"
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
-        self._clients: dict[tuple[str, str], RunAIClient] = {}
+        self._clients: dict[tuple[str, str, str, float], RunAIClient] = {}
 
     def _run_opts(self) -> Any:
         from torchx.specs import runopts
@@ -164,35 +188,46 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         return runopts()
 
     # -- clients ----------------------------------------------------------------------------
-    def _client(self, base_url: str, client_id: str, secret: str | None, timeout: float = 30.0) -> RunAIClient:
-        key = (base_url, client_id)
+    def _client(
+        self, base_url: str, client_id: str, secret: str | None, timeout: float = DEFAULT_TIMEOUT
+    ) -> RunAIClient:
+        """One client per API, client id, secret (by its sha256, in memory only) and timeout:
+        a changed secret never reuses a client (or a token) the old one got."""
+        base_url, client_id, secret = credentials_or_error(base_url, client_id, secret)
+        key = (base_url, client_id, fingerprint(secret), float(timeout))
         client = self._clients.get(key)
         if client is None:
-            _, _, secret = credentials_or_error(base_url, client_id, secret)
             client = self._clients[key] = RunAIClient(base_url, client_id, secret, timeout=timeout)
         return client
 
     def _client_for(self, record: JobRecord) -> RunAIClient:
+        """A client for a recorded job, with the credentials in force now (read on every call)."""
         data = record.data
-        key = (data["base_url"], data["client_id"])
-        if key in self._clients:
-            return self._clients[key]
-        client_id = data["client_id"] or resolve("client_id", None, ENV_CLIENT_ID, PROFILE)
+        client_id = data.get("client_id") or resolve("client_id", None, ENV_CLIENT_ID, PROFILE)
         secret = resolve("client_secret", None, ENV_CLIENT_SECRET, PROFILE)
-        return self._client(data["base_url"], client_id or "", secret)
+        return self._client(
+            data["base_url"], client_id or "", secret, data.get(TIMEOUT) or DEFAULT_TIMEOUT
+        )
 
     # -- dry run ----------------------------------------------------------------------------
-    def _submit_dryrun(self, app: AppDef, cfg: DGXCloudExecutor) -> AppDryRunInfo[DGXRequest]:  # type: ignore[override]
+    def _submit_dryrun(  # type: ignore[override]
+        self, app: AppDef, cfg: DGXCloudExecutor
+    ) -> AppDryRunInfo[DGXRequest]:
         if len(app.roles) != 1:
             raise ConfigError(f"DGX Cloud runs one role per job; {app.name!r} has {len(app.roles)}")
         name = workload_name(app.name)
         # one spec serves every node: no per-replica values to substitute
-        role = macros.Values(img_root="", app_id=name, replica_id="0", rank0_env="MASTER_ADDR").apply(app.roles[0])
+        role = macros.Values(
+            img_root="", app_id=name, replica_id="0", rank0_env="MASTER_ADDR"
+        ).apply(app.roles[0])
         app.roles = [role]
-        request = DGXRequest(app=app, cmd=[role.entrypoint, *role.args], executor=cfg, name=name)
+        cmd, secret_env = split_secret_args([role.entrypoint, *role.args])
+        request = DGXRequest(app=app, cmd=cmd, executor=cfg, name=name, secret_env=secret_env)
         args = request.body("", "")["spec"]["args"]
         if len(args) > 10_000:
-            raise ConfigError(f"the workload command is {len(args)} characters; Run:ai accepts about 10,000")
+            raise ConfigError(
+                f"the workload command is {len(args)} characters; Run:ai accepts about 10,000"
+            )
         return AppDryRunInfo(request, str)
 
     def _app_id_of(self, request: DGXRequest) -> str:
@@ -200,32 +235,64 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
 
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[DGXRequest]) -> str:  # type: ignore[override]
+        """Read-only lookups first (a bad project fails with nothing recorded), then the
+        intent record, the code, and the create (see `RemoteSchedulerMixin._launch_remote`)."""
         request = dryrun_info.request
         ex = request.executor
         base_url, client_id, secret = ex.credentials()
         client = self._client(base_url, client_id, secret, ex.timeout)
         project = client.find_project(ex.project_name)
         project_id, cluster_id = str(project["id"]), str(project["clusterId"])
-        with tempfile.TemporaryDirectory(prefix="nemo_run_dgx_") as scratch:
-            archive = ex.packager.package(os.getcwd(), scratch, "code")
-            script = request.launch_script(with_code=archive is not None)
-            moved = self._ship(client, request, project_id, cluster_id, archive, script)
-        created = client.create_workload(request.kind, request.body(project_id, cluster_id))
-        self._store().put(JobRecord(
-            backend=self.backend, app_id=request.name, session=self.session_name,
-            state=AppState.SUBMITTED.name, experiment_id=ex.experiment_id,
-            log_dir=request.job_dir if ex.launched_from_cluster else None,
-            data={"workload_id": created["workloadId"], "kind": request.kind, "base_url": base_url,
-                  "client_id": client_id, "project_id": project_id, "project_name": ex.project_name,
-                  "pvc_job_dir": request.job_dir, "nodes": ex.nodes, "role": request.app.roles[0].name,
-                  "cmd": request.cmd, "launched_from_cluster": ex.launched_from_cluster,
-                  "data_mover_workloads": moved},
-        ))
-        return request.name
+        data = {
+            "kind": request.kind,
+            "base_url": base_url,
+            "client_id": client_id,
+            "project_id": project_id,
+            "project_name": ex.project_name,
+            "pvc_job_dir": request.job_dir,
+            "nodes": ex.nodes,
+            "role": request.app.roles[0].name,
+            "cmd": request.shown_cmd,
+            "launched_from_cluster": ex.launched_from_cluster,
+            TIMEOUT: ex.timeout,
+        }
 
-    def _ship(self, client: RunAIClient, request: DGXRequest, project_id: str, cluster_id: str,
-              archive: str | None, script: str) -> int:
-        """Code and launch script onto the PVC: directly when it is mounted here, else by workspaces."""
+        def ship(leftovers: list[dict[str, Any]], beat: Callable[[], None]) -> dict[str, Any]:
+            with tempfile.TemporaryDirectory(prefix="nemo_run_dgx_") as scratch:
+                archive = ex.packager.package(os.getcwd(), scratch, "code")
+                script = request.launch_script(with_code=archive is not None)
+                moved = self._ship(
+                    client, request, project_id, cluster_id, archive, script, leftovers, beat
+                )
+            return {"data_mover_workloads": moved}
+
+        def create() -> str:
+            created = client.create_workload(request.kind, request.body(project_id, cluster_id))
+            return created["workloadId"]
+
+        log_dir = request.job_dir if ex.launched_from_cluster else None
+        return self._launch_remote(
+            request.name,
+            experiment_id=ex.experiment_id,
+            log_dir=log_dir,
+            data=data,
+            ship=ship,
+            create=create,
+        )
+
+    def _ship(
+        self,
+        client: RunAIClient,
+        request: DGXRequest,
+        project_id: str,
+        cluster_id: str,
+        archive: str | None,
+        script: str,
+        leftovers: list[dict[str, Any]],
+        beat: Callable[[], None],
+    ) -> int:
+        """Code and launch script onto the PVC: directly when it is mounted here, else by
+        data-mover workspaces (any that cannot be deleted are added to `leftovers`)."""
         ex = request.executor
         if ex.launched_from_cluster:
             os.makedirs(os.path.join(request.job_dir, "logs"), exist_ok=True)
@@ -236,71 +303,74 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
                 fh.write(script)
             os.chmod(path, 0o755)
             return 0
-        from nemo_run.core.clients import runai_datamover
-        from nemo_run.core.clients.datamover import build_payload
-
+        ops = runai_datamover.helper_ops(
+            client,
+            project_id=project_id,
+            cluster_id=cluster_id,
+            image=ex.container_image,
+            pvcs=ex.pvcs,
+        )
+        mover = DataMover(ops, on_progress=beat, leftovers=leftovers)
         payload = build_payload({"launch.sh": script.encode()}, archive)
-        return runai_datamover.upload(client, name=request.name, project_id=project_id, cluster_id=cluster_id,
-                                      image=ex.container_image, pvcs=ex.pvcs, dest=request.job_dir,
-                                      payload=payload)
+        return mover.upload(
+            lambda i: runai_datamover.helper_name(request.name, i), request.job_dir, payload
+        )
 
-    # -- describe ---------------------------------------------------------------------------
-    def describe(self, app_id: str) -> DescribeAppResponse | None:
-        record = self._store().get(self.backend, app_id)
-        if record is None:
-            return None
-        if record.state in TERMINAL_STATES or "workload_id" not in record.data:
-            return self._response(record, AppState[record.state], record.data.get("msg", ""))
-        try:
-            workload = self._client_for(record).get_workload(record.data["kind"], record.data["workload_id"])
-        except (TransportError, BackendError) as e:
-            if isinstance(e, BackendError) and e.status is not None and e.status < 500 and e.status != 429:
-                raise
-            return self._response(record, AppState[record.state], f"DGX Cloud did not answer: {e}")
-        if workload is None:
-            state, phase = AppState.CANCELLED, "Deleted"
-            msg = "the workload was deleted on the server before it finished"
-        else:
-            phase = phase_of(workload)
-            state = state_of_phase(phase)
-            msg = "the workload is being deleted on the server" if phase == "Deleting" else f"phase {phase}"
-        if is_terminal(state):
-            record = self._record_final(app_id, state.name, phase=phase, msg=msg)
-            state = AppState[record.state]
-        elif phase != record.data.get("phase") or state.name != record.state:
-            record = self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES,
-                                          data={"phase": phase})
-        return self._response(record, state, msg)
+    # -- the hooks of RemoteSchedulerMixin ---------------------------------------------------
+    def _get(self, record: JobRecord) -> dict[str, Any] | None:
+        return self._client_for(record).get_workload(
+            record.data["kind"], record.data["workload_id"]
+        )
+
+    def _lookup(self, record: JobRecord) -> dict[str, Any] | None:
+        return self._client_for(record).find_workload(record.app_id, record.data["project_id"])
+
+    def _list_key(self, record: JobRecord) -> tuple[Any, ...]:
+        data = record.data
+        return (data["base_url"], data.get("client_id"), data["project_id"])
+
+    def _list_live(self, record: JobRecord) -> list[Any]:
+        return self._client_for(record).list_workloads([f"projectId=={record.data['project_id']}"])
+
+    def _id_of(self, job: dict[str, Any]) -> str:
+        return str(job.get("id") or job.get("workloadId") or "")
+
+    def _name_of(self, job: dict[str, Any]) -> str:
+        return str(job.get("name") or "")
+
+    def _observe(self, job: dict[str, Any]) -> tuple[AppState, str, str]:
+        phase = phase_of(job) or "Unknown"
+        msg = (
+            "the workload is being deleted on the server"
+            if phase == "Deleting"
+            else f"phase {phase}"
+        )
+        return state_of_phase(phase), phase, msg
+
+    def _stop_remote(self, record: JobRecord) -> bool:
+        return self._client_for(record).suspend(record.data["kind"], record.data["workload_id"])
+
+    def _delete_helper(self, record: JobRecord, entry: dict[str, Any]) -> None:
+        client = self._client_for(record)
+        if not entry.get("id"):
+            found = client.find_workload(entry["name"], record.data["project_id"])
+            if found is None:
+                return
+            entry = {**entry, "id": found["id"]}
+        runai_datamover.delete_helper(client, entry)
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
         cmd = record.data.get("cmd") or [""]
-        return single_role_response(record, state, msg, nodes=int(record.data.get("nodes", 1)), entrypoint=cmd[0],
-                                    args=cmd[1:], ui_url=record.data.get("base_url", "").removesuffix("/api/v1") or None)
-
-    # -- list -------------------------------------------------------------------------------
-    def list(self) -> list[ListAppResponse]:  # type: ignore[override]
-        records = self._store().list(self.backend)
-        live: dict[str, str] = {}
-        groups: dict[tuple[str, str, str], list[JobRecord]] = {}
-        for record in records:
-            if record.state not in TERMINAL_STATES and "workload_id" in record.data:
-                key = (record.data["base_url"], record.data["client_id"], record.data["project_id"])
-                groups.setdefault(key, []).append(record)
-        for (_, _, project_id), members in groups.items():
-            try:
-                client = self._client_for(members[0])
-                for workload in client.list_workloads([f"projectId=={project_id}"]):
-                    live[workload["id"]] = phase_of(workload) or "Unknown"
-            except (ConfigError, BackendError) as e:
-                log.warning("DGX Cloud states not refreshed for project %s: %s", project_id, e)
-                continue
-            for record in members:
-                phase = live.get(record.data["workload_id"], "Deleted")
-                state = AppState.CANCELLED if phase == "Deleted" else state_of_phase(phase)
-                if is_terminal(state):
-                    self._record_final(record.app_id, state.name, phase=phase)
-                record.state = state.name
-        return [ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle) for r in records]
+        ui_url = record.data.get("base_url", "").removesuffix("/api/v1") or None
+        return single_role_response(
+            record,
+            state,
+            msg,
+            nodes=int(record.data.get("nodes", 1)),
+            entrypoint=cmd[0],
+            args=cmd[1:],
+            ui_url=ui_url,
+        )
 
     # -- logs -------------------------------------------------------------------------------
     def log_iter(
@@ -315,16 +385,22 @@ class DGXCloudScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         streams: Stream | None = None,
     ) -> Iterable[str]:
         record = self._known_record(app_id)
-        self._check_replica(app_id, {record.data.get("role", "main"): int(record.data.get("nodes", 1))}, role_name, k)
+        self._check_replica(
+            app_id,
+            {record.data.get("role", "main"): int(record.data.get("nodes", 1))},
+            role_name,
+            k,
+        )
         path = f"{record.data.get('pvc_job_dir', '')}/logs/rank{k}.log"
         if not (record.data.get("launched_from_cluster") and os.path.isdir(os.path.dirname(path))):
-            return iter([f"nemo_run: the logs of {app_id} are on the PVC at {path}; read them where the PVC "
-                         "is mounted (DGXCloudExecutor(launched_from_cluster=True)) or in the Run:ai UI\n"])
+            return iter(
+                [
+                    f"nemo_run: the logs of {app_id} are on the PVC at {path}; read them where "
+                    "the PVC is mounted (DGXCloudExecutor(launched_from_cluster=True)) or in the "
+                    "Run:ai UI\n"
+                ]
+            )
         return self._matching(follow_file(path, lambda: self._finished(app_id), should_tail), regex)
-
-    # -- cancel -----------------------------------------------------------------------------
-    def _stop(self, record: JobRecord) -> None:
-        self._client_for(record).suspend(record.data["kind"], record.data["workload_id"])
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> DGXCloudScheduler:

@@ -37,8 +37,12 @@ class Emulator:
 
     def control(self, method: str, path: str, body: object = None) -> object:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/_emulator/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
@@ -56,9 +60,27 @@ def emulator(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("runai"))
     mode = "docker" if os.environ.get("NEMORUN_TEST_IMAGE") else "subprocess"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nemo_run.testing.dgxcloud", "--port", "0", "--data-dir", data_dir,
-         "--mode", mode, "--client-id", CLIENT, "--project", "nemo-project", "--project", "other-project"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "nemo_run.testing.dgxcloud",
+            "--port",
+            "0",
+            "--data-dir",
+            data_dir,
+            "--mode",
+            mode,
+            "--client-id",
+            CLIENT,
+            "--project",
+            "nemo-project",
+            "--project",
+            "other-project",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
         env={**os.environ, "RUNAI_EMULATOR_CLIENT_SECRET": SECRET},
     )
     line = proc.stdout.readline().strip()
@@ -78,15 +100,20 @@ def credentials(monkeypatch, emulator):
 
 
 def image() -> str:
-    return os.environ.get("NEMORUN_TEST_IMAGE", "unused-in-subprocess-mode")
+    return os.environ.get("NEMORUN_TEST_IMAGE") or "unused-in-subprocess-mode"
 
 
 def local_pvc_executor(emulator: Emulator, **kwargs) -> run.DGXCloudExecutor:
     """The PVC is mounted here at the same path as in the cluster (launched_from_cluster)."""
     pvc = emulator.pvc("local-pvc")
-    return run.DGXCloudExecutor(project_name="nemo-project", container_image=image(),
-                                pvcs=[{"claimName": "local-pvc", "path": pvc}],
-                                pvc_nemo_run_dir=f"{pvc}/jobs", launched_from_cluster=True, **kwargs)
+    return run.DGXCloudExecutor(
+        project_name="nemo-project",
+        container_image=image(),
+        pvcs=[{"claimName": "local-pvc", "path": pvc}],
+        pvc_nemo_run_dir=f"{pvc}/jobs",
+        launched_from_cluster=True,
+        **kwargs,
+    )
 
 
 def app_id_of(result: run.RunResult) -> str:
@@ -95,27 +122,54 @@ def app_id_of(result: run.RunResult) -> str:
 
 def wait_terminal(app_id: str) -> AppState:
     sched = create_scheduler("t")
-    return wait_for(lambda: (d := sched.describe(app_id)) and is_terminal(d.state) and d, timeout=60,
-                    what=app_id).state
+    return wait_for(
+        lambda: (d := sched.describe(app_id)) and is_terminal(d.state) and d,
+        timeout=60,
+        what=app_id,
+    ).state
 
 
 def test_states_cover_every_runai_phase():
-    phases = {"Creating", "Initializing", "Resuming", "Pending", "Deleting", "Running", "Updating", "Stopped",
-              "Stopping", "Degraded", "Failed", "Completed", "Terminating", "Unknown"}
+    phases = {
+        "Creating",
+        "Initializing",
+        "Resuming",
+        "Pending",
+        "Deleting",
+        "Running",
+        "Updating",
+        "Stopped",
+        "Stopping",
+        "Degraded",
+        "Failed",
+        "Completed",
+        "Terminating",
+        "Unknown",
+    }
     assert set(DGX_STATES) == phases
-    assert DGX_STATES["Unknown"] == AppState.UNKNOWN and DGX_STATES["Completed"] == AppState.SUCCEEDED
+    assert (
+        DGX_STATES["Unknown"] == AppState.UNKNOWN and DGX_STATES["Completed"] == AppState.SUCCEEDED
+    )
 
 
 def test_workload_names_follow_runai_rules():
     for raw in ("My_Train.Job", "123-start", "x" * 80, "--"):
         name = workload_name(raw)
-        assert len(name) <= 40 and name[0].isalpha() and set(name) <= set(string.ascii_lowercase + string.digits + "-")
+        assert (
+            len(name) <= 40
+            and name[0].isalpha()
+            and set(name) <= set(string.ascii_lowercase + string.digits + "-")
+        )
     assert workload_name("a") != workload_name("a")
 
 
 def test_success_with_output_and_logs(emulator):
-    result = run.run(run.Script(inline='echo "hello from rank $RANK"; echo done'),
-                     executor=local_pvc_executor(emulator), name="hello", tail_logs=True)
+    result = run.run(
+        run.Script(inline='echo "hello from rank $RANK"; echo done'),
+        executor=local_pvc_executor(emulator),
+        name="hello",
+        tail_logs=True,
+    )
     assert result.ok
     lines = list(create_scheduler("t").log_iter(app_id_of(result), "hello"))
     assert lines[-1] == "done\n" and lines[0].startswith("hello from rank")
@@ -123,12 +177,22 @@ def test_success_with_output_and_logs(emulator):
 
 def test_failure_is_failed_thanks_to_pipefail(emulator):
     with pytest.raises(run.JobFailedError, match="FAILED"):
-        run.run(run.Script(inline="echo about to fail; exit 3"), executor=local_pvc_executor(emulator), name="bad")
+        run.run(
+            run.Script(inline="echo about to fail; exit 3"),
+            executor=local_pvc_executor(emulator),
+            name="bad",
+        )
 
 
-def test_cancel_then_describe_list_from_a_new_process_without_secret_on_disk(emulator, nemorun_home):
-    result = run.run(run.Script(inline="echo started; sleep 300"), executor=local_pvc_executor(emulator),
-                     name="long", detach=True)
+def test_cancel_then_describe_list_from_a_new_process_without_secret_on_disk(
+    emulator, nemorun_home
+):
+    result = run.run(
+        run.Script(inline="echo started; sleep 300"),
+        executor=local_pvc_executor(emulator),
+        name="long",
+        detach=True,
+    )
     app_id = app_id_of(result)
     sched = create_scheduler("t")
     wait_for(lambda: sched.describe(app_id).state == AppState.RUNNING, timeout=60, what="running")
@@ -141,8 +205,11 @@ def test_cancel_then_describe_list_from_a_new_process_without_secret_on_disk(emu
     """).stdout.split("\n")
     assert out[:2] == ["CANCELLED", "['CANCELLED']"]
     [workload] = [w for w in emulator.workloads() if w["name"] == app_id]
-    wait_for(lambda: [w for w in emulator.workloads() if w["name"] == app_id][0]["phase"] == "Stopped",
-             timeout=30, what="the workload to stop")
+    wait_for(
+        lambda: [w for w in emulator.workloads() if w["name"] == app_id][0]["phase"] == "Stopped",
+        timeout=30,
+        what="the workload to stop",
+    )
     assert workload["type"].lower().startswith("training")
     for folder, _, files in os.walk(nemorun_home):
         for name in files:
@@ -151,22 +218,43 @@ def test_cancel_then_describe_list_from_a_new_process_without_secret_on_disk(emu
 
 
 def test_token_expiry_mid_run_is_transparent(emulator):
-    result = run.run(run.Script(inline="sleep 1; echo ok"), executor=local_pvc_executor(emulator), name="tok",
-                     detach=True)
+    result = run.run(
+        run.Script(inline="sleep 1; echo ok"),
+        executor=local_pvc_executor(emulator),
+        name="tok",
+        detach=True,
+    )
     emulator.control("POST", "expire-tokens")
     assert wait_terminal(app_id_of(result)) == AppState.SUCCEEDED
 
 
 def test_error_storm_creates_exactly_one_workload(emulator):
-    emulator.control("POST", "faults", [
-        {"match": {"method": "POST", "path_prefix": "/api/v1/workloads/trainings"}, "count": 2,
-         "action": {"status": 503}},
-        {"match": {"method": "POST", "path_prefix": "/api/v1/workloads/trainings"}, "count": 1,
-         "action": {"status": 429, "retry_after": 0.2}},
-        {"match": {"method": "POST", "path_prefix": "/api/v1/workloads/trainings"}, "count": 1,
-         "action": {"delay_after_commit": 2}},
-        {"match": {"method": "GET", "path_prefix": "/api/v1/workloads"}, "count": 2, "action": {"status": 500}},
-    ])
+    emulator.control(
+        "POST",
+        "faults",
+        [
+            {
+                "match": {"method": "POST", "path_prefix": "/api/v1/workloads/trainings"},
+                "count": 2,
+                "action": {"status": 503},
+            },
+            {
+                "match": {"method": "POST", "path_prefix": "/api/v1/workloads/trainings"},
+                "count": 1,
+                "action": {"status": 429, "retry_after": 0.2},
+            },
+            {
+                "match": {"method": "POST", "path_prefix": "/api/v1/workloads/trainings"},
+                "count": 1,
+                "action": {"delay_after_commit": 2},
+            },
+            {
+                "match": {"method": "GET", "path_prefix": "/api/v1/workloads"},
+                "count": 2,
+                "action": {"status": 500},
+            },
+        ],
+    )
     ex = local_pvc_executor(emulator, timeout=1.0)
     result = run.run(run.Script(inline="echo once"), executor=ex, name="storm")
     assert result.ok
@@ -174,8 +262,12 @@ def test_error_storm_creates_exactly_one_workload(emulator):
 
 
 def test_workload_deleted_on_the_server_reads_terminal(emulator):
-    result = run.run(run.Script(inline="sleep 300"), executor=local_pvc_executor(emulator), name="gone",
-                     detach=True)
+    result = run.run(
+        run.Script(inline="sleep 300"),
+        executor=local_pvc_executor(emulator),
+        name="gone",
+        detach=True,
+    )
     app_id = app_id_of(result)
     record = get_store().get("dgx_cloud", app_id)
     from nemo_run.core.clients.runai import RunAIClient
@@ -187,13 +279,24 @@ def test_workload_deleted_on_the_server_reads_terminal(emulator):
 
 def test_bad_input_fails_before_any_workload(emulator, monkeypatch):
     before = len(emulator.workloads())
-    with pytest.raises(ConfigError, match="project_name='nope' does not exist; available projects: nemo-project, "
-                                          "other-project"):
-        run.run(run.Script(inline="true"), executor=run.DGXCloudExecutor(
-            project_name="nope", container_image=image(), pvcs=[{"claimName": "c", "path": "/nemo_run"}],
-            pvc_nemo_run_dir="/nemo_run/jobs"), name="x")
+    with pytest.raises(
+        ConfigError,
+        match="project_name='nope' does not exist; available projects: nemo-project, other-project",
+    ):
+        run.run(
+            run.Script(inline="true"),
+            executor=run.DGXCloudExecutor(
+                project_name="nope",
+                container_image=image(),
+                pvcs=[{"claimName": "c", "path": "/nemo_run"}],
+                pvc_nemo_run_dir="/nemo_run/jobs",
+            ),
+            name="x",
+        )
     monkeypatch.delenv("DGX_CLOUD_CLIENT_SECRET")
-    with pytest.raises(ConfigError, match="credentials missing: client_secret; set DGX_CLOUD_BASE_URL"):
+    with pytest.raises(
+        ConfigError, match="credentials missing: client_secret; set DGX_CLOUD_BASE_URL"
+    ):
         run.run(run.Script(inline="true"), executor=local_pvc_executor(emulator), name="x")
     assert len(emulator.workloads()) == before
 
@@ -207,17 +310,24 @@ def test_two_mb_repository_through_the_data_mover(emulator, tmp_path, monkeypatc
     for i in range(40):  # ~2 MB of source-like text
         path = code / f"pkg{i % 5}" / f"module_{i}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
-        words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
-                 for _ in range(9000)]  # random identifiers: compresses about as badly as real code
+        words = [
+            "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
+            for _ in range(9000)
+        ]  # random identifiers: compresses about as badly as real code
         path.write_text(" ".join(words) + "\n")
-    (code / "main.sh").write_text('echo "files: $(find . -name "*.py" | wc -l) bytes: $(cat pkg*/*.py | wc -c)"\n')
+    (code / "main.sh").write_text(
+        'echo "files: $(find . -name "*.py" | wc -l) bytes: $(cat pkg*/*.py | wc -c)"\n'
+    )
     total = sum(p.stat().st_size for p in code.rglob("*.py"))
     assert total > 2_000_000
     monkeypatch.chdir(code)
-    ex = run.DGXCloudExecutor(project_name="nemo-project", container_image=docker_image,
-                              pvcs=[{"claimName": "remote-pvc", "path": "/nemo_run"}],
-                              pvc_nemo_run_dir="/nemo_run/jobs",
-                              packager=run.PatternPackager(include_pattern=["**/*.py", "main.sh"]))
+    ex = run.DGXCloudExecutor(
+        project_name="nemo-project",
+        container_image=docker_image,
+        pvcs=[{"claimName": "remote-pvc", "path": "/nemo_run"}],
+        pvc_nemo_run_dir="/nemo_run/jobs",
+        packager=run.PatternPackager(include_pattern=["**/*.py", "main.sh"]),
+    )
     result = run.run(run.Script(inline="bash main.sh"), executor=ex, name="bigrepo")
     assert result.ok
     record = get_store().get("dgx_cloud", app_id_of(result))
@@ -230,7 +340,9 @@ def test_two_mb_repository_through_the_data_mover(emulator, tmp_path, monkeypatc
 
 def test_distributed_runs_every_rank(emulator):
     ex = local_pvc_executor(emulator, nodes=2)
-    result = run.run(run.Script(inline='echo "rank $RANK of $WORLD_SIZE"'), executor=ex, name="dist")
+    result = run.run(
+        run.Script(inline='echo "rank $RANK of $WORLD_SIZE"'), executor=ex, name="dist"
+    )
     assert result.ok
     sched = create_scheduler("t")
     seen = sorted(line for k in range(2) for line in sched.log_iter(app_id_of(result), "dist", k))
@@ -238,27 +350,44 @@ def test_distributed_runs_every_rank(emulator):
 
 
 def test_transient_errors_are_not_failures(emulator):
-    result = run.run(run.Script(inline="sleep 300"), executor=local_pvc_executor(emulator), name="flaky",
-                     detach=True)
+    result = run.run(
+        run.Script(inline="sleep 300"),
+        executor=local_pvc_executor(emulator),
+        name="flaky",
+        detach=True,
+    )
     app_id = app_id_of(result)
     sched = create_scheduler("t")
     wait_for(lambda: sched.describe(app_id).state == AppState.RUNNING, timeout=60, what="running")
-    emulator.control("POST", "faults", {"match": {"method": "GET", "path_prefix": "/api/v1/workloads"},
-                                        "count": -1, "action": {"status": 503}})
+    emulator.control(
+        "POST",
+        "faults",
+        {
+            "match": {"method": "GET", "path_prefix": "/api/v1/workloads"},
+            "count": -1,
+            "action": {"status": 503},
+        },
+    )
     from nemo_run.core.clients.http import RetryPolicy
 
-    sched._client_for(get_store().get("dgx_cloud", app_id)).http.retry = RetryPolicy(attempts=2, base_delay=0.01)
+    sched._client_for(get_store().get("dgx_cloud", app_id)).http.retry = RetryPolicy(
+        attempts=2, base_delay=0.01
+    )
     desc = sched.describe(app_id)
-    assert desc.state == AppState.RUNNING and "did not answer" in desc.msg
+    assert desc.state == AppState.RUNNING and "not answering" in desc.msg and desc.unanswered
     emulator.control("DELETE", "faults")
     sched.cancel(app_id)
     assert sched.describe(app_id).state == AppState.CANCELLED
 
 
 def test_logs_without_the_pvc_mounted_here_say_where_they_are(emulator):
-    ex = run.DGXCloudExecutor(project_name="nemo-project", container_image=image(),
-                              pvcs=[{"claimName": "remote-pvc", "path": emulator.pvc("remote-pvc")}],
-                              pvc_nemo_run_dir=emulator.pvc("remote-pvc") + "/jobs", launched_from_cluster=True)
+    ex = run.DGXCloudExecutor(
+        project_name="nemo-project",
+        container_image=image(),
+        pvcs=[{"claimName": "remote-pvc", "path": emulator.pvc("remote-pvc")}],
+        pvc_nemo_run_dir=emulator.pvc("remote-pvc") + "/jobs",
+        launched_from_cluster=True,
+    )
     result = run.run(run.Script(inline="echo hi"), executor=ex, name="where")
     from nemo_run.core.store import get_store as store
 
@@ -272,9 +401,15 @@ def test_profile_must_be_private(nemorun_home, monkeypatch):
         monkeypatch.delenv(name)
     profile = nemorun_home / "profiles" / "dgxcloud.json"
     profile.parent.mkdir()
-    profile.write_text(json.dumps({"base_url": "http://h/api/v1", "client_id": "id", "client_secret": "s3"}))
-    ex = run.DGXCloudExecutor(project_name="p", container_image="i", pvcs=[{"claimName": "c", "path": "/n"}],
-                              pvc_nemo_run_dir="/n/j")
+    profile.write_text(
+        json.dumps({"base_url": "http://h/api/v1", "client_id": "id", "client_secret": "s3"})
+    )
+    ex = run.DGXCloudExecutor(
+        project_name="p",
+        container_image="i",
+        pvcs=[{"claimName": "c", "path": "/n"}],
+        pvc_nemo_run_dir="/n/j",
+    )
     profile.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by other users .*chmod 600"):
         ex.credentials()
@@ -283,17 +418,24 @@ def test_profile_must_be_private(nemorun_home, monkeypatch):
     assert "s3" not in repr(ex)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"nodes": 0}, "nodes must be an integer >= 1"),
-    ({"pvc_nemo_run_dir": "/elsewhere/jobs"}, "is not under any PVC path"),
-    ({"pvcs": []}, "pvcs needs at least one"),
-    ({"pvcs": [{"claimName": "c"}]}, r"pvcs\[0\] needs 'claimName' and an absolute 'path'"),
-    ({"base_url": "https://x.run.ai"}, "must be the API root ending in /api/v1"),
-    ({"distributed_framework": "Horovod"}, "use one of PyTorch"),
-    ({"container_image": ""}, "container_image is required"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"nodes": 0}, "nodes must be an integer >= 1"),
+        ({"pvc_nemo_run_dir": "/elsewhere/jobs"}, "is not under any PVC path"),
+        ({"pvcs": []}, "pvcs needs at least one"),
+        ({"pvcs": [{"claimName": "c"}]}, r"pvcs\[0\] needs 'claimName' and an absolute 'path'"),
+        ({"base_url": "https://x.run.ai"}, "must be the API root ending in /api/v1"),
+        ({"distributed_framework": "Horovod"}, "use one of PyTorch"),
+        ({"container_image": ""}, "container_image is required"),
+    ],
+)
 def test_executor_rejects_bad_input(kwargs, message):
-    base = {"project_name": "p", "container_image": "i", "pvcs": [{"claimName": "c", "path": "/n"}],
-            "pvc_nemo_run_dir": "/n/jobs"}
+    base = {
+        "project_name": "p",
+        "container_image": "i",
+        "pvcs": [{"claimName": "c", "path": "/n"}],
+        "pvc_nemo_run_dir": "/n/jobs",
+    }
     with pytest.raises(ConfigError, match=message):
         run.DGXCloudExecutor(**{**base, **kwargs})
