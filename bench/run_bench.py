@@ -554,7 +554,9 @@ def time_cmd_reps(
 def measure_logs(side: Side, plan: Plan) -> dict[str, Any]:
     """Peak memory of reading a big log to its end, as `job logs` does."""
     with Scratch("logs") as s:
-        setup = run_worker(side, s, ["logs-setup", "--n", str(plan.log_mb), "--job-dir", s.jobs], 900)
+        setup = run_worker(
+            side, s, ["logs-setup", "--n", str(plan.log_mb), "--job-dir", s.jobs], 900
+        )
         if setup.get("state") != "SUCCEEDED":
             raise BenchError(f"the log-writing job ended {setup.get('state')}")
         meas = run_worker(side, s, ["logs-measure", "--app-id", setup["app_id"]], 900)
@@ -565,8 +567,10 @@ def measure_logs(side: Side, plan: Plan) -> dict[str, Any]:
         "logs_peak_rss_mb": meas["rss_peak_mb"],
         "logs_read_s": meas["seconds"],
         "_raw": {"setup": setup, "measure": meas},
-        "_notes": {"logs_peak_rss_mb": f"{meas['lines']:,} lines; "
-                                       f"{meas['rss_before_mb']:.0f} MB before reading"},
+        "_notes": {
+            "logs_peak_rss_mb": f"{meas['lines']:,} lines; "
+            f"{meas['rss_before_mb']:.0f} MB before reading"
+        },
     }
 
 
@@ -1185,8 +1189,12 @@ def main(argv: list[str] | None = None) -> int:
                     lambda side=side: measure_cli_many(side, plan),
                 )
             elif group == "logs":
-                record(group, ["logs_peak_rss_mb", "logs_read_s"], side,
-                       lambda side=side: measure_logs(side, plan))
+                record(
+                    group,
+                    ["logs_peak_rss_mb", "logs_read_s"],
+                    side,
+                    lambda side=side: measure_logs(side, plan),
+                )
             elif group == "docker":
                 assert engine is not None
                 describe_keys = ["docker_describe_median_ms", "docker_describe_p95_ms"]

@@ -730,7 +730,9 @@ def cmd_logs_setup(args: argparse.Namespace) -> dict[str, Any]:
     sched = new_scheduler()
     executor = run.LocalExecutor()
     executor.job_dir = args.job_dir
-    app_id = sched.schedule(sched.submit_dryrun(specs.AppDef(name="biglog", roles=[role]), executor))
+    app_id = sched.schedule(
+        sched.submit_dryrun(specs.AppDef(name="biglog", roles=[role]), executor)
+    )
     state = wait_terminal(sched, app_id, timeout=600)
     return {"app_id": app_id, "state": state}
 
@@ -749,8 +751,13 @@ def cmd_logs_measure(args: argparse.Namespace) -> dict[str, Any]:
         lines += 1
         size += len(text)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"lines": lines, "bytes": size, "seconds": time.perf_counter() - t0,
-            "rss_before_mb": before, "rss_peak_mb": peak}
+    return {
+        "lines": lines,
+        "bytes": size,
+        "seconds": time.perf_counter() - t0,
+        "rss_before_mb": before,
+        "rss_peak_mb": peak,
+    }
 
 
 COMMANDS = {

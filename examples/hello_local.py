@@ -16,7 +16,9 @@ def train(model: str = "tiny", lr: float = 0.1, steps: int = 3) -> None:
 
 def main() -> None:
     executor = run.LocalExecutor(env_vars={"GREETING": "hello from nemo_run"})
-    script = run.Script(inline='echo "$GREETING"; echo "args: $*"; uname -sr', args=["--epochs", "2"])
+    script = run.Script(
+        inline='echo "$GREETING"; echo "args: $*"; uname -sr', args=["--epochs", "2"]
+    )
     partial = run.Partial(train, model="demo", lr=0.5, steps=3)
 
     results = [

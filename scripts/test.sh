@@ -7,6 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS="test,docker,lepton,skypilot" source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 
 engine="$(bash "$ROOT/scripts/docker-up.sh" | tail -n 1)"
 echo "docker: $engine"

@@ -26,7 +26,9 @@ def docker_image():
     reason = os.environ.get("NEMORUN_TEST_DOCKER_SKIP")
     image = os.environ.get("NEMORUN_TEST_IMAGE")
     if not reason and not image:
-        reason = "no engine was set up: run the tests through scripts/test.sh (NEMORUN_TEST_IMAGE unset)"
+        reason = (
+            "no engine was set up: run the tests through scripts/test.sh (NEMORUN_TEST_IMAGE unset)"
+        )
     if not reason:
         try:
             import docker

@@ -14,11 +14,17 @@ T = TypeVar("T")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code: str, *, check: bool = True, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *, check: bool = True, timeout: float = 60, **kwargs
+) -> subprocess.CompletedProcess[str]:
     """Run `code` in a new interpreter (same NEMORUN_HOME via the environment)."""
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-        timeout=timeout, cwd=kwargs.pop("cwd", REPO), **kwargs,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kwargs.pop("cwd", REPO),
+        **kwargs,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -38,16 +38,24 @@ def _files_holding_secrets(root) -> list[str]:
 
 
 def _script() -> run.Script:
-    return run.Script(inline='test "$1" = --api-key && echo "args ok ($#)"',
-                      args=["--api-key", SECRETS["arg"], f"--token={SECRETS['arg_eq']}",
-                            f"DB_PASSWORD={SECRETS['assign']}"])
+    return run.Script(
+        inline='test "$1" = --api-key && echo "args ok ($#)"',
+        args=[
+            "--api-key",
+            SECRETS["arg"],
+            f"--token={SECRETS['arg_eq']}",
+            f"DB_PASSWORD={SECRETS['assign']}",
+        ],
+    )
 
 
 def test_local_tasks_keep_no_secret_on_disk(nemorun_home, capsys):
     executor = run.LocalExecutor(env_vars={"HF_TOKEN": SECRETS["env"]})
     with run.Experiment("secrets") as exp:
         exp.add(_script(), executor=executor, name="script")
-        exp.add(run.Partial(task_fn, lr=0.5, api_key=SECRETS["kwarg"]), executor=executor, name="fn")
+        exp.add(
+            run.Partial(task_fn, lr=0.5, api_key=SECRETS["kwarg"]), executor=executor, name="fn"
+        )
         exp.run(dryrun=True)
         exp.run()
     states = {k: v["state"] for k, v in exp.status(return_dict=True).items()}
@@ -59,8 +67,10 @@ def test_local_tasks_keep_no_secret_on_disk(nemorun_home, capsys):
 
 @pytest.mark.docker
 def test_docker_settings_keep_no_secret_on_disk(nemorun_home, docker_image, capsys):
-    executor = run.DockerExecutor(container_image=docker_image, additional_kwargs={
-        "environment": {"HF_TOKEN": SECRETS["docker"]}, "labels": {"team": "x"}})
+    executor = run.DockerExecutor(
+        container_image=docker_image,
+        additional_kwargs={"environment": {"HF_TOKEN": SECRETS["docker"]}, "labels": {"team": "x"}},
+    )
     with run.Experiment("docker-secrets") as exp:
         exp.add(_script(), executor=executor, name="script")
         exp.run(dryrun=True)

@@ -10,13 +10,17 @@ HEAVY = ("torchx", "fiddle", "docker", "sky", "leptonai", "requests", "typer", "
 
 
 def test_import_loads_no_heavy_dependency():
-    out = run_python(f"import sys, nemo_run; print([m for m in {HEAVY!r} if m in sys.modules])").stdout
+    out = run_python(
+        f"import sys, nemo_run; print([m for m in {HEAVY!r} if m in sys.modules])"
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_script_and_executor_do_not_load_fiddle():
-    out = run_python("import sys, nemo_run as run; run.Script(inline='x'); run.LocalExecutor(); "
-                     "print('fiddle' in sys.modules)").stdout
+    out = run_python(
+        "import sys, nemo_run as run; run.Script(inline='x'); run.LocalExecutor(); "
+        "print('fiddle' in sys.modules)"
+    ).stdout
     assert out.strip() == "False"
 
 

@@ -20,9 +20,12 @@ SHELL = [s for s in re.findall(r"```bash\n(.*?)```", TEXT, re.DOTALL) if s.start
 def test_python_snippet_runs_as_written(index, tmp_path):
     script = tmp_path / f"snippet{index}.py"
     script.write_text(SNIPPETS[index])
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, f"snippet {index}:\n{SNIPPETS[index]}\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, (
+        f"snippet {index}:\n{SNIPPETS[index]}\n{proc.stdout}\n{proc.stderr}"
+    )
 
 
 @pytest.mark.parametrize("index", range(len(SHELL)))
@@ -30,6 +33,12 @@ def test_shell_snippet_runs_as_written(index, tmp_path):
     script = tmp_path / f"snippet{index}.sh"
     script.write_text("set -e\n" + SHELL[index])
     path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path, env={**os.environ, "PATH": path})
+    proc = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PATH": path},
+    )
     assert proc.returncode == 0, f"snippet {index}:\n{SHELL[index]}\n{proc.stdout}\n{proc.stderr}"

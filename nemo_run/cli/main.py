@@ -479,11 +479,20 @@ def run_command(
 @login_app.command("dgxcloud")
 @_guard
 def login_dgxcloud(
-    base_url: str = typer.Option(..., "--base-url", prompt="Run:ai API URL (ends in /api/v1)",
-                                 help="e.g. https://my-org.run.ai/api/v1"),
+    base_url: str = typer.Option(
+        ...,
+        "--base-url",
+        prompt="Run:ai API URL (ends in /api/v1)",
+        help="e.g. https://my-org.run.ai/api/v1",
+    ),
     client_id: str = typer.Option(..., "--client-id", prompt="Client (application) id"),
-    client_secret: str = typer.Option(..., "--client-secret", prompt="Client secret", hide_input=True,
-                                      help="Prompted for (hidden) when not given."),
+    client_secret: str = typer.Option(
+        ...,
+        "--client-secret",
+        prompt="Client secret",
+        hide_input=True,
+        help="Prompted for (hidden) when not given.",
+    ),
     check: bool = typer.Option(True, "--check/--no-check", help="Ask the API for a token first."),
 ) -> None:
     """Save DGX Cloud (Run:ai) credentials.   Example: nemorun login dgxcloud --base-url URL --client-id ID"""
@@ -494,10 +503,12 @@ def login_dgxcloud(
     if check:
         from nemo_run.core.clients.runai import RunAIClient
 
-        RunAIClient(base_url, client_id, client_secret, timeout=15).call("GET", "/org-unit/projects",
-                                                                           idempotent=True)
-    path = save_profile(PROFILE, {"base_url": base_url, "client_id": client_id,
-                                  "client_secret": client_secret})
+        RunAIClient(base_url, client_id, client_secret, timeout=15).call(
+            "GET", "/org-unit/projects", idempotent=True
+        )
+    path = save_profile(
+        PROFILE, {"base_url": base_url, "client_id": client_id, "client_secret": client_secret}
+    )
     typer.echo(f"saved to {path} (mode 0600); DGXCloudExecutor reads it when DGX_CLOUD_* are unset")
 
 

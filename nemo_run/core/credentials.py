@@ -26,8 +26,10 @@ def load_profile(name: str) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"profile {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
-                          f"run `chmod 600 {path}`")
+        raise ConfigError(
+            f"profile {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {path}`"
+        )
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)

@@ -45,16 +45,24 @@ def explain(error: BaseException, path: str, doing: str) -> str | None:
     if kind is None:
         return None
     if kind == "no space":
-        return (f"no space left on the device holding {folder} while {doing}; free some space "
-                f"there (df -h {folder}) or point NEMORUN_HOME at a larger disk")
+        return (
+            f"no space left on the device holding {folder} while {doing}; free some space "
+            f"there (df -h {folder}) or point NEMORUN_HOME at a larger disk"
+        )
     if kind == "read-only":
         if _writable_fs_is_read_only(folder):
-            return (f"{folder} is on a read-only filesystem, so nemo_run cannot keep records there "
-                    f"while {doing}; point NEMORUN_HOME at a writable folder")
-        return (f"{path} is read-only while {doing}; make it writable (chmod u+w) or point "
-                "NEMORUN_HOME at a writable folder")
-    return (f"permission denied on {path} while {doing}; fix its ownership or mode, or point "
-            "NEMORUN_HOME at a folder you own")
+            return (
+                f"{folder} is on a read-only filesystem, so nemo_run cannot keep records there "
+                f"while {doing}; point NEMORUN_HOME at a writable folder"
+            )
+        return (
+            f"{path} is read-only while {doing}; make it writable (chmod u+w) or point "
+            "NEMORUN_HOME at a writable folder"
+        )
+    return (
+        f"permission denied on {path} while {doing}; fix its ownership or mode, or point "
+        "NEMORUN_HOME at a folder you own"
+    )
 
 
 def _writable_fs_is_read_only(folder: str) -> bool:

@@ -34,6 +34,8 @@ def check_folder_name(value: object, what: str, *, reserved: frozenset[str] = fr
         problem = f"is reserved for the experiment's own files ({', '.join(sorted(reserved))})"
     if problem:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise ConfigError(f"{what} {shown} {problem}; pick a short name of letters, digits, "
-                          "'-', '_' or '.', e.g. 'pretrain-llama'")
+        raise ConfigError(
+            f"{what} {shown} {problem}; pick a short name of letters, digits, "
+            "'-', '_' or '.', e.g. 'pretrain-llama'"
+        )
     return name

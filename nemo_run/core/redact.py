@@ -82,8 +82,9 @@ def redact_text(text: str) -> str:
     """Mask secrets in free text such as a shell script or a command line."""
     text = _TEXT_FLAG.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _TEXT_ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}", text)
-    return _TEXT_PAYLOAD.sub(lambda m: f"{PARTIAL_RUNNER}{m.group(1)}{redact_partial_payload(m.group(2))}",
-                             text)
+    return _TEXT_PAYLOAD.sub(
+        lambda m: f"{PARTIAL_RUNNER}{m.group(1)}{redact_partial_payload(m.group(2))}", text
+    )
 
 
 def redact_partial_payload(payload: str) -> str:

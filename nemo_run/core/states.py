@@ -50,7 +50,9 @@ class State(str, Enum):
         try:
             return cls(str(name).upper())
         except ValueError:
-            raise ValueError(f"unknown state {value!r}; states: {', '.join(s.value for s in cls)}") from None
+            raise ValueError(
+                f"unknown state {value!r}; states: {', '.join(s.value for s in cls)}"
+            ) from None
 
     def app_state(self) -> Any:
         """The torchx AppState of a job state (task-only states have none)."""
@@ -62,8 +64,14 @@ class State(str, Enum):
 
 
 JOB_STATES: tuple[State, ...] = (
-    State.UNSUBMITTED, State.SUBMITTED, State.PENDING, State.RUNNING,
-    State.SUCCEEDED, State.FAILED, State.CANCELLED, State.UNKNOWN,
+    State.UNSUBMITTED,
+    State.SUBMITTED,
+    State.PENDING,
+    State.RUNNING,
+    State.SUCCEEDED,
+    State.FAILED,
+    State.CANCELLED,
+    State.UNKNOWN,
 )
 FINAL_JOB_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 TERMINAL = frozenset({*FINAL_JOB_STATES, State.SKIPPED})

@@ -51,9 +51,13 @@ def run(
 
     refuse_launch_while_loading_main()
     if executor is not None and not isinstance(executor, Executor):
-        raise ConfigError(f"executor must be a run.Executor (e.g. run.LocalExecutor()), got {type(executor).__name__}")
+        raise ConfigError(
+            f"executor must be a run.Executor (e.g. run.LocalExecutor()), got {type(executor).__name__}"
+        )
     if detach and tail_logs:
-        raise ConfigError("tail_logs=True needs an attached run; drop detach=True or tail_logs=True")
+        raise ConfigError(
+            "tail_logs=True needs an attached run; drop detach=True or tail_logs=True"
+        )
     name = name or task_name(task)
     if direct:
         return _run_direct(task, name)
@@ -69,10 +73,17 @@ def run(
     if task_id in exp.launch_errors:
         raise exp.launch_errors[task_id]
     status = (exp.status(return_dict=True) or {})[task_id]
-    state = AppState[status["state"]] if status["state"] in AppState.__members__ else AppState.UNKNOWN
+    state = (
+        AppState[status["state"]] if status["state"] in AppState.__members__ else AppState.UNKNOWN
+    )
     record = exp._current_record().task(task_id)
-    result = RunResult(status["handle"] or "", state, status["job_dir"], roles=tuple(record.roles),
-                       experiment_id=exp.id)
+    result = RunResult(
+        status["handle"] or "",
+        state,
+        status["job_dir"],
+        roles=tuple(record.roles),
+        experiment_id=exp.id,
+    )
     if not detach and state != AppState.SUCCEEDED:
         where = f"; logs in {status['job_dir']}" if status["job_dir"] else ""
         raise JobFailedError(result.handle, state.name, (status["reason"] or "") + where)
@@ -83,7 +94,9 @@ def _run_direct(task: Any, name: str) -> RunResult:
     from nemo_run.config import Script
 
     if isinstance(task, Script):
-        raise ConfigError("direct=True runs a run.Partial/run.Config in this process; a Script needs an executor")
+        raise ConfigError(
+            "direct=True runs a run.Partial/run.Config in this process; a Script needs an executor"
+        )
     import fiddle as fdl
 
     built = fdl.build(task)

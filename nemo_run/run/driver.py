@@ -28,20 +28,30 @@ MAX_PARALLEL_LAUNCHES = 8
 
 def identity_of_this_process() -> dict[str, Any]:
     stat = processes.proc_stat(os.getpid())
-    return {"pid": os.getpid(), "start_ticks": stat.start_ticks if stat else None,
-            "boot_id": processes.boot_id()}
+    return {
+        "pid": os.getpid(),
+        "start_ticks": stat.start_ticks if stat else None,
+        "boot_id": processes.boot_id(),
+    }
 
 
 def driver_alive(record: ExperimentRecord) -> bool:
     d = record.driver
-    return bool(d) and processes.is_same_process_alive(d["pid"], d.get("start_ticks") or -1, d.get("boot_id", ""))
+    return bool(d) and processes.is_same_process_alive(
+        d["pid"], d.get("start_ticks") or -1, d.get("boot_id", "")
+    )
 
 
 class Driver:
     """Moves an experiment's tasks from planned to launched to finished."""
 
-    def __init__(self, record: ExperimentRecord, prepare: Callable[[str], Any], runner: Any,
-                 on_launch: Callable[[TaskEntry], None] | None = None) -> None:
+    def __init__(
+        self,
+        record: ExperimentRecord,
+        prepare: Callable[[str], Any],
+        runner: Any,
+        on_launch: Callable[[TaskEntry], None] | None = None,
+    ) -> None:
         self.record = record
         self.prepare = prepare  # task id -> AppDryRunInfo
         self.runner = runner
@@ -82,7 +92,9 @@ class Driver:
             self._failed(entry, e)
             return
         entry.handle = handle
-        entry.job_dir = getattr(info.request, "log_dir", None) or getattr(info._cfg, "job_dir", None)
+        entry.job_dir = getattr(info.request, "log_dir", None) or getattr(
+            info._cfg, "job_dir", None
+        )
         entry.launched_at = time.time()
         self.states[entry.id] = AppState.SUBMITTED
         if self.on_launch is not None:
@@ -127,12 +139,16 @@ class Driver:
             planned = [(entry, self._plan(entry)) for entry in ready]
             planned = [(entry, info) for entry, info in planned if info is not None]
             self.record.save()  # every handle is on disk before its job can start
-            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_LAUNCHES, max(len(planned), 1))) as pool:
+            with ThreadPoolExecutor(
+                max_workers=min(MAX_PARALLEL_LAUNCHES, max(len(planned), 1))
+            ) as pool:
                 list(pool.map(lambda pair: self._launch(*pair), planned))
             changed = True
         pending = any(not (e.handle or e.skipped or e.error) for e in self.record.tasks)
-        running = any(e.handle and not is_terminal(self.states.get(e.id, AppState.UNKNOWN))
-                      for e in self.record.tasks)
+        running = any(
+            e.handle and not is_terminal(self.states.get(e.id, AppState.UNKNOWN))
+            for e in self.record.tasks
+        )
         if not pending and not self.record.launch_done:
             self.record.launch_done, changed = True, True
         if changed:

@@ -46,8 +46,13 @@ class Experiment:
     ...     exp.run()
     """
 
-    def __init__(self, title: str, executor: Executor | None = None, base_dir: str | None = None,
-                 id: str | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        executor: Executor | None = None,
+        base_dir: str | None = None,
+        id: str | None = None,
+    ) -> None:
         self.title = _check_title(title)
         self.executor = executor
         self._base_dir = base_dir
@@ -107,14 +112,21 @@ class Experiment:
         return cls._from_record(files.find_latest(title, base_dir))
 
     # -- building -----------------------------------------------------------------------
-    def add(self, task: Any, executor: Executor | None = None, name: str = "",
-            dependencies: list[str] | None = None) -> str:
+    def add(
+        self,
+        task: Any,
+        executor: Executor | None = None,
+        name: str = "",
+        dependencies: list[str] | None = None,
+    ) -> str:
         """Add a task (or a list of tasks run together as one job); returns its task id."""
         from nemo_run.run.torchx_backend.packaging import task_name
         from nemo_run.run.torchx_backend.schedulers.api import backend_for_executor
 
         if self._record is not None:
-            raise ConfigError(f"experiment {self._id} was already launched; create a new Experiment to add tasks")
+            raise ConfigError(
+                f"experiment {self._id} was already launched; create a new Experiment to add tasks"
+            )
         group = list(task) if isinstance(task, (list, tuple)) else [task]
         if not group:
             raise ConfigError("add() needs a task, or a non-empty list of tasks for a task group")
@@ -127,15 +139,21 @@ class Experiment:
             raise ConfigError(f"executor must be a run.Executor, got {type(executor).__name__}")
         backend = backend_for_executor(executor)
         if len(group) > 1 and not backend.supports_groups:
-            raise ConfigError(f"the {backend.short} backend runs one task per job; add the tasks separately")
+            raise ConfigError(
+                f"the {backend.short} backend runs one task per job; add the tasks separately"
+            )
         task_id = name or task_name(group[0])
         check_new_task_id(task_id, [t.id for t in self._planned])
         if dependencies is not None and not isinstance(dependencies, (list, tuple)):
-            raise ConfigError("dependencies must be a list of task ids, e.g. dependencies=[prep_id]")
+            raise ConfigError(
+                "dependencies must be a list of task ids, e.g. dependencies=[prep_id]"
+            )
         for member in group:
             task_name(member)  # raises on something that is not a task
             executor.validate_task(member)
-        self._planned.append(PlannedTask(task_id, group, executor.clone(), [str(d) for d in dependencies or []]))
+        self._planned.append(
+            PlannedTask(task_id, group, executor.clone(), [str(d) for d in dependencies or []])
+        )
         return task_id
 
     def _apps(self) -> dict[str, tuple[Any, Executor]]:
@@ -148,11 +166,15 @@ class Experiment:
             roles = []
             for member in planned.tasks:
                 role_name = planned.id if len(planned.tasks) == 1 else task_name(member)
-                roles.extend(package(planned.id, member, planned.executor, role_name=role_name).roles)
+                roles.extend(
+                    package(planned.id, member, planned.executor, role_name=role_name).roles
+                )
             names = [r.name for r in roles]
             if len(set(names)) != len(names):
-                raise ConfigError(f"task group {planned.id!r} has two members named alike ({names}); "
-                                  "wrap them in differently named functions or scripts")
+                raise ConfigError(
+                    f"task group {planned.id!r} has two members named alike ({names}); "
+                    "wrap them in differently named functions or scripts"
+                )
             app = package(planned.id, planned.tasks[0], planned.executor)
             app.roles = roles
             out[planned.id] = (app, planned.executor)
@@ -172,8 +194,13 @@ class Experiment:
         """The request each task would send, as text; starts nothing and writes nothing."""
         return {task_id: str(info) for task_id, info in self._prepare()[1].items()}
 
-    def run(self, sequential: bool = False, detach: bool = False, tail_logs: bool = False,
-            dryrun: bool = False) -> None:
+    def run(
+        self,
+        sequential: bool = False,
+        detach: bool = False,
+        tail_logs: bool = False,
+        dryrun: bool = False,
+    ) -> None:
         """Launch every task, respecting dependencies. Attached runs wait for all of them.
 
         A dependent starts only after its dependencies SUCCEEDED; if one fails, its
@@ -191,7 +218,9 @@ class Experiment:
         if not self._planned:
             raise ConfigError(f"experiment {self.title!r} has no tasks; add some with exp.add(...)")
         if detach and tail_logs:
-            raise ConfigError("tail_logs=True needs an attached run; drop detach=True or tail_logs=True")
+            raise ConfigError(
+                "tail_logs=True needs an attached run; drop detach=True or tail_logs=True"
+            )
         if sequential:
             for before, after in zip(self._planned, self._planned[1:], strict=False):
                 if before.id not in after.dependencies:
@@ -209,12 +238,21 @@ class Experiment:
             raise
         runner = get_runner()
 
-        record = ExperimentRecord(id=self._id, title=self.title, dir=self.dir, tasks=[
-            TaskEntry(id=p.id, backend=backend_for_executor(p.executor).scheduler,
-                      roles=[r.name for r in apps[p.id][0].roles], dependencies=list(p.dependencies),
-                      executor={"type": type(p.executor).__name__, **p.executor.describe_fields()})
-            for p in self._planned
-        ])
+        record = ExperimentRecord(
+            id=self._id,
+            title=self.title,
+            dir=self.dir,
+            tasks=[
+                TaskEntry(
+                    id=p.id,
+                    backend=backend_for_executor(p.executor).scheduler,
+                    roles=[r.name for r in apps[p.id][0].roles],
+                    dependencies=list(p.dependencies),
+                    executor={"type": type(p.executor).__name__, **p.executor.describe_fields()},
+                )
+                for p in self._planned
+            ],
+        )
         self._record = record
         has_dependencies = any(p.dependencies for p in self._planned)
         if detach and has_dependencies:
@@ -253,8 +291,10 @@ class Experiment:
                 return
             except FileExistsError:
                 if self._id_given:
-                    raise ConfigError(f"experiment id {self._id!r} is taken ({self.dir} exists); "
-                                      "leave id= unset to get a new one") from None
+                    raise ConfigError(
+                        f"experiment id {self._id!r} is taken ({self.dir} exists); "
+                        "leave id= unset to get a new one"
+                    ) from None
                 self._id = _new_id(self.title)
             except OSError as e:
                 raise_if_disk_trouble(e, self.dir, "creating the experiment folder")
@@ -273,39 +313,60 @@ class Experiment:
     def _interrupted(self, driver: Any) -> None:
         previous = signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # second Ctrl+C: now
         try:
-            print(f"\nInterrupted: cancelling the running jobs of experiment {self._id} "
-                  "(Ctrl+C again to exit at once)", file=sys.stderr, flush=True)
+            print(
+                f"\nInterrupted: cancelling the running jobs of experiment {self._id} "
+                "(Ctrl+C again to exit at once)",
+                file=sys.stderr,
+                flush=True,
+            )
             cancelled = driver.interrupt()
-            print(f"Cancelled {len(cancelled)} job(s): {', '.join(cancelled) or 'none running'}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"Cancelled {len(cancelled)} job(s): {', '.join(cancelled) or 'none running'}",
+                file=sys.stderr,
+                flush=True,
+            )
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _spawn_driver(self, record: ExperimentRecord, apps: dict[str, tuple[Any, Executor]]) -> None:
+    def _spawn_driver(
+        self, record: ExperimentRecord, apps: dict[str, tuple[Any, Executor]]
+    ) -> None:
         from nemo_run.core import processes
 
         os.makedirs(record.dir, mode=0o700, exist_ok=True)
         with open(os.path.join(record.dir, "driver.log"), "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "nemo_run.run.driver"], stdin=subprocess.PIPE,
-                                    stdout=out, stderr=out, start_new_session=True, cwd=os.getcwd())
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nemo_run.run.driver"],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                cwd=os.getcwd(),
+            )
         stat = processes.proc_stat(proc.pid)
-        record.driver = {"pid": proc.pid, "start_ticks": stat.start_ticks if stat else None,
-                         "boot_id": processes.boot_id()}
+        record.driver = {
+            "pid": proc.pid,
+            "start_ticks": stat.start_ticks if stat else None,
+            "boot_id": processes.boot_id(),
+        }
         record.save()  # before the plan is sent: the driver loads the record after reading it
         assert proc.stdin is not None
         proc.stdin.write(pickle.dumps({"dir": record.dir, "apps": apps}))
         proc.stdin.close()
 
     def _start_tailing(self, entry: TaskEntry) -> None:
-        thread = threading.Thread(target=self._print_logs, args=(entry, True, None), daemon=True,
-                                  name=f"tail-{entry.id}")
+        thread = threading.Thread(
+            target=self._print_logs, args=(entry, True, None), daemon=True, name=f"tail-{entry.id}"
+        )
         thread.start()
         self._tailers.append(thread)
 
     # -- observing ----------------------------------------------------------------------
     def _current_record(self) -> ExperimentRecord:
         if self._record is None:
-            raise ConfigError(f"experiment {self.title!r} has not been launched; call exp.run() first")
+            raise ConfigError(
+                f"experiment {self.title!r} has not been launched; call exp.run() first"
+            )
         if self._record.driver.get("pid") != os.getpid():  # another process writes it: re-read
             self._record = ExperimentRecord.load(self._record.dir)
         return self._record
@@ -348,7 +409,9 @@ class Experiment:
         entry = self._current_record().task(task_id)
         self._print_logs(entry, follow, regex)
 
-    def log_lines(self, task_id: str, follow: bool = False, regex: str | None = None) -> Iterator[str]:
+    def log_lines(
+        self, task_id: str, follow: bool = False, regex: str | None = None
+    ) -> Iterator[str]:
         """A task's log lines, prefixed `[role:k]` when it has several roles or replicas."""
         from nemo_run.run.job import job_log_lines
 
@@ -356,7 +419,11 @@ class Experiment:
         if entry.handle is None:
             raise UnknownExperimentError(
                 f"task {task_id!r} of experiment {self._id} never launched"
-                + (f" ({entry.skipped or entry.error})" if entry.skipped or entry.error else " (yet)")
+                + (
+                    f" ({entry.skipped or entry.error})"
+                    if entry.skipped or entry.error
+                    else " (yet)"
+                )
             )
         return job_log_lines(entry.handle, follow=follow, regex=regex)
 

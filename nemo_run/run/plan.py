@@ -55,8 +55,10 @@ def launch_order(tasks: list[PlannedTask]) -> list[str]:
         if state.get(task_id) == "done":
             return
         if state.get(task_id) == "visiting":
-            cycle = path[path.index(task_id):] + [task_id]
-            raise ConfigError(f"dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies")
+            cycle = path[path.index(task_id) :] + [task_id]
+            raise ConfigError(
+                f"dependency cycle: {' -> '.join(cycle)}; remove one of these dependencies"
+            )
         state[task_id] = "visiting"
         for dep in by_id[task_id].dependencies:
             visit(dep, [*path, task_id])

@@ -15,24 +15,39 @@ from tests.run.torchx_backend.schedulers.test_dgxcloud import CLIENT, SECRET, em
 
 def _login(args: list[str], home, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DGX_CLOUD_")}
-    return subprocess.run([sys.executable, "-m", "nemo_run.cli.main", "login", "dgxcloud", *args],
-                          input=stdin, capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env={**env, "NEMORUN_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "nemo_run.cli.main", "login", "dgxcloud", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**env, "NEMORUN_HOME": str(home)},
+    )
 
 
 def test_login_writes_a_private_profile_from_flags_and_a_hidden_prompt(emulator, nemorun_home):  # noqa: F811
-    proc = _login(["--base-url", emulator.api, "--client-id", CLIENT], nemorun_home, stdin=SECRET + "\n")
+    proc = _login(
+        ["--base-url", emulator.api, "--client-id", CLIENT], nemorun_home, stdin=SECRET + "\n"
+    )
     assert proc.returncode == 0, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr  # the prompt hides what was typed
     path = nemorun_home / "profiles" / "dgxcloud.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert json.loads(path.read_text()) == {"base_url": emulator.api, "client_id": CLIENT,
-                                            "client_secret": SECRET}
+    assert json.loads(path.read_text()) == {
+        "base_url": emulator.api,
+        "client_id": CLIENT,
+        "client_secret": SECRET,
+    }
     from nemo_run.core.execution.dgxcloud import DGXCloudExecutor
 
-    ex = DGXCloudExecutor(project_name="p", container_image="i", pvc_nemo_run_dir="/a",
-                          pvcs=[{"claimName": "c", "path": "/a"}])
+    ex = DGXCloudExecutor(
+        project_name="p",
+        container_image="i",
+        pvc_nemo_run_dir="/a",
+        pvcs=[{"claimName": "c", "path": "/a"}],
+    )
     env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("DGX_CLOUD_")}
     try:
         assert ex.credentials() == (emulator.api, CLIENT, SECRET)
@@ -41,13 +56,17 @@ def test_login_writes_a_private_profile_from_flags_and_a_hidden_prompt(emulator,
 
 
 def test_a_refused_secret_writes_nothing(emulator, nemorun_home):  # noqa: F811
-    proc = _login(["--base-url", emulator.api, "--client-id", CLIENT, "--client-secret", "wrong"],
-                  nemorun_home)
+    proc = _login(
+        ["--base-url", emulator.api, "--client-id", CLIENT, "--client-secret", "wrong"],
+        nemorun_home,
+    )
     assert proc.returncode != 0
     assert "refused" in proc.stderr and "Traceback" not in proc.stderr
     assert not (nemorun_home / "profiles" / "dgxcloud.json").exists()
 
 
 def test_a_bad_url_is_refused_before_any_request(nemorun_home):
-    proc = _login(["--base-url", "http://nowhere", "--client-id", "x", "--client-secret", "y"], nemorun_home)
+    proc = _login(
+        ["--base-url", "http://nowhere", "--client-id", "x", "--client-secret", "y"], nemorun_home
+    )
     assert proc.returncode == 2 and "must be the API root ending in /api/v1" in proc.stderr

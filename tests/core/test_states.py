@@ -20,8 +20,9 @@ def test_task_states_and_comparisons_with_stored_strings():
     assert State.SKIPPED.is_terminal() and not State.WAITING.is_terminal()
     assert State.FAILED == "FAILED" and "CANCELLED" in FINAL_JOB_STATES
     assert State.parse("succeeded") is State.SUCCEEDED
-    assert [s.is_bad_end() for s in (State.FAILED, State.CANCELLED, State.SKIPPED, State.SUCCEEDED)] == \
-        [True, True, True, False]
+    assert [
+        s.is_bad_end() for s in (State.FAILED, State.CANCELLED, State.SKIPPED, State.SUCCEEDED)
+    ] == [True, True, True, False]
     with pytest.raises(ValueError, match="unknown state 'RUNNNING'"):
         State.parse("RUNNNING")
     with pytest.raises(ValueError, match="task state"):

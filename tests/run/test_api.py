@@ -37,7 +37,9 @@ def test_detach_returns_while_running_and_dryrun_starts_nothing(tmp_path, nemoru
     assert dry.state == AppState.UNSUBMITTED and dry.handle == "" and "bash -c true" in dry.dryrun
     assert list(nemorun_home.iterdir()) == []
     gate = tmp_path / "gate"
-    result = run.run(run.Script(inline=f'while [ ! -e "{gate}" ]; do sleep 0.02; done'), detach=True)
+    result = run.run(
+        run.Script(inline=f'while [ ! -e "{gate}" ]; do sleep 0.02; done'), detach=True
+    )
     assert result.state == AppState.RUNNING
     gate.touch()
     assert get_runner().wait_until_done(result.handle, timeout=20).state == AppState.SUCCEEDED
@@ -50,7 +52,8 @@ def test_tail_logs_prints_output(capsys):
 
 def test_partial_defined_in_a_main_script_runs_in_the_child(tmp_path):
     script = tmp_path / "launch.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import nemo_run as run
 
         def train(lr=0.1):
@@ -60,11 +63,17 @@ def test_partial_defined_in_a_main_script_runs_in_the_child(tmp_path):
             print("launcher main ran")
             result = run.run(run.Partial(train, lr=0.25))
             print(result.state.name)
-    """))
+    """)
+    )
     out = run_python(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')").stdout
     assert out.count("launcher main ran") == 1  # the child did not run the main block again
     assert "SUCCEEDED" in out
-    job_logs = [os.path.join(d, f) for d, _, fs in os.walk(os.environ["NEMORUN_HOME"]) for f in fs if f == "stdout.log"]
+    job_logs = [
+        os.path.join(d, f)
+        for d, _, fs in os.walk(os.environ["NEMORUN_HOME"])
+        for f in fs
+        if f == "stdout.log"
+    ]
     assert any("trained lr=0.25" in open(p).read() for p in job_logs)
 
 

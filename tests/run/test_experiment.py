@@ -56,8 +56,12 @@ def test_failed_dependency_skips_dependents_with_reason():
     exp.run()
     status = exp.status(return_dict=True)
     assert status["bad"]["state"] == "FAILED" and status["bad"]["exit_code"] == 4
-    assert status["child"] == {**status["child"], "state": "SKIPPED", "handle": None,
-                               "reason": "not run: dependency 'bad' ended FAILED"}
+    assert status["child"] == {
+        **status["child"],
+        "state": "SKIPPED",
+        "handle": None,
+        "reason": "not run: dependency 'bad' ended FAILED",
+    }
     assert status["grandchild"]["reason"] == "not run: dependency 'child' did not run"
     assert status["other"]["state"] == "SUCCEEDED"
 
@@ -72,7 +76,10 @@ def test_sequential_runs_in_add_order(tmp_path):
 
 def test_task_group_is_one_job_with_a_role_per_task():
     exp = run.Experiment("group")
-    exp.add([run.Script(inline="echo server"), run.Script(path="json.tool", m=True, args=["--help"])], name="pair")
+    exp.add(
+        [run.Script(inline="echo server"), run.Script(path="json.tool", m=True, args=["--help"])],
+        name="pair",
+    )
     exp.run()
     status = exp.status(return_dict=True)["pair"]
     assert status["state"] == "SUCCEEDED"
@@ -95,7 +102,9 @@ def test_detached_experiment_reopened_in_another_process(tmp_path):
     exp_id = launcher.stdout.strip().splitlines()[-1]
     exp = run.Experiment.from_id(exp_id)
     assert run.Experiment.from_title("reopen").id == exp_id
-    wait_for(lambda: exp.status(return_dict=True)["train"]["state"] == "RUNNING", what="train to start")
+    wait_for(
+        lambda: exp.status(return_dict=True)["train"]["state"] == "RUNNING", what="train to start"
+    )
     assert list(exp.log_lines("prep")) == ["prepared\n"]
     # cancel from a third process: the running task and the one still waiting for it
     run_python(f"""
@@ -116,7 +125,10 @@ def test_bad_input_fails_before_anything_launches(nemorun_home):
     with pytest.raises(ConfigError, match=r"already has a task named 'a'.*existing tasks: 'a'"):
         exp.add(run.Script(inline="true"), name="a")
     exp.add(run.Script(inline="true"), name="b", dependencies=["zzz"])
-    with pytest.raises(ConfigError, match=r"'b' depends on 'zzz', which is not in the experiment \(tasks: 'a', 'b'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'b' depends on 'zzz', which is not in the experiment \(tasks: 'a', 'b'\)",
+    ):
         exp.run()
     cyc = run.Experiment("cycle")
     cyc.add(run.Script(inline="true"), name="p", dependencies=["q"])
@@ -151,15 +163,22 @@ def test_wait_times_out_on_a_running_experiment(tmp_path):
 def test_ctrl_c_cancels_running_jobs(tmp_path):
     started = tmp_path / "started"
     script = tmp_path / "attached.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import nemo_run as run
         exp = run.Experiment("interrupt")
         exp.add(run.Script(inline='touch "{started}"; sleep 300'), name="long")
         exp.add(run.Script(inline='true'), name="after", dependencies=["long"])
         exp.run()
-    """))
-    child = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    """)
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(started.exists, what="the task to start")
         child.send_signal(signal.SIGINT)
@@ -179,7 +198,10 @@ def test_ctrl_c_cancels_running_jobs(tmp_path):
 
 def test_experiment_files_hold_no_secret(tmp_path):
     exp = run.Experiment("secret")
-    exp.add(run.Script(inline="true"), executor=run.LocalExecutor(env_vars={"WANDB_API_KEY": "wandb-7f3e9"}))
+    exp.add(
+        run.Script(inline="true"),
+        executor=run.LocalExecutor(env_vars={"WANDB_API_KEY": "wandb-7f3e9"}),
+    )
     exp.run()
     blob = open(os.path.join(exp.dir, "experiment.json")).read()
     assert "wandb-7f3e9" not in blob and "WANDB_API_KEY" in blob

@@ -50,7 +50,9 @@ def test_kill_9_of_the_launcher_at_any_instant_leaves_no_unrecorded_job(nemorun_
     rng = random.Random(20261202)
     try:
         for _ in range(TRIALS):
-            proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             time.sleep(rng.uniform(0.3, 1.0) * full)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -63,11 +65,21 @@ def test_kill_9_of_the_launcher_at_any_instant_leaves_no_unrecorded_job(nemorun_
         for app_id in set(_job_processes(home).values()):
             assert f"local_persistent://nemo_run/{app_id}" in handles, f"{app_id} has no handle"
         for exp in experiments:
-            proc = subprocess.run(_cli("experiment", "status", exp.id, "--json"), cwd=REPO,
-                                  capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(
+                _cli("experiment", "status", exp.id, "--json"),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert "Traceback" not in proc.stderr, proc.stderr
-            proc = subprocess.run(_cli("experiment", "cancel", exp.id, "--all"), cwd=REPO,
-                                  capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(
+                _cli("experiment", "cancel", exp.id, "--all"),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert proc.returncode == 0, proc.stderr
         wait_for(lambda: not _job_processes(home), timeout=30, what="every job process to end")
     finally:

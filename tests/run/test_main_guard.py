@@ -34,8 +34,9 @@ if __name__ == "__main__":
 def _run_script(tmp_path, text: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "launch.py"
     script.write_text(textwrap.dedent(text))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
 
 
 def test_unguarded_launch_fails_inside_the_job_and_starts_no_second_job(tmp_path, nemorun_home):
@@ -44,7 +45,9 @@ def test_unguarded_launch_fails_inside_the_job_and_starts_no_second_job(tmp_path
     records = get_store().list()
     assert len(records) == 1, [r.handle for r in records]
     assert records[0].state == "FAILED"
-    stderr = next(nemorun_home.glob("experiments/train/*/train/nemo_run/*/train/0/stderr.log")).read_text()
+    stderr = next(
+        nemorun_home.glob("experiments/train/*/train/nemo_run/*/train/0/stderr.log")
+    ).read_text()
     assert 'if __name__ == "__main__":' in stderr
     assert "training with" not in stderr
 

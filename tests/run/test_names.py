@@ -10,12 +10,32 @@ import pytest
 import nemo_run as run
 from nemo_run.exceptions import ConfigError
 
-BAD_TITLES = [" .. ", " . ", "..", "a/b", "/abs", "a\\b", "nul\0byte", "line\nbreak", "x" * 250, "", "   "]
-BAD_TASK_NAMES = [*(t for t in BAD_TITLES if t), "experiment.json", "experiment.json.tmp.1", "cancel", "driver.log"]
+BAD_TITLES = [
+    " .. ",
+    " . ",
+    "..",
+    "a/b",
+    "/abs",
+    "a\\b",
+    "nul\0byte",
+    "line\nbreak",
+    "x" * 250,
+    "",
+    "   ",
+]
+BAD_TASK_NAMES = [
+    *(t for t in BAD_TITLES if t),
+    "experiment.json",
+    "experiment.json.tmp.1",
+    "cancel",
+    "driver.log",
+]
 
 
 def _files(home) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), home) for d, _, fs in os.walk(home) for f in fs)
+    return sorted(
+        os.path.relpath(os.path.join(d, f), home) for d, _, fs in os.walk(home) for f in fs
+    )
 
 
 @pytest.mark.parametrize("title", BAD_TITLES, ids=repr)

@@ -48,7 +48,9 @@ def _sdk() -> Any:
     try:
         import docker
     except ImportError as e:
-        raise MissingDependencyError("the docker backend needs docker-py: pip install 'nemo_run[docker]'") from e
+        raise MissingDependencyError(
+            "the docker backend needs docker-py: pip install 'nemo_run[docker]'"
+        ) from e
     return docker
 
 
@@ -62,7 +64,9 @@ class DockerEngine:
             self._api.ping()
         except Exception as e:
             host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-            raise BackendError(f"no Docker engine answers ({host}): {e}; start dockerd or set DOCKER_HOST") from e
+            raise BackendError(
+                f"no Docker engine answers ({host}): {e}; start dockerd or set DOCKER_HOST"
+            ) from e
 
     def close(self) -> None:
         self._api.close()
@@ -72,8 +76,11 @@ class DockerEngine:
         errors = self._docker.errors
         if isinstance(error, errors.NotFound):
             return True
-        return isinstance(error, errors.APIError) and getattr(error, "status_code", None) == 409 and \
-            "removal" in str(error).lower()
+        return (
+            isinstance(error, errors.APIError)
+            and getattr(error, "status_code", None) == 409
+            and "removal" in str(error).lower()
+        )
 
     def _fail(self, error: Exception, doing: str) -> BackendError:
         status = getattr(error, "status_code", None)
@@ -87,7 +94,10 @@ class DockerEngine:
         state = container.attrs.get("State", {}) or {}
         status = state.get("Status", "") or getattr(container, "status", "")
         return ContainerInfo(
-            id=container.id, name=container.name, labels=dict(container.labels or {}), status=status,
+            id=container.id,
+            name=container.name,
+            labels=dict(container.labels or {}),
+            status=status,
             exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
             restart_count=int(container.attrs.get("RestartCount", 0) or 0),
         )
@@ -110,10 +120,13 @@ class DockerEngine:
     def run(self, spec: ContainerSpec) -> str:
         """Create and start a detached container; its id."""
         try:
-            container = self._api.containers.run(spec.image, spec.command, detach=True,
-                                                 **self._run_kwargs(spec.settings))
+            container = self._api.containers.run(
+                spec.image, spec.command, detach=True, **self._run_kwargs(spec.settings)
+            )
         except Exception as e:
-            raise self._fail(e, f"starting container {spec.settings.get('name', spec.image)}") from e
+            raise self._fail(
+                e, f"starting container {spec.settings.get('name', spec.image)}"
+            ) from e
         return container.id
 
     def _run_kwargs(self, settings: dict[str, Any]) -> dict[str, Any]:
@@ -121,9 +134,13 @@ class DockerEngine:
         types = self._docker.types
         kwargs = dict(settings)
         if "ulimits" in kwargs:
-            kwargs["ulimits"] = [types.Ulimit(name=n, soft=s, hard=h) for n, s, h in kwargs["ulimits"]]
+            kwargs["ulimits"] = [
+                types.Ulimit(name=n, soft=s, hard=h) for n, s, h in kwargs["ulimits"]
+            ]
         if "gpus" in kwargs:
-            kwargs["device_requests"] = [types.DeviceRequest(count=kwargs.pop("gpus"), capabilities=[["gpu"]])]
+            kwargs["device_requests"] = [
+                types.DeviceRequest(count=kwargs.pop("gpus"), capabilities=[["gpu"]])
+            ]
         return kwargs
 
     def stop(self, container_id: str, timeout: float) -> None:
@@ -143,13 +160,22 @@ class DockerEngine:
                 return False
             raise error from e
 
-    def logs(self, container_id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
-             since: datetime | None = None, until: datetime | None = None) -> Iterator[bytes]:
+    def logs(
+        self,
+        container_id: str,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        follow: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[bytes]:
         """The container's output as byte chunks (streamed: constant memory)."""
         try:
             container = self._api.containers.get(container_id)
-            chunks = container.logs(stream=True, follow=follow, since=since, until=until, stdout=stdout,
-                                    stderr=stderr)
+            chunks = container.logs(
+                stream=True, follow=follow, since=since, until=until, stdout=stdout, stderr=stderr
+            )
             yield from chunks
         except Exception as e:
             raise self._fail(e, f"reading the logs of {container_id}") from e

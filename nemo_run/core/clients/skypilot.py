@@ -35,7 +35,9 @@ def import_sky() -> Any:
     try:
         import sky
     except ImportError as e:
-        raise MissingDependencyError("the skypilot backend needs skypilot: pip install 'nemo_run[skypilot]'") from e
+        raise MissingDependencyError(
+            "the skypilot backend needs skypilot: pip install 'nemo_run[skypilot]'"
+        ) from e
     return sky
 
 
@@ -63,8 +65,12 @@ class SkyPilotClient:
         kind = type(error).__name__
         if kind in ("ClusterDoesNotExist", "ClusterNotUpError"):
             return ClusterGoneError(f"{doing}: {error}")
-        if isinstance(error, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
-            return ServerUnreachableError(f"{doing}: the SkyPilot API server did not answer ({error})")
+        if isinstance(
+            error, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
+        ):
+            return ServerUnreachableError(
+                f"{doing}: the SkyPilot API server did not answer ({error})"
+            )
         return BackendError(f"{doing} failed: {kind}: {error}")
 
     def _call(self, doing: str, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -76,21 +82,38 @@ class SkyPilotClient:
     # -- clusters and jobs ------------------------------------------------------------------
     def cluster_up(self, cluster: str) -> bool:
         records = self._call(f"status of cluster {cluster}", self._sky.status, [cluster])
-        return any(_field(r, "name") == cluster and _name(_field(r, "status")) == "UP" for r in records)
+        return any(
+            _field(r, "name") == cluster and _name(_field(r, "status")) == "UP" for r in records
+        )
 
-    def launch(self, task_config: dict[str, Any], cluster: str, *, retry_until_up: bool,
-               idle_minutes_to_autostop: int | None, down: bool) -> int:
+    def launch(
+        self,
+        task_config: dict[str, Any],
+        cluster: str,
+        *,
+        retry_until_up: bool,
+        idle_minutes_to_autostop: int | None,
+        down: bool,
+    ) -> int:
         """Start `task_config` on a new (or stopped) cluster; the job id."""
         task = self._sky.Task.from_yaml_config(task_config)
-        job_id, _ = self._call(f"launching {task.name} on {cluster}", self._sky.launch, task,
-                               cluster_name=cluster, retry_until_up=retry_until_up,
-                               idle_minutes_to_autostop=idle_minutes_to_autostop, down=down)
+        job_id, _ = self._call(
+            f"launching {task.name} on {cluster}",
+            self._sky.launch,
+            task,
+            cluster_name=cluster,
+            retry_until_up=retry_until_up,
+            idle_minutes_to_autostop=idle_minutes_to_autostop,
+            down=down,
+        )
         return self._job_id(job_id, task.name, cluster)
 
     def exec(self, task_config: dict[str, Any], cluster: str) -> int:
         """Run `task_config` on a cluster that is UP; the job id."""
         task = self._sky.Task.from_yaml_config(task_config)
-        job_id, _ = self._call(f"running {task.name} on {cluster}", self._sky.exec, task, cluster_name=cluster)
+        job_id, _ = self._call(
+            f"running {task.name} on {cluster}", self._sky.exec, task, cluster_name=cluster
+        )
         return self._job_id(job_id, task.name, cluster)
 
     @staticmethod
@@ -101,17 +124,27 @@ class SkyPilotClient:
 
     def job_status(self, cluster: str, job_id: int) -> str | None:
         """The job's status name, or None when the cluster has no such job."""
-        statuses = self._call(f"status of job {job_id} on {cluster}", self._sky.job_status, cluster, [job_id])
+        statuses = self._call(
+            f"status of job {job_id} on {cluster}", self._sky.job_status, cluster, [job_id]
+        )
         status = statuses.get(job_id) if isinstance(statuses, dict) else None
         return None if status is None else _name(status)
 
     def queue(self, cluster: str) -> list[QueuedJob]:
         jobs = self._call(f"queue of {cluster}", self._sky.queue, cluster, all_users=True)
-        return [QueuedJob(int(_field(j, "job_id")), str(_field(j, "job_name") or ""), _name(_field(j, "status")))
-                for j in jobs]
+        return [
+            QueuedJob(
+                int(_field(j, "job_id")),
+                str(_field(j, "job_name") or ""),
+                _name(_field(j, "status")),
+            )
+            for j in jobs
+        ]
 
     def cancel(self, cluster: str, job_id: int) -> None:
-        self._call(f"cancelling job {job_id} on {cluster}", self._sky.cancel, cluster, job_ids=[job_id])
+        self._call(
+            f"cancelling job {job_id} on {cluster}", self._sky.cancel, cluster, job_ids=[job_id]
+        )
 
     def tail_logs(self, cluster: str, job_id: int, follow: bool) -> Iterator[str]:
         """The job's output as text chunks; `follow` ends when the job does."""

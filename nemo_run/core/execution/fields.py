@@ -61,8 +61,10 @@ def check_positive_seconds(obj: Any, name: str) -> None:
     """A duration in seconds that must be more than zero (e.g. an HTTP timeout)."""
     value = getattr(obj, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{type(obj).__name__}.{name} must be a number of seconds > 0, got "
-                          f"{_short_repr(value)}; e.g. {name}=30")
+        raise ConfigError(
+            f"{type(obj).__name__}.{name} must be a number of seconds > 0, got "
+            f"{_short_repr(value)}; e.g. {name}=30"
+        )
 
 
 # -- compiling annotations to predicates ------------------------------------------------------

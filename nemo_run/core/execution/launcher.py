@@ -11,8 +11,16 @@ from nemo_run.exceptions import ConfigError
 class Launcher:
     """No wrapping: the command runs as written."""
 
-    def wrap(self, entrypoint: str, args: list[str], *, python: str, is_python: bool,
-             nnodes: int, nproc_per_node: int) -> tuple[str, list[str]]:
+    def wrap(
+        self,
+        entrypoint: str,
+        args: list[str],
+        *,
+        python: str,
+        is_python: bool,
+        nnodes: int,
+        nproc_per_node: int,
+    ) -> tuple[str, list[str]]:
         return entrypoint, args
 
 
@@ -28,14 +36,27 @@ class Torchrun(Launcher):
         if not 0 < self.rdzv_port < 65536:
             raise ConfigError(f"Torchrun.rdzv_port must be 1-65535, got {self.rdzv_port}")
 
-    def wrap(self, entrypoint: str, args: list[str], *, python: str, is_python: bool,
-             nnodes: int, nproc_per_node: int) -> tuple[str, list[str]]:
+    def wrap(
+        self,
+        entrypoint: str,
+        args: list[str],
+        *,
+        python: str,
+        is_python: bool,
+        nnodes: int,
+        nproc_per_node: int,
+    ) -> tuple[str, list[str]]:
         prefix = [
-            "-m", "torch.distributed.run",
-            "--nnodes", str(nnodes),
-            "--nproc-per-node", str(nproc_per_node),
-            "--rdzv-backend", self.rdzv_backend,
-            "--rdzv-endpoint", f"{self.rdzv_host}:{self.rdzv_port}",
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            str(nnodes),
+            "--nproc-per-node",
+            str(nproc_per_node),
+            "--rdzv-backend",
+            self.rdzv_backend,
+            "--rdzv-endpoint",
+            f"{self.rdzv_host}:{self.rdzv_port}",
         ]
         if is_python:
             return python, [*prefix, *args]  # args start with the script or `-m module`

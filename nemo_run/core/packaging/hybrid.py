@@ -36,6 +36,10 @@ class HybridPackager(Packager):
                 with tarfile.open(part) as tar:
                     for member in tar.getmembers():
                         data = tar.extractfile(member) if member.isfile() else None
-                        member.name = os.path.normpath(os.path.join(folder, member.name)) if folder else member.name
+                        member.name = (
+                            os.path.normpath(os.path.join(folder, member.name))
+                            if folder
+                            else member.name
+                        )
                         out.addfile(member, data)
         return archive

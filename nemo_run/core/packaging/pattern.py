@@ -21,13 +21,21 @@ class PatternPackager(Packager):
     def __post_init__(self) -> None:
         patterns = self._patterns()
         if not patterns or not all(isinstance(p, str) and p for p in patterns):
-            raise ConfigError("PatternPackager.include_pattern needs one or more glob patterns, e.g. 'src/**/*.py'")
+            raise ConfigError(
+                "PatternPackager.include_pattern needs one or more glob patterns, e.g. 'src/**/*.py'"
+            )
         bases = self._bases(len(patterns))
         if len(bases) != len(patterns):
-            raise ConfigError("PatternPackager.relative_path must be one path or one per include_pattern")
+            raise ConfigError(
+                "PatternPackager.relative_path must be one path or one per include_pattern"
+            )
 
     def _patterns(self) -> list[str]:
-        return [self.include_pattern] if isinstance(self.include_pattern, str) else list(self.include_pattern)
+        return (
+            [self.include_pattern]
+            if isinstance(self.include_pattern, str)
+            else list(self.include_pattern)
+        )
 
     def _bases(self, count: int) -> list[str]:
         if isinstance(self.relative_path, str):

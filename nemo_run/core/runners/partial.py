@@ -34,8 +34,11 @@ def encode(buildable: Any) -> str:
         ) from e
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
-    payload = {"v": PAYLOAD_VERSION, "config": config_json,
-               "main": os.path.abspath(main_file) if main_file and '"__main__"' in config_json else None}
+    payload = {
+        "v": PAYLOAD_VERSION,
+        "config": config_json,
+        "main": os.path.abspath(main_file) if main_file and '"__main__"' in config_json else None,
+    }
     return base64.urlsafe_b64encode(zlib.compress(json.dumps(payload).encode(), 9)).decode("ascii")
 
 
@@ -62,7 +65,7 @@ def refuse_launch_while_loading_main() -> None:
         raise ConfigError(
             f"{_loading_main} launches a job at import time, so it ran again inside its own job "
             "(the job loads it to find your function); put the launch under "
-            "`if __name__ == \"__main__\":` so it runs only when you start the script"
+            '`if __name__ == "__main__":` so it runs only when you start the script'
         )
 
 

@@ -7,9 +7,27 @@ import re
 
 NETWORK_FILESYSTEMS = frozenset(
     {
-        "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph",
-        "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "9p",
-        "afs", "ocfs2", "gfs2", "fuse.juicefs", "wekafs", "virtiofs",
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "9p",
+        "afs",
+        "ocfs2",
+        "gfs2",
+        "fuse.juicefs",
+        "wekafs",
+        "virtiofs",
     }
 )
 

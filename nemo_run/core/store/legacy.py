@@ -39,18 +39,30 @@ def _local(apps: dict[str, Any]) -> Iterator[JobRecord]:
     for app_id, value in apps.items():
         state_name, _id, log_dir, roles = (list(value) + [None] * 4)[:4]
         state, extra = _state_of(state_name)
-        yield JobRecord("local_persistent", app_id, state=state, log_dir=log_dir,
-                        data={"roles": list(roles or []), "legacy": True, **extra})
+        yield JobRecord(
+            "local_persistent",
+            app_id,
+            state=state,
+            log_dir=log_dir,
+            data={"roles": list(roles or []), "legacy": True, **extra},
+        )
 
 
-def _status_dicts(backend: str, keep: tuple[str, ...]) -> Callable[[dict[str, Any]], Iterator[JobRecord]]:
+def _status_dicts(
+    backend: str, keep: tuple[str, ...]
+) -> Callable[[dict[str, Any]], Iterator[JobRecord]]:
     def convert(apps: dict[str, Any]) -> Iterator[JobRecord]:
         for app_id, value in apps.items():
             value = value if isinstance(value, dict) else {}
             state, extra = _state_of(value.get("job_status"))
             data = {k: value[k] for k in keep if k in value}
-            yield JobRecord(backend, app_id, state=state, log_dir=value.get("log_dir"),
-                            data={**data, "legacy": True, **extra})
+            yield JobRecord(
+                backend,
+                app_id,
+                state=state,
+                log_dir=value.get("log_dir"),
+                data={**data, "legacy": True, **extra},
+            )
 
     return convert
 
@@ -72,8 +84,10 @@ LEGACY_FILES: dict[str, Callable[[dict[str, Any]], Iterator[JobRecord]]] = {
 def import_legacy_records(store: SqliteJobStore, conn: sqlite3.Connection, home: str) -> int:
     """Import every legacy file not yet imported; returns how many records were added."""
     pending = [
-        name for name in LEGACY_FILES
-        if os.path.isfile(os.path.join(home, name)) and store.get_meta(conn, f"legacy:{name}") is None
+        name
+        for name in LEGACY_FILES
+        if os.path.isfile(os.path.join(home, name))
+        and store.get_meta(conn, f"legacy:{name}") is None
     ]
     added = 0
     for name in pending:
@@ -100,13 +114,23 @@ def import_legacy_records(store: SqliteJobStore, conn: sqlite3.Connection, home:
                     conn.execute(
                         "INSERT OR IGNORE INTO jobs (backend, app_id, session, state, experiment_id,"
                         " log_dir, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (record.backend, record.app_id, record.session, record.state, None,
-                         record.log_dir, record.created_at, record.updated_at,
-                         json.dumps(record.data, sort_keys=True)),
+                        (
+                            record.backend,
+                            record.app_id,
+                            record.session,
+                            record.state,
+                            None,
+                            record.log_dir,
+                            record.created_at,
+                            record.updated_at,
+                            json.dumps(record.data, sort_keys=True),
+                        ),
                     )
                 added += conn.total_changes - before
                 outcome = f"imported {len(records)}"
                 log.info("imported %d job records from %s (file left in place)", len(records), path)
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                         (f"legacy:{name}", outcome))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (f"legacy:{name}", outcome),
+            )
     return added

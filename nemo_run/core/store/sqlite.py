@@ -26,8 +26,17 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
-_COLUMNS = ("backend", "app_id", "session", "state", "experiment_id", "log_dir",
-            "created_at", "updated_at", "data")
+_COLUMNS = (
+    "backend",
+    "app_id",
+    "session",
+    "state",
+    "experiment_id",
+    "log_dir",
+    "created_at",
+    "updated_at",
+    "data",
+)
 _UPDATABLE = frozenset(_COLUMNS) - {"backend", "app_id", "data"}
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -115,9 +124,13 @@ class SqliteJobStore(JobStore):
                     f"job store {self.location} stayed locked for {BUSY_TIMEOUT_MS // 1000} s "
                     "by another process; retry, or look for a hung nemo_run process"
                 ) from e
-            raise StoreError(f"job store {self.location} cannot be used: {e}; {self._recovery_hint()}") from e
+            raise StoreError(
+                f"job store {self.location} cannot be used: {e}; {self._recovery_hint()}"
+            ) from e
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"job store {self.location} is corrupt ({e}); {self._recovery_hint()}") from e
+            raise StoreError(
+                f"job store {self.location} is corrupt ({e}); {self._recovery_hint()}"
+            ) from e
 
     def _conn(self) -> sqlite3.Connection:
         cache: dict[tuple[str, int], sqlite3.Connection] = getattr(_local, "conns", None) or {}
@@ -139,8 +152,12 @@ class SqliteJobStore(JobStore):
             raise_if_disk_trouble(e, self.location, "creating the job store")
             raise StoreError(f"cannot create the job store {self.location}: {e}") from e
         with self._errors():
-            conn = sqlite3.connect(self.location, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.location,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             wal = self._set_journal_mode(conn)
             conn.execute(f"PRAGMA synchronous = {self._sync_level(wal)}")
@@ -170,7 +187,8 @@ class SqliteJobStore(JobStore):
                 log.warning(
                     "job store %s is on a network filesystem (%s): using a rollback journal; "
                     "concurrent writers on several hosts rely on the server's POSIX locks",
-                    self.location, filesystem_type(self.location),
+                    self.location,
+                    filesystem_type(self.location),
                 )
         # Changing the mode while another connection writes (e.g. another process switching a
         # new file to WAL) fails with "locked" at once, bypassing the busy handler: wait here.
@@ -237,10 +255,14 @@ class SqliteJobStore(JobStore):
 
     def get(self, backend: str, app_id: str) -> JobRecord | None:
         with self._errors():
-            row = self._conn().execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE backend = ? AND app_id = ?",
-                (backend, app_id),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE backend = ? AND app_id = ?",
+                    (backend, app_id),
+                )
+                .fetchone()
+            )
         return _row_to_record(row) if row else None
 
     def update(
@@ -261,7 +283,9 @@ class SqliteJobStore(JobStore):
                 (backend, app_id),
             ).fetchone()
             if row is None:
-                raise UnknownJobError(f"no {backend} job {app_id!r} in the job store {self.location}")
+                raise UnknownJobError(
+                    f"no {backend} job {app_id!r} in the job store {self.location}"
+                )
             record = _row_to_record(row)
             if if_state_in is not None and record.state not in set(if_state_in):
                 return record  # someone else already moved it on (e.g. cancelled): leave it
@@ -286,7 +310,11 @@ class SqliteJobStore(JobStore):
         include_data: bool = True,
     ) -> list[JobRecord]:
         where, args = [], []
-        for column, value in (("backend", backend), ("state", state), ("experiment_id", experiment_id)):
+        for column, value in (
+            ("backend", backend),
+            ("state", state),
+            ("experiment_id", experiment_id),
+        ):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -304,12 +332,16 @@ class SqliteJobStore(JobStore):
 
     def find(self, app_id: str) -> list[JobRecord]:
         with self._errors():
-            rows = self._conn().execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE app_id = ?", (app_id,)
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE app_id = ?", (app_id,))
+                .fetchall()
+            )
         return [_row_to_record(r) for r in rows]
 
     def delete(self, backend: str, app_id: str) -> bool:
         with self.transaction() as conn:
-            cur = conn.execute("DELETE FROM jobs WHERE backend = ? AND app_id = ?", (backend, app_id))
+            cur = conn.execute(
+                "DELETE FROM jobs WHERE backend = ? AND app_id = ?", (backend, app_id)
+            )
             return cur.rowcount > 0

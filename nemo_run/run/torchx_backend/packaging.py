@@ -27,7 +27,9 @@ def task_name(task: Any) -> str:
         from nemo_run.core.configurable import task_name as buildable_name
 
         return buildable_name(task)
-    raise ConfigError(f"a task must be a run.Script, run.Partial or run.Config, got {type(task).__name__}")
+    raise ConfigError(
+        f"a task must be a run.Script, run.Partial or run.Config, got {type(task).__name__}"
+    )
 
 
 def _script_command(script: Script, python: str) -> tuple[str, list[str]]:
@@ -51,7 +53,9 @@ def command_for(task: Any, executor: Executor) -> tuple[str, list[str], dict[str
         from nemo_run.core.runners.partial import encode
 
         return python, ["-m", PARTIAL_MODULE, encode(task)], {}, True
-    raise ConfigError(f"a task must be a run.Script, run.Partial or run.Config, got {type(task).__name__}")
+    raise ConfigError(
+        f"a task must be a run.Script, run.Partial or run.Config, got {type(task).__name__}"
+    )
 
 
 def package(name: str, task: Any, executor: Executor, role_name: str | None = None) -> specs.AppDef:
@@ -62,8 +66,12 @@ def package(name: str, task: Any, executor: Executor, role_name: str | None = No
     entrypoint, args, task_env, is_python = command_for(task, executor)
     launcher = executor.get_launcher()
     entrypoint, args = launcher.wrap(
-        entrypoint, args, python=executor.python_executable(), is_python=is_python,
-        nnodes=executor.nnodes(), nproc_per_node=executor.nproc_per_node(),
+        entrypoint,
+        args,
+        python=executor.python_executable(),
+        is_python=is_python,
+        nnodes=executor.nnodes(),
+        nproc_per_node=executor.nproc_per_node(),
     )
     env = {**executor.env_vars, **task_env}
     macros = executor.macro_values()

@@ -36,7 +36,11 @@ class Runner(TorchxRunner):
         super().__init__(name, {b.scheduler: _factory(b) for b in BACKENDS})
 
     def dryrun(  # type: ignore[override]
-        self, app: AppDef, scheduler: str, cfg: Executor, workspace: str | None = None,
+        self,
+        app: AppDef,
+        scheduler: str,
+        cfg: Executor,
+        workspace: str | None = None,
         parent_run_id: str | None = None,
     ) -> AppDryRunInfo:
         if not app.roles:
@@ -45,7 +49,9 @@ class Runner(TorchxRunner):
             if not role.entrypoint:
                 raise ConfigError(f"role {role.name!r} has no entrypoint")
             if role.num_replicas < 1:
-                raise ConfigError(f"role {role.name!r} needs num_replicas >= 1, got {role.num_replicas}")
+                raise ConfigError(
+                    f"role {role.name!r} needs num_replicas >= 1, got {role.num_replicas}"
+                )
             role.env[ENV_TORCHX_JOB_ID] = make_app_handle(scheduler, self._name, macros.app_id)
         sched = self._scheduler(scheduler)
         sched._validate(app, scheduler)

@@ -49,7 +49,9 @@ def _announce_write_transactions() -> None:
 
 def main(go_file: str, command: str, *args: str) -> None:
     if command == "open":
-        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s"
+        )
         _announce_write_transactions()
     if go_file != "-":
         _wait_for(go_file)

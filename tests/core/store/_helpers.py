@@ -112,7 +112,9 @@ def run_together(home: Path | str, go_file: Path, argv: list[list[str]]) -> list
         return outputs
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
     """Poll `predicate` until it holds, failing the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -72,7 +72,10 @@ def test_update_merges_data_and_changes_columns():
     store.put(_record("a", state="SUBMITTED", updated_at=5.0, data={"keep": 1, "change": "old"}))
 
     returned = store.update(
-        "local_persistent", "a", data={"change": "new", "added": [1, 2]}, state="RUNNING",
+        "local_persistent",
+        "a",
+        data={"change": "new", "added": [1, 2]},
+        state="RUNNING",
         log_dir="/logs/a",
     )
     stored = store.get("local_persistent", "a")

@@ -25,22 +25,28 @@ BACKEND = "local_persistent"
 
 def test_concurrent_puts_from_many_processes(nemorun_home, tmp_path):
     writers, per_writer = 8, 25
-    run_together(nemorun_home, tmp_path / "go",
-                 [["put", f"w{i}", str(per_writer)] for i in range(writers)])
+    run_together(
+        nemorun_home, tmp_path / "go", [["put", f"w{i}", str(per_writer)] for i in range(writers)]
+    )
 
     records = get_store().list()
     expected = {f"w{i}-{k}" for i in range(writers) for k in range(per_writer)}
     assert len(records) == writers * per_writer
     assert {r.app_id for r in records} == expected
-    assert all(r.data == {"writer": r.app_id.rsplit("-", 1)[0], "k": int(r.app_id.rsplit("-", 1)[1])}
-               for r in records)
+    assert all(
+        r.data == {"writer": r.app_id.rsplit("-", 1)[0], "k": int(r.app_id.rsplit("-", 1)[1])}
+        for r in records
+    )
 
 
 def test_concurrent_updates_of_one_record_lose_nothing(nemorun_home, tmp_path):
     workers, per_worker = 4, 25
     get_store().put(JobRecord(BACKEND, "shared", data={"initial": True}))
-    run_together(nemorun_home, tmp_path / "go",
-                 [["update", "shared", str(i), str(per_worker)] for i in range(workers)])
+    run_together(
+        nemorun_home,
+        tmp_path / "go",
+        [["update", "shared", str(i), str(per_worker)] for i in range(workers)],
+    )
 
     data = get_store().get(BACKEND, "shared").data
     expected = {f"p{i}_{j}": 1 for i in range(workers) for j in range(per_worker)}

@@ -19,8 +19,12 @@ def tmpfs(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     target = tmp_path / "small"
     target.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(target)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(target)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         yield target
@@ -80,9 +84,13 @@ def test_cli_run_on_a_full_home_says_no_space_in_one_line(tmpfs):
     home = tmpfs / "home"
     home.mkdir()
     _fill(tmpfs)
-    proc = subprocess.run([sys.executable, "-m", "nemo_run.cli.main", "run", "--", "true"],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NEMORUN_HOME": str(home)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "nemo_run.cli.main", "run", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NEMORUN_HOME": str(home)},
+    )
     assert proc.returncode == 3, proc.stderr
     assert "no space" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -88,8 +88,9 @@ def test_rollback_journal_on_a_network_filesystem(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger=sqlite_mod.__name__):
         get_store().put(JobRecord("local_persistent", "a"))
     assert _journal_mode(store_path()) == "delete"
-    assert any("network filesystem" in r.getMessage() and "nfs4" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "network filesystem" in r.getMessage() and "nfs4" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_environment_overrides_network_detection(monkeypatch):
@@ -119,8 +120,9 @@ def test_garbage_file_gives_store_error_and_is_left_alone(nemorun_home):
 
 def test_corrupt_pages_give_store_error(nemorun_home, reopen):
     store = get_store()
-    store.put_many([JobRecord("local_persistent", f"app-{i}", data={"pad": "x" * 200})
-                    for i in range(200)])
+    store.put_many(
+        [JobRecord("local_persistent", f"app-{i}", data={"pad": "x" * 200}) for i in range(200)]
+    )
     reopen()  # closing the only connection checkpoints the WAL into jobs.db
     db = nemorun_home / STORE_FILENAME
     content = db.read_bytes()

@@ -76,7 +76,9 @@ def test_symlinks_are_resolved_before_matching(mounts, root):
 
 def test_later_mount_on_the_same_point_wins(tmp_path, root):
     path = tmp_path / "stacked"
-    path.write_text(f"/dev/vda / ext4 rw 0 0\n/dev/vdb {root} ext4 rw 0 0\nsrv:/x {root} nfs4 rw 0 0\n")
+    path.write_text(
+        f"/dev/vda / ext4 rw 0 0\n/dev/vdb {root} ext4 rw 0 0\nsrv:/x {root} nfs4 rw 0 0\n"
+    )
     assert filesystem_type(os.path.join(root, "jobs.db"), str(path)) == "nfs4"
 
 
@@ -88,8 +90,10 @@ def test_unreadable_mount_table(tmp_path):
 
 def test_undecodable_mount_table_does_not_crash(tmp_path, root):
     path = tmp_path / "mounts"
-    path.write_bytes(b"/dev/vda / ext4 rw 0 0\nsrv:/x /mnt/caf\xe9 nfs rw 0 0\n"
-                     + f"srv:/y {root}/net nfs4 rw 0 0\n".encode())
+    path.write_bytes(
+        b"/dev/vda / ext4 rw 0 0\nsrv:/x /mnt/caf\xe9 nfs rw 0 0\n"
+        + f"srv:/y {root}/net nfs4 rw 0 0\n".encode()
+    )
     assert filesystem_type(os.path.join(root, "net", "jobs.db"), str(path)) == "nfs4"
     assert filesystem_type(os.path.join(root, "local"), str(path)) == "ext4"
 

@@ -21,7 +21,9 @@ from tests.core.store._helpers import (
 
 SECRET = "LEGACY-SECRET-7d41c0e2"
 # nemo-run 0.11.1 kept whole serialized executors (credentials included) in these files
-EXECUTOR_BLOB = f"eJyrVkrOz0vOLEpVsFIqzs9NVdJRUCpJLS5RslIwNDIxMDA3MlXSUSrJz05VslIK9vcNBsm4+AcDAJ0xDPk{SECRET}=="
+EXECUTOR_BLOB = (
+    f"eJyrVkrOz0vOLEpVsFIqzs9NVdJRUCpJLS5RslIwNDIxMDA3MlXSUSrJz05VslIK9vcNBsm4+AcDAJ0xDPk{SECRET}=="
+)
 
 LEGACY = {
     ".local_jobs.json": {
@@ -132,8 +134,9 @@ def test_import_happens_once(nemorun_home, reopen):
 
 def test_existing_records_win_over_legacy_ones(nemorun_home, reopen):
     store = get_store()  # the store exists before the legacy file shows up
-    mine = JobRecord("local_persistent", "local-1", state="CANCELLED", log_dir="/mine",
-                     data={"owner": "store"})
+    mine = JobRecord(
+        "local_persistent", "local-1", state="CANCELLED", log_dir="/mine", data={"owner": "store"}
+    )
     store.put(mine)
     write_legacy(nemorun_home, {".local_jobs.json": LEGACY[".local_jobs.json"]})
 
@@ -161,8 +164,14 @@ def test_file_appearing_later_is_imported_once(nemorun_home, reopen):
         (".skypilot_jobs.json", b'{"sky-1": {"job_status": "RUNNING", "log_dir": {"oops": 1}}}'),
         (".local_jobs.json", b'{"local-1": ["RUNNING", "local-1", ["not", "a", "path"], []]}'),
     ],
-    ids=["truncated", "top-level-list", "not-utf8", "wrong-entry-type", "log-dir-object",
-         "local-log-dir-list"],
+    ids=[
+        "truncated",
+        "top-level-list",
+        "not-utf8",
+        "wrong-entry-type",
+        "log-dir-object",
+        "local-log-dir-list",
+    ],
 )
 def test_malformed_file_is_skipped_with_a_warning(nemorun_home, reopen, caplog, name, raw):
     good = {".lepton_jobs.json": LEGACY[".lepton_jobs.json"]}
@@ -215,7 +224,10 @@ def test_processes_queued_on_the_lock_import_exactly_once(nemorun_home, reopen):
         with watchdog(procs):
             for proc in procs:
                 line = proc.stdout.readline()
-                assert line == "lock-wait\n", (line, proc.stderr.read() if proc.poll() is not None else "")
+                assert line == "lock-wait\n", (
+                    line,
+                    proc.stderr.read() if proc.poll() is not None else "",
+                )
             blocker.execute("ROLLBACK")
             outputs = []
             for proc in procs:

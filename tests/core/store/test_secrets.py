@@ -15,12 +15,18 @@ SECRET_DATA = [
     pytest.param({"HF_TOKEN": SECRET_VALUE}, id="env-style-upper-case"),
     pytest.param({"auth": {"api_key": SECRET_VALUE}}, id="nested-api_key"),
     pytest.param({"a": {"b": {"apikey": SECRET_VALUE}}}, id="deeply-nested-apikey"),
-    pytest.param({"roles": [{"name": "trainer", "env": {"WANDB_API_KEY": SECRET_VALUE}}]},
-                 id="mapping-inside-list"),
+    pytest.param(
+        {"roles": [{"name": "trainer", "env": {"WANDB_API_KEY": SECRET_VALUE}}]},
+        id="mapping-inside-list",
+    ),
     pytest.param({"cmd": ["python", "train.py", "--api-key", SECRET_VALUE]}, id="flag-then-value"),
-    pytest.param({"cmd": ["python", "train.py", f"--token={SECRET_VALUE}"]}, id="flag-equals-value"),
+    pytest.param(
+        {"cmd": ["python", "train.py", f"--token={SECRET_VALUE}"]}, id="flag-equals-value"
+    ),
     pytest.param({"cmd": ["env", f"HF_TOKEN={SECRET_VALUE}", "python"]}, id="assignment-arg"),
-    pytest.param({"envs": [{"name": "NGC_API_KEY", "value": SECRET_VALUE}]}, id="name-value-env-list"),
+    pytest.param(
+        {"envs": [{"name": "NGC_API_KEY", "value": SECRET_VALUE}]}, id="name-value-env-list"
+    ),
     pytest.param({"run": f"set -e\npython t.py --password {SECRET_VALUE}\n"}, id="script-text"),
 ]
 
@@ -46,8 +52,13 @@ def test_partial_payload_kwargs_are_masked_and_still_decode(nemorun_home):
 
     payload = encode(run.Partial(dict, lr=0.5, api_key=SECRET_VALUE))
     store = get_store()
-    store.put(JobRecord("local_persistent", "p", data={
-        "roles": [{"args": ["-m", "nemo_run.core.runners.partial", payload]}]}))
+    store.put(
+        JobRecord(
+            "local_persistent",
+            "p",
+            data={"roles": [{"args": ["-m", "nemo_run.core.runners.partial", payload]}]},
+        )
+    )
     stored = store.get("local_persistent", "p").data["roles"][0]["args"][2]
     assert stored != payload
     rebuilt = decode(stored)

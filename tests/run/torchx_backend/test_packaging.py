@@ -25,7 +25,9 @@ def test_inline_bash_is_one_argument_with_args_as_positional():
 def test_python_script_uses_the_executors_interpreter(tmp_path):
     script = tmp_path / "train.py"
     script.write_text("print(1)")
-    role = package("t", run.Script(path=str(script), args=["--lr", "1"]), run.LocalExecutor()).roles[0]
+    role = package(
+        "t", run.Script(path=str(script), args=["--lr", "1"]), run.LocalExecutor()
+    ).roles[0]
     assert role.entrypoint == sys.executable
     assert role.args == [str(script), "--lr", "1"]
 
@@ -61,5 +63,7 @@ def test_torchrun_launcher_wraps_python():
 
 
 def test_not_a_task():
-    with pytest.raises(run.ConfigError, match="must be a run.Script, run.Partial or run.Config, got int"):
+    with pytest.raises(
+        run.ConfigError, match="must be a run.Script, run.Partial or run.Config, got int"
+    ):
         package("t", 3, run.LocalExecutor())

@@ -33,7 +33,9 @@ SCHEDULERS_PACKAGE = "nemo_run.run.torchx_backend.schedulers"
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 # Record data keys every backend shares.
-CANCEL_REQUESTED = "cancel_requested_at"  # set before a stop is sent; a FAILED end then reads CANCELLED
+CANCEL_REQUESTED = (
+    "cancel_requested_at"  # set before a stop is sent; a FAILED end then reads CANCELLED
+)
 LAUNCH = "launch"  # pending (intent recorded, not started yet) | done | unconfirmed
 LAUNCH_PENDING, LAUNCH_DONE, LAUNCH_UNCONFIRMED = "pending", "done", "unconfirmed"
 LAUNCHER = "launcher"  # pid, start ticks and boot id of the process that recorded the intent
@@ -59,11 +61,38 @@ class Backend:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    Backend("local_persistent", "local", "nemo_run.core.execution.local:LocalExecutor", f"{SCHEDULERS_PACKAGE}.local", True),
-    Backend("docker_persistent", "docker", "nemo_run.core.execution.docker:DockerExecutor", f"{SCHEDULERS_PACKAGE}.docker", True),
-    Backend("skypilot", "skypilot", "nemo_run.core.execution.skypilot:SkypilotExecutor", f"{SCHEDULERS_PACKAGE}.skypilot"),
-    Backend("dgx_cloud", "dgxcloud", "nemo_run.core.execution.dgxcloud:DGXCloudExecutor", f"{SCHEDULERS_PACKAGE}.dgxcloud"),
-    Backend("lepton", "lepton", "nemo_run.core.execution.lepton:LeptonExecutor", f"{SCHEDULERS_PACKAGE}.lepton"),
+    Backend(
+        "local_persistent",
+        "local",
+        "nemo_run.core.execution.local:LocalExecutor",
+        f"{SCHEDULERS_PACKAGE}.local",
+        True,
+    ),
+    Backend(
+        "docker_persistent",
+        "docker",
+        "nemo_run.core.execution.docker:DockerExecutor",
+        f"{SCHEDULERS_PACKAGE}.docker",
+        True,
+    ),
+    Backend(
+        "skypilot",
+        "skypilot",
+        "nemo_run.core.execution.skypilot:SkypilotExecutor",
+        f"{SCHEDULERS_PACKAGE}.skypilot",
+    ),
+    Backend(
+        "dgx_cloud",
+        "dgxcloud",
+        "nemo_run.core.execution.dgxcloud:DGXCloudExecutor",
+        f"{SCHEDULERS_PACKAGE}.dgxcloud",
+    ),
+    Backend(
+        "lepton",
+        "lepton",
+        "nemo_run.core.execution.lepton:LeptonExecutor",
+        f"{SCHEDULERS_PACKAGE}.lepton",
+    ),
 )
 
 
@@ -95,7 +124,7 @@ def unique_name(app_name: str, limit: int) -> str:
     base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", app_name.lower()))
     base = re.sub(r"^[^a-z]+", "", base).strip("-") or "job"
     suffix = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
-    return f"{base[:limit - 9].rstrip('-')}-{suffix}"
+    return f"{base[: limit - 9].rstrip('-')}-{suffix}"
 
 
 def map_state(table: Mapping[str, AppState], value: Any, backend: str) -> AppState:
@@ -119,8 +148,17 @@ def unanswered(resp: DescribeAppResponse, reason: str) -> DescribeAppResponse:
     return resp
 
 
-def single_role_response(record: JobRecord, state: AppState, msg: str, *, nodes: int, entrypoint: str,
-                         args: list[str], ui_url: str | None = None, hostname: str = "") -> DescribeAppResponse:
+def single_role_response(
+    record: JobRecord,
+    state: AppState,
+    msg: str,
+    *,
+    nodes: int,
+    entrypoint: str,
+    args: list[str],
+    ui_url: str | None = None,
+    hostname: str = "",
+) -> DescribeAppResponse:
     """The torchx view of a one-role job whose nodes the platform reports as one state."""
     from torchx.schedulers.api import DescribeAppResponse
     from torchx.specs import ReplicaStatus, Role, RoleStatus
@@ -128,8 +166,12 @@ def single_role_response(record: JobRecord, state: AppState, msg: str, *, nodes:
     role = record.data.get("role", "main")
     resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg)
     resp.roles = [Role(name=role, image="", entrypoint=entrypoint, args=args, num_replicas=nodes)]
-    resp.roles_statuses = [RoleStatus(role, [ReplicaStatus(id=k, state=state, role=role, hostname=hostname)
-                                             for k in range(nodes)])]
+    resp.roles_statuses = [
+        RoleStatus(
+            role,
+            [ReplicaStatus(id=k, state=state, role=role, hostname=hostname) for k in range(nodes)],
+        )
+    ]
     resp.ui_url = ui_url
     return resp
 
@@ -184,17 +226,25 @@ class SchedulerMixin:
         """The stored record of a job any backend call may name; UnknownJobError otherwise."""
         self._require_known(app_id)
         record = self._store().get(self.backend, app_id)
-        if record is None:  # describe found it on the backend only (e.g. a container without a record)
-            raise UnknownJobError(f"{self.backend} job {app_id!r} has no record in {self._store().location}")
+        if (
+            record is None
+        ):  # describe found it on the backend only (e.g. a container without a record)
+            raise UnknownJobError(
+                f"{self.backend} job {app_id!r} has no record in {self._store().location}"
+            )
         return record
 
     @staticmethod
     def _check_replica(app_id: str, counts: dict[str, int], role_name: str, k: int) -> None:
         """A clear error for a role or replica index the job does not have."""
         if role_name not in counts:
-            raise ConfigError(f"job {app_id} has no role {role_name!r}; its roles: {sorted(counts)}")
+            raise ConfigError(
+                f"job {app_id} has no role {role_name!r}; its roles: {sorted(counts)}"
+            )
         if not 0 <= k < counts[role_name]:
-            raise ConfigError(f"role {role_name!r} of job {app_id} has replicas 0..{counts[role_name] - 1}, not {k}")
+            raise ConfigError(
+                f"role {role_name!r} of job {app_id} has replicas 0..{counts[role_name] - 1}, not {k}"
+            )
 
     @staticmethod
     def _matching(lines: Iterable[str], regex: str | None) -> Iterable[str]:
@@ -217,27 +267,47 @@ class SchedulerMixin:
             current = self._store().get(self.backend, app_id)
             if current is not None and current.data.get(CANCEL_REQUESTED):
                 state = "CANCELLED"
-        return self._store().update(self.backend, app_id, state=state, if_state_in=ACTIVE_STATES,
-                                    data={"ended_at": time.time(), **data})
+        return self._store().update(
+            self.backend,
+            app_id,
+            state=state,
+            if_state_in=ACTIVE_STATES,
+            data={"ended_at": time.time(), **data},
+        )
 
     # -- launch: an intent record first, so no job ever runs without a record ---------------
     def planned_app_id(self, dryrun_info: AppDryRunInfo) -> str:
         """The app id `schedule(dryrun_info)` will return, known before anything starts."""
         return self._app_id_of(dryrun_info.request)  # type: ignore[attr-defined]
 
-    def _put_intent(self, app_id: str, *, experiment_id: str | None, log_dir: str | None = None,
-                    data: dict[str, Any] | None = None) -> JobRecord:
+    def _put_intent(
+        self,
+        app_id: str,
+        *,
+        experiment_id: str | None,
+        log_dir: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> JobRecord:
         """Record a job about to start (state SUBMITTED, `launch: pending`) before any process,
         container or remote call can start it; `_launch_confirmed` or `_launch_failed` follow."""
         from nemo_run.core import processes
         from nemo_run.core.store.records import JobRecord
 
         me = processes.proc_stat(os.getpid())
-        launcher = {"pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
-                    "boot_id": processes.boot_id()}
-        record = JobRecord(backend=self.backend, app_id=app_id, session=self.session_name,  # type: ignore[attr-defined]
-                           state="SUBMITTED", experiment_id=experiment_id, log_dir=log_dir,
-                           data={**(data or {}), LAUNCH: LAUNCH_PENDING, LAUNCHER: launcher})
+        launcher = {
+            "pid": os.getpid(),
+            "start_ticks": me.start_ticks if me else None,
+            "boot_id": processes.boot_id(),
+        }
+        record = JobRecord(
+            backend=self.backend,
+            app_id=app_id,
+            session=self.session_name,  # type: ignore[attr-defined]
+            state="SUBMITTED",
+            experiment_id=experiment_id,
+            log_dir=log_dir,
+            data={**(data or {}), LAUNCH: LAUNCH_PENDING, LAUNCHER: launcher},
+        )
         self._store().put(record)
         return record
 
@@ -247,21 +317,36 @@ class SchedulerMixin:
         from nemo_run.core import processes
 
         who = record.data.get(LAUNCHER) or {}
-        return bool(who) and processes.is_same_process_alive(who["pid"], who.get("start_ticks") or -1,
-                                                             who.get("boot_id", ""))
+        return bool(who) and processes.is_same_process_alive(
+            who["pid"], who.get("start_ticks") or -1, who.get("boot_id", "")
+        )
 
     def _launch_confirmed(self, app_id: str, *, state: str = "SUBMITTED", **data: Any) -> JobRecord:
         """The backend accepted the job: keep what identifies it there."""
-        return self._store().update(self.backend, app_id, state=state, if_state_in=ACTIVE_STATES,
-                                    data={**data, LAUNCH: LAUNCH_DONE})
+        return self._store().update(
+            self.backend,
+            app_id,
+            state=state,
+            if_state_in=ACTIVE_STATES,
+            data={**data, LAUNCH: LAUNCH_DONE},
+        )
 
     def _launch_unconfirmed(self, app_id: str, reason: str) -> JobRecord:
         """The start may or may not have happened: keep the record (UNKNOWN) for describe/list
         to reconcile with the backend, rather than lose a job that might be running."""
-        log.warning("launch of %s %s could not be confirmed (%s); describe will reconcile it",
-                    self.backend, app_id, reason)
-        return self._store().update(self.backend, app_id, state="UNKNOWN", if_state_in=ACTIVE_STATES,
-                                    data={LAUNCH: LAUNCH_UNCONFIRMED, "msg": f"launch not confirmed: {reason}"})
+        log.warning(
+            "launch of %s %s could not be confirmed (%s); describe will reconcile it",
+            self.backend,
+            app_id,
+            reason,
+        )
+        return self._store().update(
+            self.backend,
+            app_id,
+            state="UNKNOWN",
+            if_state_in=ACTIVE_STATES,
+            data={LAUNCH: LAUNCH_UNCONFIRMED, "msg": f"launch not confirmed: {reason}"},
+        )
 
     def _launch_failed(self, app_id: str) -> None:
         """Nothing started (the backend refused, or we failed before asking): drop the intent."""

@@ -71,8 +71,12 @@ CONTAINER_STATES = {
     "removing": AppState.RUNNING,
     "dead": AppState.FAILED,
 }
-LOG_FILES = {None: "combined.log", Stream.COMBINED: "combined.log", Stream.STDOUT: "stdout.log",
-             Stream.STDERR: "stderr.log"}
+LOG_FILES = {
+    None: "combined.log",
+    Stream.COMBINED: "combined.log",
+    Stream.STDOUT: "stdout.log",
+    Stream.STDERR: "stderr.log",
+}
 
 
 def _container_name(app_id: str, role: str, replica: int) -> str:
@@ -145,30 +149,45 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         extra = dict(cfg.additional_kwargs)
         retries = max(role.max_retries for role in app.roles)
         if retries and extra.get("auto_remove"):
-            raise ConfigError("DockerExecutor: retries need a restart policy, which Docker refuses with "
-                              "auto_remove=True; drop auto_remove from additional_kwargs")
+            raise ConfigError(
+                "DockerExecutor: retries need a restart policy, which Docker refuses with "
+                "auto_remove=True; drop auto_remove from additional_kwargs"
+            )
         containers = []
         for role in app.roles:
             for k in range(role.num_replicas):
-                replica = macros.Values(img_root="", app_id=app_id, replica_id=str(k),
-                                        rank0_env="TORCHX_RANK0_HOST").apply(role)
+                replica = macros.Values(
+                    img_root="", app_id=app_id, replica_id=str(k), rank0_env="TORCHX_RANK0_HOST"
+                ).apply(role)
                 name = _container_name(app_id, role.name, k)
-                env = {"TORCHX_RANK0_HOST": rank0, "MASTER_ADDR": rank0, **replica.env,
-                       "NEMORUN_APP_ID": app_id}
+                env = {
+                    "TORCHX_RANK0_HOST": rank0,
+                    "MASTER_ADDR": rank0,
+                    **replica.env,
+                    "NEMORUN_APP_ID": app_id,
+                }
                 kwargs: dict[str, Any] = {
                     "name": name,
                     "hostname": _hostname(name),
                     "environment": env,
-                    "labels": {LABEL_APP_ID: app_id, LABEL_ROLE: role.name, LABEL_REPLICA: str(k),
-                               LABEL_SESSION: self.session_name},
+                    "labels": {
+                        LABEL_APP_ID: app_id,
+                        LABEL_ROLE: role.name,
+                        LABEL_REPLICA: str(k),
+                        LABEL_SESSION: self.session_name,
+                    },
                     "network": cfg.network or DEFAULT_NETWORK,
                     "volumes": volumes,
                     "init": True,  # an init as PID 1 forwards SIGTERM, so cancel does not wait out the grace
                 }
                 if cfg.packager.ships_code:
                     kwargs["working_dir"] = CONTAINER_CODE_DIR
-                for key, value in (("shm_size", cfg.shm_size), ("runtime", cfg.runtime),
-                                   ("ipc_mode", cfg.ipc_mode), ("healthcheck", cfg.healthcheck)):
+                for key, value in (
+                    ("shm_size", cfg.shm_size),
+                    ("runtime", cfg.runtime),
+                    ("ipc_mode", cfg.ipc_mode),
+                    ("healthcheck", cfg.healthcheck),
+                ):
                     if value is not None:
                         kwargs[key] = value
                 if cfg.privileged:
@@ -183,10 +202,20 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                     if key in ("labels", "environment") and isinstance(value, dict):
                         value = {**value, **kwargs[key]}
                     kwargs[key] = value
-                containers.append(DockerContainer(name=name, image=cfg.container_image,
-                                                  command=[replica.entrypoint, *replica.args], role=role.name,
-                                                  replica_id=k, hostname=kwargs["hostname"], kwargs=kwargs))
-        return AppDryRunInfo(DockerJobRequest(id=app_id, executor=cfg, containers=containers, log_dir=log_dir), str)
+                containers.append(
+                    DockerContainer(
+                        name=name,
+                        image=cfg.container_image,
+                        command=[replica.entrypoint, *replica.args],
+                        role=role.name,
+                        replica_id=k,
+                        hostname=kwargs["hostname"],
+                        kwargs=kwargs,
+                    )
+                )
+        return AppDryRunInfo(
+            DockerJobRequest(id=app_id, executor=cfg, containers=containers, log_dir=log_dir), str
+        )
 
     def _app_id_of(self, request: DockerJobRequest) -> str:
         return request.id
@@ -196,8 +225,12 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         request = dryrun_info.request
         executor = request.executor
         self._check_engine(request)
-        self._put_intent(request.id, experiment_id=executor.experiment_id, log_dir=request.log_dir,
-                         data={"containers": request.summary(), "image": executor.container_image})
+        self._put_intent(
+            request.id,
+            experiment_id=executor.experiment_id,
+            log_dir=request.log_dir,
+            data={"containers": request.summary(), "image": executor.container_image},
+        )
         try:
             self._start(request)
         except BaseException:
@@ -261,7 +294,9 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             return self._response(record, AppState[record.state], record.data.get("final", {}))
         expected = record.data.get("containers", [])
         if not expected:  # imported from nemo-run 0.11.1: nothing to inspect
-            return self._response(record, AppState.UNKNOWN, {}, "imported without container details")
+            return self._response(
+                record, AppState.UNKNOWN, {}, "imported without container details"
+            )
         found = self._containers(app_id)
         if record.data.get(LAUNCH) == LAUNCH_PENDING and len(found) < len(expected):
             if self._launcher_alive(record):  # still creating its containers
@@ -274,21 +309,35 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             key = (spec["role"], spec["replica_id"])
             container = found.get(key)
             if container is None:
-                replicas[key] = {"state": AppState.UNKNOWN.name, "exit_code": None,
-                                 "note": "container vanished before its outcome was recorded"}
+                replicas[key] = {
+                    "state": AppState.UNKNOWN.name,
+                    "exit_code": None,
+                    "note": "container vanished before its outcome was recorded",
+                }
                 continue
             state, code = _replica_state(container)
-            replicas[key] = {"state": state.name, "exit_code": code, "restarts": container.restart_count}
+            replicas[key] = {
+                "state": state.name,
+                "exit_code": code,
+                "restarts": container.restart_count,
+            }
         state = _combine([AppState[r["state"]] for r in replicas.values()])
         if state == AppState.UNKNOWN and all(r.get("note") for r in replicas.values()):
             state = AppState.FAILED  # every container vanished: the outcome is lost for good
-        all_done = all(AppState[r["state"]] in (AppState.SUCCEEDED, AppState.FAILED) or r.get("note")
-                       for r in replicas.values())
+        all_done = all(
+            AppState[r["state"]] in (AppState.SUCCEEDED, AppState.FAILED) or r.get("note")
+            for r in replicas.values()
+        )
         final = self._finalize(record, found, replicas, state) if all_done else {}
         return self._response(record, state, final or {"replicas": _listing(replicas)})
 
-    def _finalize(self, record: JobRecord, found: dict[tuple[str, int], Any],
-                  replicas: dict[tuple[str, int], dict[str, Any]], state: AppState) -> dict[str, Any]:
+    def _finalize(
+        self,
+        record: JobRecord,
+        found: dict[tuple[str, int], Any],
+        replicas: dict[tuple[str, int], dict[str, Any]],
+        state: AppState,
+    ) -> dict[str, Any]:
         """Save logs into the job dir, record the outcome, then remove the containers. Several
         processes may finish one job at once: each writes complete files under its own temp
         names, and one whose containers were removed meanwhile reads the outcome recorded."""
@@ -300,7 +349,11 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         codes = [r["exit_code"] for r in replicas.values() if r.get("exit_code") is not None]
         final = {"replicas": _listing(replicas), "ended_at": time.time()}
         record = self._record_final(
-            record.app_id, state.name, final=final, ended_at=final["ended_at"], msg=_outcome_message(final["replicas"]),
+            record.app_id,
+            state.name,
+            final=final,
+            ended_at=final["ended_at"],
+            msg=_outcome_message(final["replicas"]),
             exit_code=next((c for c in codes if c != 0), 0) if codes else None,
         )
         self._remove(found.values())
@@ -316,8 +369,11 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         container is gone or being removed (another process got there first)."""
         folder = os.path.join(record.log_dir or "", role, str(k))
         os.makedirs(folder, exist_ok=True)
-        for stream, (out, err) in ((Stream.STDOUT, (True, False)), (Stream.STDERR, (False, True)),
-                                   (Stream.COMBINED, (True, True))):
+        for stream, (out, err) in (
+            (Stream.STDOUT, (True, False)),
+            (Stream.STDERR, (False, True)),
+            (Stream.COMBINED, (True, True)),
+        ):
             target = os.path.join(folder, LOG_FILES[stream])
             tmp = f"{target}.tmp.{os.getpid()}.{threading.get_ident()}"
             try:
@@ -333,25 +389,44 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                     os.remove(tmp)
         return True
 
-    def _response(self, record: JobRecord, state: AppState, final: dict[str, Any],
-                  msg: str = "") -> DescribeAppResponse:
+    def _response(
+        self, record: JobRecord, state: AppState, final: dict[str, Any], msg: str = ""
+    ) -> DescribeAppResponse:
         outcome = {(r["role"], r["replica_id"]): r for r in final.get("replicas", [])}
         roles: dict[str, Role] = {}
         statuses: dict[str, RoleStatus] = {}
         for spec in record.data.get("containers", []):
-            role = roles.setdefault(spec["role"], Role(name=spec["role"], image=spec.get("image", ""),
-                                                       entrypoint=spec["command"][0], args=spec["command"][1:],
-                                                       num_replicas=0))
+            role = roles.setdefault(
+                spec["role"],
+                Role(
+                    name=spec["role"],
+                    image=spec.get("image", ""),
+                    entrypoint=spec["command"][0],
+                    args=spec["command"][1:],
+                    num_replicas=0,
+                ),
+            )
             role.num_replicas += 1
             done = outcome.get((spec["role"], spec["replica_id"]), {})
             replica_state = AppState[done["state"]] if done.get("state") else state
             if state == AppState.CANCELLED and not is_terminal(replica_state):
                 replica_state = state
             statuses.setdefault(spec["role"], RoleStatus(spec["role"], [])).replicas.append(
-                ReplicaStatus(id=spec["replica_id"], state=replica_state, role=spec["role"], hostname=spec["name"]))
+                ReplicaStatus(
+                    id=spec["replica_id"],
+                    state=replica_state,
+                    role=spec["role"],
+                    hostname=spec["name"],
+                )
+            )
         msg = msg or _outcome_message(list(outcome.values()))
-        resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg or record.data.get("msg", ""),
-                                   roles=list(roles.values()), roles_statuses=list(statuses.values()))
+        resp = DescribeAppResponse(
+            app_id=record.app_id,
+            state=state,
+            msg=msg or record.data.get("msg", ""),
+            roles=list(roles.values()),
+            roles_statuses=list(statuses.values()),
+        )
         resp.num_restarts = sum(r.get("restarts", 0) for r in outcome.values())
         resp.ui_url = f"file://{record.log_dir}"
         return resp
@@ -364,15 +439,20 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             if record.state not in TERMINAL_STATES:
                 desc = self.describe(record.app_id)
                 state = desc.state if desc else state
-            out[record.app_id] = ListAppResponse(app_id=record.app_id, state=state, app_handle=record.handle)
+            out[record.app_id] = ListAppResponse(
+                app_id=record.app_id, state=state, app_handle=record.handle
+            )
         try:  # containers labelled by nemo_run whose launcher never recorded them
             for container in self._engine.containers(LABEL_APP_ID):
                 app_id = container.labels[LABEL_APP_ID]
                 if app_id not in out:
                     state, _ = _replica_state(container)
                     session = container.labels.get(LABEL_SESSION, self.session_name)
-                    out[app_id] = ListAppResponse(app_id=app_id, state=state,
-                                                  app_handle=f"{self.backend}://{session}/{app_id}")
+                    out[app_id] = ListAppResponse(
+                        app_id=app_id,
+                        state=state,
+                        app_handle=f"{self.backend}://{session}/{app_id}",
+                    )
         except BackendError as e:
             log.warning("listing containers skipped: %s", e)
         return list(out.values())
@@ -394,16 +474,35 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         for spec in record.data.get("containers", []):
             counts[spec["role"]] = counts.get(spec["role"], 0) + 1
         self._check_replica(app_id, counts, role_name, k)
-        return self._matching(self._lines(record, role_name, k, since, until, should_tail, streams), regex)
+        return self._matching(
+            self._lines(record, role_name, k, since, until, should_tail, streams), regex
+        )
 
-    def _lines(self, record: JobRecord, role: str, k: int, since: datetime | None, until: datetime | None,
-               should_tail: bool, streams: Stream | None) -> Iterator[str]:
-        container = None if record.data.get("final") else self._containers(record.app_id).get((role, k))
+    def _lines(
+        self,
+        record: JobRecord,
+        role: str,
+        k: int,
+        since: datetime | None,
+        until: datetime | None,
+        should_tail: bool,
+        streams: Stream | None,
+    ) -> Iterator[str]:
+        container = (
+            None if record.data.get("final") else self._containers(record.app_id).get((role, k))
+        )
         if container is not None:
             try:
-                yield from split_lines(self._engine.logs(
-                    container.id, follow=should_tail, since=since, until=until,
-                    stdout=streams != Stream.STDERR, stderr=streams != Stream.STDOUT))
+                yield from split_lines(
+                    self._engine.logs(
+                        container.id,
+                        follow=should_tail,
+                        since=since,
+                        until=until,
+                        stdout=streams != Stream.STDERR,
+                        stderr=streams != Stream.STDOUT,
+                    )
+                )
                 return
             except ContainerGoneError as e:  # removed while we read: the saved copy has everything
                 log.debug("container logs of %s ended: %s", container.name, e)
@@ -415,7 +514,9 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             if not record.data.get("final"):
                 self.describe(record.app_id)  # the job may have just ended: save its logs now
         if not os.path.exists(path):
-            log.warning("no logs kept for %s %s[%d] (its container is gone)", record.app_id, role, k)
+            log.warning(
+                "no logs kept for %s %s[%d] (its container is gone)", record.app_id, role, k
+            )
             return
         yield from read_lines(path)
 
@@ -439,7 +540,9 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             replicas[key] = {"state": AppState.CANCELLED.name, "exit_code": code}
             self._save_logs(record, key[0], key[1], container)
         final = {"replicas": _listing(replicas), "ended_at": time.time()}
-        self._store().update(self.backend, record.app_id, data={"final": final, "ended_at": final["ended_at"]})
+        self._store().update(
+            self.backend, record.app_id, data={"final": final, "ended_at": final["ended_at"]}
+        )
         self._remove(found.values())
 
     def close(self) -> None:

@@ -127,15 +127,18 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         if len(app.roles) != 1:
             raise ConfigError(f"SkyPilot runs one role per job; {app.name!r} has {len(app.roles)}")
         name = task_name(app.name)
-        role = macros.Values(img_root="", app_id=name, replica_id="$SKYPILOT_NODE_RANK",
-                             rank0_env="head_node_ip").apply(app.roles[0])
+        role = macros.Values(
+            img_root="", app_id=name, replica_id="$SKYPILOT_NODE_RANK", rank0_env="head_node_ip"
+        ).apply(app.roles[0])
         app.roles = [role]
-        run = "\n".join([
-            "set -o pipefail",
-            f"export head_node_ip={HEAD_NODE_IP}",
-            'export num_nodes="$SKYPILOT_NUM_NODES"',
-            shlex.join([role.entrypoint, *role.args]),
-        ])
+        run = "\n".join(
+            [
+                "set -o pipefail",
+                f"export head_node_ip={HEAD_NODE_IP}",
+                'export num_nodes="$SKYPILOT_NUM_NODES"',
+                shlex.join([role.entrypoint, *role.args]),
+            ]
+        )
         config = cfg.to_task(name=name, run=run, envs=dict(role.env)).to_yaml_config()
         return AppDryRunInfo(SkypilotRequest(executor=cfg, name=name, config=config), str)
 
@@ -147,11 +150,17 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         request = dryrun_info.request
         ex, name = request.executor, request.name
         cluster = ex.cluster_name or f"nemo-{name}"[:40]
-        self._put_intent(name, experiment_id=ex.experiment_id, data={
-            "cluster": cluster, "num_nodes": ex.num_nodes,
-            "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
-            "run": request.config.get("run", ""),
-            "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", "")})
+        self._put_intent(
+            name,
+            experiment_id=ex.experiment_id,
+            data={
+                "cluster": cluster,
+                "num_nodes": ex.num_nodes,
+                "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
+                "run": request.config.get("run", ""),
+                "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", ""),
+            },
+        )
         try:
             job_id = self._submit(request, cluster)
         except ServerUnreachableError as e:  # the API server may have taken it: find it later
@@ -175,8 +184,13 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
                 config["workdir"] = code
             if self._client.cluster_up(cluster):
                 return self._client.exec(config, cluster)
-            return self._client.launch(config, cluster, retry_until_up=ex.retry_until_up,
-                                       idle_minutes_to_autostop=ex.idle_minutes_to_autostop, down=ex.autodown)
+            return self._client.launch(
+                config,
+                cluster,
+                retry_until_up=ex.retry_until_up,
+                idle_minutes_to_autostop=ex.idle_minutes_to_autostop,
+                down=ex.autodown,
+            )
 
     def _adopt(self, record: JobRecord) -> JobRecord | DescribeAppResponse:
         """A record whose launch was never confirmed: find the job on its cluster by name."""
@@ -195,8 +209,11 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         if time.time() - record.created_at > LAUNCH_GRACE_S:
             record = self._record_final(record.app_id, AppState.FAILED.name, msg=NEVER_STARTED)
             return self._response(record, AppState[record.state], record.data.get("msg", ""))
-        return self._response(record, AppState.UNKNOWN, f"its launcher exited while launching; no job named "
-                                                        f"{record.app_id} on {cluster} yet")
+        return self._response(
+            record,
+            AppState.UNKNOWN,
+            f"its launcher exited while launching; no job named {record.app_id} on {cluster} yet",
+        )
 
     # -- describe ---------------------------------------------------------------------------
     def describe(self, app_id: str) -> DescribeAppResponse | None:
@@ -214,9 +231,13 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         try:  # one request to the API server
             status = self._client.job_status(cluster, job_id)
         except BackendError as e:  # cluster gone, or the API server unreachable: keep what we knew
-            return unanswered(self._response(record, AppState[record.state], ""), f"last recorded state ({e})")
+            return unanswered(
+                self._response(record, AppState[record.state], ""), f"last recorded state ({e})"
+            )
         if status is None:
-            return self._response(record, AppState[record.state], f"job {job_id} not found on {cluster}")
+            return self._response(
+                record, AppState[record.state], f"job {job_id} not found on {cluster}"
+            )
         state = state_of(status)
         msg = f"SkyPilot {status}"
         if is_terminal(state):
@@ -227,8 +248,15 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         return self._response(record, state, msg)
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
-        return single_role_response(record, state, msg, nodes=int(record.data.get("num_nodes", 1)), entrypoint="bash",
-                                    args=["-c", record.data.get("run", "")], hostname=record.data.get("cluster", ""))
+        return single_role_response(
+            record,
+            state,
+            msg,
+            nodes=int(record.data.get("num_nodes", 1)),
+            entrypoint="bash",
+            args=["-c", record.data.get("run", "")],
+            hostname=record.data.get("cluster", ""),
+        )
 
     # -- list -------------------------------------------------------------------------------
     def list(self) -> list[ListAppResponse]:  # type: ignore[override]
@@ -251,7 +279,10 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
                 if is_terminal(state):
                     self._record_final(record.app_id, state.name, sky_status=status)
                 record.state = state.name
-        return [ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle) for r in records]
+        return [
+            ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle)
+            for r in records
+        ]
 
     # -- logs -------------------------------------------------------------------------------
     def log_iter(
@@ -266,15 +297,21 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         streams: Stream | None = None,
     ) -> Iterable[str]:
         record = self._known_record(app_id)
-        self._check_replica(app_id, {record.data.get("role", "main"): int(record.data.get("num_nodes", 1))},
-                            role_name, k)
+        self._check_replica(
+            app_id,
+            {record.data.get("role", "main"): int(record.data.get("num_nodes", 1))},
+            role_name,
+            k,
+        )
         return self._matching(self._lines(record, should_tail), regex)
 
     def _lines(self, record: JobRecord, should_tail: bool) -> Iterator[str]:
         """The job's output through the API server; `follow` ends when the job does."""
         cluster, job_id = record.data["cluster"], record.data["job_id"]
         try:
-            yield from split_lines(chunk.encode() for chunk in self._client.tail_logs(cluster, job_id, should_tail))
+            yield from split_lines(
+                chunk.encode() for chunk in self._client.tail_logs(cluster, job_id, should_tail)
+            )
         except BackendError as e:
             yield f"nemo_run: the logs of {record.app_id} are not available (cluster {cluster}: {e})\n"
 
@@ -284,7 +321,9 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
         try:
             self._client.cancel(cluster, record.data["job_id"])
         except ClusterGoneError:  # the cluster is gone: nothing left to stop
-            log.warning("SkyPilot cancel of %s: cluster %s no longer exists", record.app_id, cluster)
+            log.warning(
+                "SkyPilot cancel of %s: cluster %s no longer exists", record.app_id, cluster
+            )
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> SkypilotScheduler:

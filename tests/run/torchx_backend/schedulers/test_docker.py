@@ -37,12 +37,17 @@ def executor(image: str, **kwargs) -> run.DockerExecutor:
 
 def wait_terminal(app_id: str) -> AppState:
     sched = create_scheduler("t")
-    return wait_for(lambda: (d := sched.describe(app_id)) and is_terminal(d.state) and d, what=app_id).state
+    return wait_for(
+        lambda: (d := sched.describe(app_id)) and is_terminal(d.state) and d, what=app_id
+    ).state
 
 
 def test_success_output_from_a_new_process_after_the_container_is_gone(docker_image):
-    result = run.run(run.Script(inline='echo "out $GREETING"; echo problem >&2'),
-                     executor=executor(docker_image, env_vars={"GREETING": "hi"}), name="ok")
+    result = run.run(
+        run.Script(inline='echo "out $GREETING"; echo problem >&2'),
+        executor=executor(docker_image, env_vars={"GREETING": "hi"}),
+        name="ok",
+    )
     assert result.ok
     app_id = app_id_of(result)
     assert containers_of(app_id) == []  # outcome recorded, container removed
@@ -66,8 +71,12 @@ def test_failure_exit_code(docker_image):
 
 
 def test_group_with_one_failing_replica_fails(docker_image):
-    result = run.run(run.Script(inline='[ "$RANK" != 1 ] || exit 7'),
-                     executor=executor(docker_image, ntasks_per_node=2), name="pair", detach=True)
+    result = run.run(
+        run.Script(inline='[ "$RANK" != 1 ] || exit 7'),
+        executor=executor(docker_image, ntasks_per_node=2),
+        name="pair",
+        detach=True,
+    )
     app_id = app_id_of(result)
     assert wait_terminal(app_id) == AppState.FAILED
     desc = create_scheduler("t").describe(app_id)
@@ -77,8 +86,12 @@ def test_group_with_one_failing_replica_fails(docker_image):
 
 
 def test_cancel_from_another_process_is_idempotent(docker_image):
-    result = run.run(run.Script(inline="echo started; sleep 300"), executor=executor(docker_image),
-                     name="long", detach=True)
+    result = run.run(
+        run.Script(inline="echo started; sleep 300"),
+        executor=executor(docker_image),
+        name="long",
+        detach=True,
+    )
     app_id = app_id_of(result)
     sched = create_scheduler("t")
     wait_for(lambda: sched.describe(app_id).state == AppState.RUNNING, what="running")
@@ -95,15 +108,21 @@ def test_cancel_from_another_process_is_idempotent(docker_image):
 
 def test_retries_restart_the_container(docker_image):
     script = 'echo attempt >> /nemo_run/attempts; [ "$(wc -l < /nemo_run/attempts)" -ge 2 ]'
-    result = run.run(run.Script(inline=script), executor=executor(docker_image, retries=2), name="retry")
+    result = run.run(
+        run.Script(inline=script), executor=executor(docker_image, retries=2), name="retry"
+    )
     assert result.ok
     assert open(os.path.join(result.log_dir, "attempts")).read().count("attempt") == 2
     assert create_scheduler("t").describe(app_id_of(result)).num_restarts == 1
 
 
 def test_tail_while_running_ends_with_the_job(docker_image):
-    result = run.run(run.Script(inline="echo one; while [ ! -e /nemo_run/go ]; do sleep 0.05; done; echo two"),
-                     executor=executor(docker_image), name="tail", detach=True)
+    result = run.run(
+        run.Script(inline="echo one; while [ ! -e /nemo_run/go ]; do sleep 0.05; done; echo two"),
+        executor=executor(docker_image),
+        name="tail",
+        detach=True,
+    )
     app_id = app_id_of(result)
     lines: list[str] = []
     done = threading.Event()
@@ -122,7 +141,9 @@ def test_tail_while_running_ends_with_the_job(docker_image):
 
 def test_vanished_container_reads_failed_never_succeeded(docker_image):
     """Its outcome is lost for good: a final FAILED with the reason, so waiters end."""
-    result = run.run(run.Script(inline="sleep 300"), executor=executor(docker_image), name="gone", detach=True)
+    result = run.run(
+        run.Script(inline="sleep 300"), executor=executor(docker_image), name="gone", detach=True
+    )
     app_id = app_id_of(result)
     for container in containers_of(app_id):
         container.remove(force=True)
@@ -132,8 +153,12 @@ def test_vanished_container_reads_failed_never_succeeded(docker_image):
 
 
 def test_user_labels_and_environment_merge_with_ours(docker_image):
-    ex = executor(docker_image, additional_kwargs={"labels": {"team": "x"}, "environment": {"EXTRA": "1"}})
-    result = run.run(run.Script(inline='sleep 2; test "$EXTRA" = 1'), executor=ex, name="merged", detach=True)
+    ex = executor(
+        docker_image, additional_kwargs={"labels": {"team": "x"}, "environment": {"EXTRA": "1"}}
+    )
+    result = run.run(
+        run.Script(inline='sleep 2; test "$EXTRA" = 1'), executor=ex, name="merged", detach=True
+    )
     [container] = containers_of(app_id_of(result))
     assert container.labels["team"] == "x"
     assert wait_terminal(app_id_of(result)) == AppState.SUCCEEDED
@@ -155,9 +180,16 @@ def test_parallel_jobs_with_one_name_do_not_collide(docker_image):
 
 def test_missing_image_is_a_clear_error_and_leaves_nothing(docker_image):
     with pytest.raises(ConfigError, match="no-such-image:1.0.*cannot be pulled"):
-        run.run(run.Script(inline="true"), executor=executor("localhost/no-such-image:1.0"), name="noimg")
+        run.run(
+            run.Script(inline="true"),
+            executor=executor("localhost/no-such-image:1.0"),
+            name="noimg",
+        )
     assert get_store().list("docker_persistent") == []
-    assert engine().containers.list(all=True, filters={"ancestor": "localhost/no-such-image:1.0"}) == []
+    assert (
+        engine().containers.list(all=True, filters={"ancestor": "localhost/no-such-image:1.0"})
+        == []
+    )
 
 
 def test_gpus_on_an_engine_without_gpu_runtime(docker_image):
@@ -183,19 +215,22 @@ def test_close_stops_only_when_asked(docker_image):
     observer.cancel(app_ids["keep"])
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"container_image": ""}, "container_image is required"),
-    ({"volumes": ["/data"]}, "volumes entry '/data' is malformed"),
-    ({"volumes": ["data:/x"]}, None),
-    ({"volumes": ["./data:/x"]}, "as an absolute path"),
-    ({"volumes": ["/data:relative"]}, "must be absolute"),
-    ({"volumes": ["/data:/x:rx"]}, "unknown mode 'rx'"),
-    ({"ulimits": ["nofile"]}, "ulimits entry 'nofile' is malformed"),
-    ({"ulimits": ["nofile=1:x"]}, "malformed"),
-    ({"shm_size": "lots"}, "shm_size='lots' is malformed"),
-    ({"num_gpus": -2}, "num_gpus must be -1"),
-    ({"healthcheck": {"interval": 1}}, "healthcheck needs a 'test'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"container_image": ""}, "container_image is required"),
+        ({"volumes": ["/data"]}, "volumes entry '/data' is malformed"),
+        ({"volumes": ["data:/x"]}, None),
+        ({"volumes": ["./data:/x"]}, "as an absolute path"),
+        ({"volumes": ["/data:relative"]}, "must be absolute"),
+        ({"volumes": ["/data:/x:rx"]}, "unknown mode 'rx'"),
+        ({"ulimits": ["nofile"]}, "ulimits entry 'nofile' is malformed"),
+        ({"ulimits": ["nofile=1:x"]}, "malformed"),
+        ({"shm_size": "lots"}, "shm_size='lots' is malformed"),
+        ({"num_gpus": -2}, "num_gpus must be -1"),
+        ({"healthcheck": {"interval": 1}}, "healthcheck needs a 'test'"),
+    ],
+)
 def test_executor_validation(kwargs, message):
     kwargs = {"container_image": "img", **kwargs}
     if message is None:

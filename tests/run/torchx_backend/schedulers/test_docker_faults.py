@@ -38,14 +38,31 @@ while True:
 
 
 def test_processes_finishing_one_job_together_never_crash_each_other(docker_image):
-    result = run.run(run.Script(inline="sleep 2; for i in $(seq 1 2000); do echo line $i; done; echo err >&2"),
-                     executor=executor(docker_image, ntasks_per_node=2), name="race", detach=True)
+    result = run.run(
+        run.Script(inline="sleep 2; for i in $(seq 1 2000); do echo line $i; done; echo err >&2"),
+        executor=executor(docker_image, ntasks_per_node=2),
+        name="race",
+        detach=True,
+    )
     app_id = app_id_of(result)
-    wait_for(lambda: all(c.attrs["State"]["Status"] == "exited" for c in containers_of(app_id))
-             and containers_of(app_id), what="containers exited")
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(FINISHER), app_id], cwd=REPO,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    wait_for(
+        lambda: (
+            all(c.attrs["State"]["Status"] == "exited" for c in containers_of(app_id))
+            and containers_of(app_id)
+        ),
+        what="containers exited",
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(FINISHER), app_id],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     for proc in procs:
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -60,16 +77,34 @@ def test_processes_finishing_one_job_together_never_crash_each_other(docker_imag
     for k in (0, 1):
         lines = open(f"{folder}/race/{k}/stdout.log").read().splitlines()
         assert lines[0] == "line 1" and lines[-1] == "line 2000"
-    leftovers = subprocess.run(["find", folder, "-name", "*.tmp*"], capture_output=True, text=True).stdout
+    leftovers = subprocess.run(
+        ["find", folder, "-name", "*.tmp*"], capture_output=True, text=True
+    ).stdout
     assert leftovers == ""
 
 
 def test_intent_of_a_launcher_that_died_before_starting_reads_failed(docker_image):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    get_store().put(JobRecord("docker_persistent", "never-1", state="SUBMITTED", data={
-        "containers": [{"name": "never-1-x-0", "role": "x", "replica_id": 0, "image": docker_image,
-                        "command": ["true"]}],
-        LAUNCH: LAUNCH_PENDING, LAUNCHER: {"pid": dead.pid, "start_ticks": 1, "boot_id": ""}}))
+    get_store().put(
+        JobRecord(
+            "docker_persistent",
+            "never-1",
+            state="SUBMITTED",
+            data={
+                "containers": [
+                    {
+                        "name": "never-1-x-0",
+                        "role": "x",
+                        "replica_id": 0,
+                        "image": docker_image,
+                        "command": ["true"],
+                    }
+                ],
+                LAUNCH: LAUNCH_PENDING,
+                LAUNCHER: {"pid": dead.pid, "start_ticks": 1, "boot_id": ""},
+            },
+        )
+    )
     desc = create_scheduler("t").describe("never-1")
     assert desc.state.name == "FAILED" and desc.msg == NEVER_STARTED

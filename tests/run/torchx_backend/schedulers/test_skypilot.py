@@ -27,15 +27,20 @@ def cluster():
     """The cluster name, with HOME pointing the SDK at the local API server's settings."""
     home = os.environ.get("NEMORUN_TEST_SKY_HOME")
     reason = os.environ.get("NEMORUN_TEST_SKY_SKIP") or (
-        None if home else "no SkyPilot stack was set up: run the tests through scripts/test.sh")
+        None if home else "no SkyPilot stack was set up: run the tests through scripts/test.sh"
+    )
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true requires the SkyPilot tests to run: {reason}")
         pytest.skip(f"SkyPilot tests skipped: {reason}")
     pytest.importorskip("sky", reason="the skypilot extra is not installed")
     name = f"nemo-test-{secrets.token_hex(3)}"
-    subprocess.run(["bash", os.path.join(REPO, "scripts", "skypilot-prepare-cluster.sh"), name], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["bash", os.path.join(REPO, "scripts", "skypilot-prepare-cluster.sh"), name],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     saved = os.environ.get("HOME")
     os.environ["HOME"] = home
     yield name
@@ -65,15 +70,21 @@ def scheduler():
 
 
 def test_success_with_output_and_logs_from_a_new_process(cluster):
-    result = run.run(run.Script(inline='echo "hello from $SKYPILOT_NODE_RANK"'), executor=executor(cluster),
-                     name="hello")
+    result = run.run(
+        run.Script(inline='echo "hello from $SKYPILOT_NODE_RANK"'),
+        executor=executor(cluster),
+        name="hello",
+    )
     assert result.ok
     app_id = app_id_of(result)
     assert get_store().get("skypilot", app_id).data["cluster"] == cluster
-    out = run_python(f"""
+    out = run_python(
+        f"""
         from nemo_run.run.torchx_backend.schedulers.skypilot import create_scheduler
         print("".join(create_scheduler("reader").log_iter("{app_id}", "hello")))
-    """, env={**os.environ}).stdout
+    """,
+        env={**os.environ},
+    ).stdout
     assert "hello from 0" in out
 
 
@@ -83,11 +94,19 @@ def test_failed_exit_code(cluster):
 
 
 def test_two_jobs_on_one_cluster(cluster):
-    first = run.run(run.Script(inline="echo one"), executor=executor(cluster), name="one", detach=True)
-    second = run.run(run.Script(inline="echo two"), executor=executor(cluster), name="two", detach=True)
+    first = run.run(
+        run.Script(inline="echo one"), executor=executor(cluster), name="one", detach=True
+    )
+    second = run.run(
+        run.Script(inline="echo two"), executor=executor(cluster), name="two", detach=True
+    )
     sched = scheduler()
     for result in (first, second):
-        wait_for(lambda r=result: is_terminal(sched.describe(app_id_of(r)).state), timeout=180, what="a job")
+        wait_for(
+            lambda r=result: is_terminal(sched.describe(app_id_of(r)).state),
+            timeout=180,
+            what="a job",
+        )
         assert sched.describe(app_id_of(result)).state == AppState.SUCCEEDED
     records = [get_store().get("skypilot", app_id_of(r)) for r in (first, second)]
     assert records[0].data["cluster"] == records[1].data["cluster"] == cluster
@@ -95,8 +114,12 @@ def test_two_jobs_on_one_cluster(cluster):
 
 
 def test_cancel_from_a_new_process(cluster):
-    result = run.run(run.Script(inline="echo started; sleep 300"), executor=executor(cluster), name="long",
-                     detach=True)
+    result = run.run(
+        run.Script(inline="echo started; sleep 300"),
+        executor=executor(cluster),
+        name="long",
+        detach=True,
+    )
     app_id = app_id_of(result)
     sched = scheduler()
     wait_for(lambda: sched.describe(app_id).state == AppState.RUNNING, timeout=180, what="running")
@@ -108,11 +131,18 @@ def test_cancel_from_a_new_process(cluster):
         done.set()
 
     threading.Thread(target=follow, daemon=True).start()
-    wait_for(lambda: any("started" in line for line in lines), timeout=120, what="the first line, followed")
-    run_python(f"""
+    wait_for(
+        lambda: any("started" in line for line in lines),
+        timeout=120,
+        what="the first line, followed",
+    )
+    run_python(
+        f"""
         from nemo_run.run.torchx_backend.schedulers.skypilot import create_scheduler
         create_scheduler("canceller").cancel("{app_id}")
-    """, env={**os.environ})
+    """,
+        env={**os.environ},
+    )
     assert sched.describe(app_id).state == AppState.CANCELLED
     assert done.wait(120), "following the logs did not end after the job was cancelled"
     assert [r.state for r in sched.list() if r.app_id == app_id] == [AppState.CANCELLED]

@@ -24,14 +24,24 @@ def test_every_job_status_is_mapped_and_new_ones_read_unknown(caplog):
 
 
 def test_a_real_task_round_trips_through_yaml(tmp_path):
-    ex = run.SkypilotExecutor(infra="slurm/localcluster", gpus="H100", gpus_per_node=8, num_nodes=2, cpus="4+",
-                              setup="echo setup", file_mounts={"/data": str(tmp_path)}, env_vars={"A": "1"})
+    ex = run.SkypilotExecutor(
+        infra="slurm/localcluster",
+        gpus="H100",
+        gpus_per_node=8,
+        num_nodes=2,
+        cpus="4+",
+        setup="echo setup",
+        file_mounts={"/data": str(tmp_path)},
+        env_vars={"A": "1"},
+    )
     task = ex.to_task("train", "echo hi", {"A": "1"})
     config = task.to_yaml_config()
     again = sky.Task.from_yaml_config(config)
     assert again.num_nodes == 2 and again.envs == {"A": "1"} and again.setup == "echo setup"
     [resources] = list(again.resources)
-    assert resources.accelerators == {"H100": 8} and resources.infra.to_str() == "slurm/localcluster"
+    assert (
+        resources.accelerators == {"H100": 8} and resources.infra.to_str() == "slurm/localcluster"
+    )
     assert again.file_mounts == {"/data": str(tmp_path)}
 
 
@@ -47,18 +57,23 @@ def test_dry_run_text_is_the_task_yaml_without_secrets():
 
 
 def test_older_cloud_region_zone_fields():
-    assert run.SkypilotExecutor(cloud="aws", region="us-east-1", zone="us-east-1a").infra_string() == \
-        "aws/us-east-1/us-east-1a"
+    assert (
+        run.SkypilotExecutor(cloud="aws", region="us-east-1", zone="us-east-1a").infra_string()
+        == "aws/us-east-1/us-east-1a"
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"gpus": "8x H100"}, "is not an accelerator; write NAME or NAME:COUNT"),
-    ({"num_nodes": 0}, "num_nodes must be an integer >= 1"),
-    ({"infra": "aws", "cloud": "gcp"}, "either infra='cloud/region/zone' or the older"),
-    ({"region": "us-east-1"}, "need cloud="),
-    ({"file_mounts": {"/remote": "/no/such/local/path"}}, "does not exist locally"),
-    ({"gpus": "H100:8", "gpus_per_node": 4}, "gpus_per_node needs gpus='NAME' without a count"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpus": "8x H100"}, "is not an accelerator; write NAME or NAME:COUNT"),
+        ({"num_nodes": 0}, "num_nodes must be an integer >= 1"),
+        ({"infra": "aws", "cloud": "gcp"}, "either infra='cloud/region/zone' or the older"),
+        ({"region": "us-east-1"}, "need cloud="),
+        ({"file_mounts": {"/remote": "/no/such/local/path"}}, "does not exist locally"),
+        ({"gpus": "H100:8", "gpus_per_node": 4}, "gpus_per_node needs gpus='NAME' without a count"),
+    ],
+)
 def test_bad_input_before_any_request(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         run.SkypilotExecutor(**kwargs)
@@ -88,9 +103,21 @@ def _intent(app_id: str, launcher_pid: int, age: float = 0.0):
     from nemo_run.core.store import JobRecord, get_store
     from nemo_run.run.torchx_backend.schedulers.api import LAUNCH, LAUNCH_PENDING, LAUNCHER
 
-    get_store().put(JobRecord("skypilot", app_id, created_at=time.time() - age, data={
-        "cluster": "c1", "num_nodes": 1, "role": "main", "run": "echo",
-        LAUNCH: LAUNCH_PENDING, LAUNCHER: {"pid": launcher_pid, "start_ticks": 1, "boot_id": ""}}))
+    get_store().put(
+        JobRecord(
+            "skypilot",
+            app_id,
+            created_at=time.time() - age,
+            data={
+                "cluster": "c1",
+                "num_nodes": 1,
+                "role": "main",
+                "run": "echo",
+                LAUNCH: LAUNCH_PENDING,
+                LAUNCHER: {"pid": launcher_pid, "start_ticks": 1, "boot_id": ""},
+            },
+        )
+    )
 
 
 def _dead_pid() -> int:
@@ -121,7 +148,9 @@ def test_a_launch_never_made_reads_failed_after_the_grace_period(monkeypatch):
 
     monkeypatch.setattr(sky_client, "import_sky", lambda: FakeSky([], {}))
     _intent("sky-b", _dead_pid(), age=1.0)
-    assert skypilot.create_scheduler("t").describe("sky-b").state == AppState.UNKNOWN  # maybe still coming
+    assert (
+        skypilot.create_scheduler("t").describe("sky-b").state == AppState.UNKNOWN
+    )  # maybe still coming
     _intent("sky-c", _dead_pid(), age=skypilot.LAUNCH_GRACE_S + 1)
     desc = skypilot.create_scheduler("t").describe("sky-c")
     assert desc.state == AppState.FAILED and "never started" in desc.msg
