@@ -13,14 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_run.core.clients.http import TransportError
 from nemo_run.exceptions import BackendError, MissingDependencyError
 
 
 class ClusterGoneError(BackendError):
-    """The cluster does not exist (any more)."""
+    """The cluster does not exist (any more): an answer, like an HTTP 404."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=404)
 
 
-class ServerUnreachableError(BackendError):
+class ServerUnreachableError(TransportError):
     """No answer from the API server: the request may or may not have been taken."""
 
 

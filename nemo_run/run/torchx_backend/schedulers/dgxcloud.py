@@ -14,16 +14,14 @@ import logging
 import os
 import shlex
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Scheduler, Stream
-from torchx.specs import AppDef, AppState, macros
+from torchx.schedulers.api import AppDryRunInfo, Scheduler
+from torchx.specs import AppState
 
 from nemo_run.core.clients import runai_datamover
-from nemo_run.core.clients.datamover import DataMover, build_payload
 from nemo_run.core.clients.http import fingerprint
 from nemo_run.core.clients.runai import RunAIClient, phase_of
 from nemo_run.core.credentials import resolve
@@ -31,23 +29,16 @@ from nemo_run.core.execution.dgxcloud import (
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
     PROFILE,
-    DGXCloudExecutor,
     credentials_or_error,
-)
-from nemo_run.core.packaging.base import extract
-from nemo_run.core.redact import (
-    MASK,
-    is_secret_arg_env,
-    mask_references,
-    redact_env,
-    shell_join_references,
-    split_secret_args,
 )
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import ConfigError
-from nemo_run.run.torchx_backend.schedulers.api import map_state, single_role_response, unique_name
-from nemo_run.run.torchx_backend.schedulers.logs import follow_file
-from nemo_run.run.torchx_backend.schedulers.remote import TIMEOUT, RemoteSchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.api import map_state, unique_name
+from nemo_run.run.torchx_backend.schedulers.mounted import (
+    MountedJobRequest,
+    MountedJobSchedulerMixin,
+)
+from nemo_run.run.torchx_backend.schedulers.remote import TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -89,50 +80,21 @@ def state_of_phase(phase: str | None) -> AppState:
 
 
 @dataclass
-class DGXRequest:
-    """One workload to create; `str()` is the dry-run text (body and launch script).
+class DGXRequest(MountedJobRequest):
+    """One workload to create; `str()` is the dry-run text (body and launch script)."""
 
-    `cmd` is the command with secret values replaced by `${NEMORUN_ARG_<i>}` references;
-    `secret_env` holds those values, sent only in the API request (`environmentVariables`).
-    """
+    rank_var: ClassVar[str] = "rank"
 
-    app: AppDef
-    cmd: list[str]
-    executor: DGXCloudExecutor
-    name: str
-    secret_env: dict[str, str] = field(default_factory=dict)
+    @property
+    def mount_dir(self) -> str:
+        return self.executor.pvc_nemo_run_dir
 
     @property
     def kind(self) -> str:
         return "distributed" if self.executor.nodes > 1 else "trainings"
 
-    @property
-    def job_dir(self) -> str:
-        """The job's folder on the PVC: code, launch script and per-rank logs."""
-        return f"{self.executor.pvc_nemo_run_dir.rstrip('/')}/{self.name}"
-
-    @property
-    def shown_cmd(self) -> list[str]:
-        """The command as records and dry runs show it: secrets masked."""
-        return mask_references(self.cmd, self.secret_env)
-
-    def env(self) -> dict[str, str]:
-        return {**self.app.roles[0].env, **self.secret_env}
-
-    def launch_script(self, with_code: bool) -> str:
-        """Runs on every node: per-rank log on the PVC; pipefail keeps the command's exit code.
-        Secret arguments are read from the environment, never written here."""
-        lines = [
-            "#!/bin/bash",
-            "set -o pipefail",
-            f"mkdir -p {shlex.quote(self.job_dir)}/logs",
-            'rank="${NODE_RANK:-${RANK:-0}}"',
-        ]
-        if with_code:
-            lines.append(f"cd {shlex.quote(self.job_dir)}/code")
-        command = shell_join_references(self.cmd, self.secret_env)
-        lines.append(f'{command} 2>&1 | tee "{self.job_dir}/logs/rank${{rank}}.log"')
-        return "\n".join(lines) + "\n"
+    def prelude(self) -> list[str]:
+        return ['rank="${NODE_RANK:-${RANK:-0}}"']
 
     def body(self, project_id: str, cluster_id: str) -> dict[str, Any]:
         ex = self.executor
@@ -158,25 +120,19 @@ class DGXRequest:
         return {"name": self.name, "projectId": project_id, "clusterId": cluster_id, "spec": spec}
 
     def __str__(self) -> str:
-        import json
-
-        shown = self.body("<project id>", "<cluster id>")
-        env = redact_env({e["name"]: e["value"] for e in shown["spec"]["environmentVariables"]})
-        shown["spec"]["environmentVariables"] = [
-            {"name": k, "value": MASK if is_secret_arg_env(k) else v} for k, v in env.items()
-        ]
-        return (
-            f"POST {self.executor.base_url or '$DGX_CLOUD_BASE_URL'}/workloads/{self.kind}\n"
-            f"{json.dumps(shown, indent=2)}\n# {self.job_dir}/launch.sh\n"
-            f"{self.launch_script(self.executor.packager.ships_code)}"
+        base_url = self.executor.base_url or "$DGX_CLOUD_BASE_URL"
+        return self.dryrun_text(
+            f"POST {base_url}/workloads/{self.kind}", self.body("<project id>", "<cluster id>")
         )
 
 
-class DGXCloudScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
     """Run:ai workloads as torchx apps, durable through the job store."""
 
     id_key, native_key, label = "workload_id", "phase", "DGX Cloud"
     deleted_msg = "the workload was deleted on the server before it finished"
+    request_class, name_limit, dir_key = DGXRequest, NAME_LIMIT, "pvc_job_dir"
+    storage = "PVC"
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
@@ -210,28 +166,12 @@ class DGXCloudScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         )
 
     # -- dry run ----------------------------------------------------------------------------
-    def _submit_dryrun(  # type: ignore[override]
-        self, app: AppDef, cfg: DGXCloudExecutor
-    ) -> AppDryRunInfo[DGXRequest]:
-        if len(app.roles) != 1:
-            raise ConfigError(f"DGX Cloud runs one role per job; {app.name!r} has {len(app.roles)}")
-        name = workload_name(app.name)
-        # one spec serves every node: no per-replica values to substitute
-        role = macros.Values(
-            img_root="", app_id=name, replica_id="0", rank0_env="MASTER_ADDR"
-        ).apply(app.roles[0])
-        app.roles = [role]
-        cmd, secret_env = split_secret_args([role.entrypoint, *role.args])
-        request = DGXRequest(app=app, cmd=cmd, executor=cfg, name=name, secret_env=secret_env)
-        args = request.body("", "")["spec"]["args"]
+    def _check_request(self, request: MountedJobRequest) -> None:
+        args = request.body("", "")["spec"]["args"]  # type: ignore[attr-defined]
         if len(args) > 10_000:
             raise ConfigError(
                 f"the workload command is {len(args)} characters; Run:ai accepts about 10,000"
             )
-        return AppDryRunInfo(request, str)
-
-    def _app_id_of(self, request: DGXRequest) -> str:
-        return request.name
 
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[DGXRequest]) -> str:  # type: ignore[override]
@@ -244,25 +184,32 @@ class DGXCloudScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         project = client.find_project(ex.project_name)
         project_id, cluster_id = str(project["id"]), str(project["clusterId"])
         data = {
+            **self._record_data(request),
             "kind": request.kind,
             "base_url": base_url,
             "client_id": client_id,
             "project_id": project_id,
             "project_name": ex.project_name,
-            "pvc_job_dir": request.job_dir,
-            "nodes": ex.nodes,
-            "role": request.app.roles[0].name,
-            "cmd": request.shown_cmd,
-            "launched_from_cluster": ex.launched_from_cluster,
             TIMEOUT: ex.timeout,
         }
 
         def ship(leftovers: list[dict[str, Any]], beat: Callable[[], None]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="nemo_run_dgx_") as scratch:
                 archive = ex.packager.package(os.getcwd(), scratch, "code")
-                script = request.launch_script(with_code=archive is not None)
-                moved = self._ship(
-                    client, request, project_id, cluster_id, archive, script, leftovers, beat
+                moved = self._ship_code(
+                    request,
+                    archive,
+                    request.launch_script(with_code=archive is not None),
+                    helper_ops=lambda: runai_datamover.helper_ops(
+                        client,
+                        project_id=project_id,
+                        cluster_id=cluster_id,
+                        image=ex.container_image,
+                        pvcs=ex.pvcs,
+                    ),
+                    helper_name=lambda i: runai_datamover.helper_name(request.name, i),
+                    leftovers=leftovers,
+                    beat=beat,
                 )
             return {"data_mover_workloads": moved}
 
@@ -278,42 +225,6 @@ class DGXCloudScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
             data=data,
             ship=ship,
             create=create,
-        )
-
-    def _ship(
-        self,
-        client: RunAIClient,
-        request: DGXRequest,
-        project_id: str,
-        cluster_id: str,
-        archive: str | None,
-        script: str,
-        leftovers: list[dict[str, Any]],
-        beat: Callable[[], None],
-    ) -> int:
-        """Code and launch script onto the PVC: directly when it is mounted here, else by
-        data-mover workspaces (any that cannot be deleted are added to `leftovers`)."""
-        ex = request.executor
-        if ex.launched_from_cluster:
-            os.makedirs(os.path.join(request.job_dir, "logs"), exist_ok=True)
-            if archive:
-                extract(archive, os.path.join(request.job_dir, "code"))
-            path = os.path.join(request.job_dir, "launch.sh")
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(script)
-            os.chmod(path, 0o755)
-            return 0
-        ops = runai_datamover.helper_ops(
-            client,
-            project_id=project_id,
-            cluster_id=cluster_id,
-            image=ex.container_image,
-            pvcs=ex.pvcs,
-        )
-        mover = DataMover(ops, on_progress=beat, leftovers=leftovers)
-        payload = build_payload({"launch.sh": script.encode()}, archive)
-        return mover.upload(
-            lambda i: runai_datamover.helper_name(request.name, i), request.job_dir, payload
         )
 
     # -- the hooks of RemoteSchedulerMixin ---------------------------------------------------
@@ -359,48 +270,8 @@ class DGXCloudScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
             entry = {**entry, "id": found["id"]}
         runai_datamover.delete_helper(client, entry)
 
-    def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
-        cmd = record.data.get("cmd") or [""]
-        ui_url = record.data.get("base_url", "").removesuffix("/api/v1") or None
-        return single_role_response(
-            record,
-            state,
-            msg,
-            nodes=int(record.data.get("nodes", 1)),
-            entrypoint=cmd[0],
-            args=cmd[1:],
-            ui_url=ui_url,
-        )
-
-    # -- logs -------------------------------------------------------------------------------
-    def log_iter(
-        self,
-        app_id: str,
-        role_name: str,
-        k: int = 0,
-        regex: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        should_tail: bool = False,
-        streams: Stream | None = None,
-    ) -> Iterable[str]:
-        record = self._known_record(app_id)
-        self._check_replica(
-            app_id,
-            {record.data.get("role", "main"): int(record.data.get("nodes", 1))},
-            role_name,
-            k,
-        )
-        path = f"{record.data.get('pvc_job_dir', '')}/logs/rank{k}.log"
-        if not (record.data.get("launched_from_cluster") and os.path.isdir(os.path.dirname(path))):
-            return iter(
-                [
-                    f"nemo_run: the logs of {app_id} are on the PVC at {path}; read them where "
-                    "the PVC is mounted (DGXCloudExecutor(launched_from_cluster=True)) or in the "
-                    "Run:ai UI\n"
-                ]
-            )
-        return self._matching(follow_file(path, lambda: self._finished(app_id), should_tail), regex)
+    def _ui_url(self, record: JobRecord) -> str | None:
+        return record.data.get("base_url", "").removesuffix("/api/v1") or None
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> DGXCloudScheduler:

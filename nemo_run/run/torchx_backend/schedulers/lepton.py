@@ -11,34 +11,25 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Scheduler, Stream
-from torchx.specs import AppDef, AppState, macros
+from torchx.schedulers.api import AppDryRunInfo, Scheduler
+from torchx.specs import AppState
 
 from nemo_run.core.clients import datamover
 from nemo_run.core.clients.http import fingerprint
-from nemo_run.core.execution.lepton import LeptonExecutor
-from nemo_run.core.packaging.base import extract
-from nemo_run.core.redact import (
-    MASK,
-    is_secret_arg_env,
-    mask_references,
-    redact_env,
-    shell_join_references,
-    split_secret_args,
-)
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import ConfigError
-from nemo_run.run.torchx_backend.schedulers.api import map_state, single_role_response, unique_name
-from nemo_run.run.torchx_backend.schedulers.logs import follow_file
-from nemo_run.run.torchx_backend.schedulers.remote import TIMEOUT, RemoteSchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.api import map_state, unique_name
+from nemo_run.run.torchx_backend.schedulers.mounted import (
+    MountedJobRequest,
+    MountedJobSchedulerMixin,
+)
+from nemo_run.run.torchx_backend.schedulers.remote import TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -83,51 +74,27 @@ def state_of(raw: Any) -> AppState:
 
 
 @dataclass
-class LeptonRequest:
-    """One Lepton job to create; `str()` is the dry-run text (job spec and launch script).
-
-    `cmd` is the command with secret values replaced by `${NEMORUN_ARG_<i>}` references;
-    `secret_env` holds those values, sent only in the API request (`envs`).
-    """
-
-    app: AppDef
-    cmd: list[str]
-    executor: LeptonExecutor
-    name: str
-    secret_env: dict[str, str] = field(default_factory=dict)
+class LeptonRequest(MountedJobRequest):
+    """One Lepton job to create; `str()` is the dry-run text (job spec and launch script)."""
 
     @property
-    def job_dir(self) -> str:
-        return f"{self.executor.nemo_run_dir.rstrip('/')}/{self.name}"
+    def mount_dir(self) -> str:
+        return self.executor.nemo_run_dir
 
-    @property
-    def shown_cmd(self) -> list[str]:
-        """The command as records and dry runs show it: secrets masked."""
-        return mask_references(self.cmd, self.secret_env)
-
-    def launch_script(self, with_code: bool) -> str:
-        """Every replica: rank and rendezvous from Lepton's variables, a per-rank log on the
-        shared mount, pipefail so the command's exit code is the job's. No network needed.
-        Secret arguments are read from the environment, never written here."""
-        lines = [
-            "#!/bin/bash",
-            "set -o pipefail",
+    def prelude(self) -> list[str]:
+        """Rank and rendezvous from Lepton's own variables (it sets no torch ones)."""
+        return [
             'export NODE_RANK="${LEPTON_JOB_WORKER_INDEX:-${NODE_RANK:-0}}"',
             'export WORLD_SIZE="${LEPTON_JOB_TOTAL_WORKERS:-${WORLD_SIZE:-1}}"',
-            'if [ -z "${MASTER_ADDR:-}" ] && [ -n "${LEPTON_SUBDOMAIN:-}" ]; then  '
-            "# Lepton sets no torch vars",
+            'if [ -z "${MASTER_ADDR:-}" ] && [ -n "${LEPTON_SUBDOMAIN:-}" ]; then',
             '  export MASTER_ADDR="${LEPTON_JOB_WORKER_HOSTNAME_PREFIX:-worker}-0.'
             '${LEPTON_SUBDOMAIN}"',
             "fi",
             'export MASTER_ADDR="${MASTER_ADDR:-localhost}" MASTER_PORT="${MASTER_PORT:-29400}"',
-            f"mkdir -p {shlex.quote(self.job_dir)}/logs",
-            *self.executor.pre_launch_commands,
         ]
-        if with_code:
-            lines.append(f"cd {shlex.quote(self.job_dir)}/code")
-        command = shell_join_references(self.cmd, self.secret_env)
-        lines.append(f'{command} 2>&1 | tee "{self.job_dir}/logs/rank${{NODE_RANK}}.log"')
-        return "\n".join(lines) + "\n"
+
+    def setup_commands(self) -> list[str]:
+        return list(self.executor.pre_launch_commands)
 
     def job(
         self,
@@ -141,7 +108,7 @@ class LeptonRequest:
         ex = self.executor
         nodes = replicas or ex.nodes
         if env is None:
-            env = {**self.app.roles[0].env, **self.secret_env}
+            env = self.env()
         envs: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
         envs += [
             {"name": k, "value_from": {"secret_name_ref": v}}
@@ -178,25 +145,16 @@ class LeptonRequest:
         return {"metadata": {"name": name or self.name}, "spec": spec}
 
     def __str__(self) -> str:
-        import json
-
-        shown = self.job("<node group id>", [])
-        for env in shown["spec"]["envs"]:
-            if "value" in env:
-                masked = MASK if is_secret_arg_env(env["name"]) else env["value"]
-                env["value"] = redact_env({env["name"]: masked})[env["name"]]
-        return (
-            f"POST $LEPTON_WORKSPACE_URL/jobs\n{json.dumps(shown, indent=2)}\n"
-            f"# {self.job_dir}/launch.sh\n"
-            f"{self.launch_script(self.executor.packager.ships_code)}"
-        )
+        return self.dryrun_text("POST $LEPTON_WORKSPACE_URL/jobs", self.job("<node group id>", []))
 
 
-class LeptonScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
     """Lepton batch jobs as torchx apps, durable through the job store."""
 
     id_key, native_key, label = "job_id", "lepton_state", "Lepton"
     deleted_msg = "the job was deleted in the workspace before it finished"
+    request_class, name_limit, dir_key = LeptonRequest, NAME_LIMIT, "job_dir"
+    storage, helper_timeout_s = "shared mount", HELPER_TIMEOUT_S
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
@@ -236,24 +194,6 @@ class LeptonScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type:
             )
         return client
 
-    # -- dry run ----------------------------------------------------------------------------
-    def _submit_dryrun(  # type: ignore[override]
-        self, app: AppDef, cfg: LeptonExecutor
-    ) -> AppDryRunInfo[LeptonRequest]:
-        if len(app.roles) != 1:
-            raise ConfigError(f"Lepton runs one role per job; {app.name!r} has {len(app.roles)}")
-        name = job_name(app.name)
-        role = macros.Values(
-            img_root="", app_id=name, replica_id="0", rank0_env="MASTER_ADDR"
-        ).apply(app.roles[0])
-        app.roles = [role]
-        cmd, secret_env = split_secret_args([role.entrypoint, *role.args])
-        request = LeptonRequest(app=app, cmd=cmd, executor=cfg, name=name, secret_env=secret_env)
-        return AppDryRunInfo(request, str)
-
-    def _app_id_of(self, request: LeptonRequest) -> str:
-        return request.name
-
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[LeptonRequest]) -> str:  # type: ignore[override]
         """Read-only lookups first (a bad node group fails with nothing recorded), then the
@@ -264,22 +204,23 @@ class LeptonScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type:
         client = self._client(timeout=timeout)
         group_id, node_ids = client.node_group(ex.node_group)
         data = {
+            **self._record_data(request),
             "workspace_id": client.workspace_id,
             "url": client.url,
-            "job_dir": request.job_dir,
-            "nodes": ex.nodes,
-            "role": request.app.roles[0].name,
-            "cmd": request.shown_cmd,
-            "launched_from_cluster": ex.launched_from_cluster,
             TIMEOUT: timeout,
         }
 
         def ship(leftovers: list[dict[str, Any]], beat: Callable[[], None]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="nemo_run_lepton_") as scratch:
                 archive = ex.packager.package(os.getcwd(), scratch, "code")
-                script = request.launch_script(with_code=archive is not None)
-                moved = self._ship(
-                    client, request, group_id, node_ids, archive, script, leftovers, beat
+                moved = self._ship_code(
+                    request,
+                    archive,
+                    request.launch_script(with_code=archive is not None),
+                    helper_ops=lambda: self._helper_ops(client, request, group_id, node_ids),
+                    helper_name=lambda i: f"{request.name[: NAME_LIMIT - 4].rstrip('-')}-m{i}",
+                    leftovers=leftovers,
+                    beat=beat,
                 )
             return {"data_mover_jobs": moved}
 
@@ -297,29 +238,10 @@ class LeptonScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type:
             create=create,
         )
 
-    def _ship(
-        self,
-        client: Any,
-        request: LeptonRequest,
-        group_id: str,
-        node_ids: list[str],
-        archive: str | None,
-        script: str,
-        leftovers: list[dict[str, Any]],
-        beat: Callable[[], None],
-    ) -> int:
-        """Code and launch script onto the shared mount: directly when mounted here, else by
-        short helper jobs carrying the payload in environment variables (no argv limit); any
-        helper that cannot be deleted is added to `leftovers`."""
-        if request.executor.launched_from_cluster:
-            os.makedirs(os.path.join(request.job_dir, "logs"), exist_ok=True)
-            if archive:
-                extract(archive, os.path.join(request.job_dir, "code"))
-            path = os.path.join(request.job_dir, "launch.sh")
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(script)
-            os.chmod(path, 0o755)
-            return 0
+    def _helper_ops(
+        self, client: Any, request: LeptonRequest, group_id: str, node_ids: list[str]
+    ) -> datamover.HelperOps:
+        """Helper jobs carrying the payload in environment variables (no argv limit)."""
 
         def create(name: str, script: str, env: dict[str, str]) -> dict[str, Any]:
             job = request.job(
@@ -340,14 +262,7 @@ class LeptonScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type:
                 else datamover.RUNNING
             )
 
-        ops = datamover.HelperOps(create, status, lambda entry: self._delete_with(client, entry))
-        mover = datamover.DataMover(
-            ops, timeout=HELPER_TIMEOUT_S, on_progress=beat, leftovers=leftovers
-        )
-        payload = datamover.build_payload({"launch.sh": script.encode()}, archive)
-        return mover.upload(
-            lambda i: f"{request.name[: NAME_LIMIT - 4].rstrip('-')}-m{i}", request.job_dir, payload
-        )
+        return datamover.HelperOps(create, status, lambda entry: self._delete_with(client, entry))
 
     @staticmethod
     def _delete_with(client: Any, entry: dict[str, Any]) -> None:
@@ -389,47 +304,12 @@ class LeptonScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type:
     def _delete_helper(self, record: JobRecord, entry: dict[str, Any]) -> None:
         self._delete_with(self._client(record), entry)
 
-    def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
-        cmd = record.data.get("cmd") or [""]
-        return single_role_response(
-            record,
-            state,
-            msg,
-            nodes=int(record.data.get("nodes", 1)),
-            entrypoint=cmd[0],
-            args=cmd[1:],
-            ui_url=record.data.get("url"),
-        )
+    def _ui_url(self, record: JobRecord) -> str | None:
+        return record.data.get("url")
 
-    # -- logs -------------------------------------------------------------------------------
-    def log_iter(
-        self,
-        app_id: str,
-        role_name: str,
-        k: int = 0,
-        regex: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        should_tail: bool = False,
-        streams: Stream | None = None,
-    ) -> Iterable[str]:
-        record = self._known_record(app_id)
-        self._check_replica(
-            app_id,
-            {record.data.get("role", "main"): int(record.data.get("nodes", 1))},
-            role_name,
-            k,
-        )
-        return self._matching(self._lines(record, k, should_tail), regex)
-
-    def _lines(self, record: JobRecord, k: int, should_tail: bool) -> Iterator[str]:
-        path = f"{record.data.get('job_dir', '')}/logs/rank{k}.log"
-        if record.data.get("launched_from_cluster") and os.path.isdir(os.path.dirname(path)):
-            yield from follow_file(path, lambda: self._finished(record.app_id), should_tail)
-            return
-        yield from self._api_lines(record, k, should_tail, path)
-
-    def _api_lines(self, record: JobRecord, k: int, should_tail: bool, path: str) -> Iterator[str]:
+    def _remote_lines(
+        self, record: JobRecord, k: int, should_tail: bool, path: str
+    ) -> Iterator[str]:
         """The k-th replica's log through the API, re-read until the job ends (never forever)."""
         client, seen, delay, job_id = self._client(record), 0, 0.2, record.data["job_id"]
         while True:

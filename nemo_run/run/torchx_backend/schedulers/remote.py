@@ -74,6 +74,8 @@ class RemoteSchedulerMixin(SchedulerMixin):
     native_key: str  # record data key of the backend's own state ("phase", "lepton_state")
     label: str  # "DGX Cloud", "Lepton"
     deleted_msg: str  # the message of a job confirmed deleted on the server
+    # how long a launch may take to show up by name (None: NEVER_CREATED_GRACE_S)
+    never_created_grace_s: float | None = None
 
     # -- hooks: one backend call each ----------------------------------------------------------
     def _get(self, record: JobRecord) -> Any | None:
@@ -183,7 +185,8 @@ class RemoteSchedulerMixin(SchedulerMixin):
         alive = getattr(self, "_launcher_alive", None)
         if record.data.get(LAUNCH) == LAUNCH_PENDING and alive is not None and alive(record):
             return True
-        return time.time() - self._launch_time(record) < NEVER_CREATED_GRACE_S
+        grace = self.never_created_grace_s or NEVER_CREATED_GRACE_S
+        return time.time() - self._launch_time(record) < grace
 
     @staticmethod
     def _launch_time(record: JobRecord) -> float:

@@ -3,8 +3,8 @@ client of an API server (`sky.launch`/`sky.exec`/`sky.job_status`/`sky.tail_logs
 with `sky.get`), never the server-side `sky.core` functions, so remote API servers work too.
 
 The app id is the task's unique name; the handle is `skypilot://<session>/<name>`. The record
-keeps the cluster name and SkyPilot job id, and the last state seen, which is what `describe`
-returns once the cluster is gone.
+keeps the cluster name and SkyPilot job id. A job whose cluster was taken down before its end
+was recorded reads CANCELLED once the API server confirms the cluster is gone.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import os
 import shlex
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,14 +21,15 @@ from typing import Any
 from torchx.schedulers.api import (
     AppDryRunInfo,
     DescribeAppResponse,
-    ListAppResponse,
     Scheduler,
     Stream,
 )
-from torchx.specs import AppDef, AppState, is_terminal, macros
+from torchx.specs import AppDef, AppState, macros
 
+from nemo_run.core.clients.http import UnconfirmedError
 from nemo_run.core.clients.skypilot import (
     ClusterGoneError,
+    QueuedJob,
     ServerUnreachableError,
     SkyPilotClient,
 )
@@ -39,18 +39,12 @@ from nemo_run.core.redact import redact_env, redact_text
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import (
-    ACTIVE_STATES,
-    LAUNCH,
-    LAUNCH_PENDING,
-    NEVER_STARTED,
-    TERMINAL_STATES,
-    SchedulerMixin,
     map_state,
     single_role_response,
-    unanswered,
     unique_name,
 )
 from nemo_run.run.torchx_backend.schedulers.logs import split_lines
+from nemo_run.run.torchx_backend.schedulers.remote import RemoteSchedulerMixin
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +98,13 @@ class SkypilotRequest:
         return yaml.safe_dump(config, sort_keys=False)
 
 
-class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
-    """SkyPilot jobs as torchx apps, durable through the job store."""
+class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+    """SkyPilot jobs as torchx apps, durable through the job store; the state rules are the
+    remote backends' (`RemoteSchedulerMixin`), the hooks below are SkyPilot's."""
+
+    id_key, native_key, label = "job_id", "sky_status", "SkyPilot"
+    deleted_msg = "its cluster no longer has the job (the cluster was taken down)"
+    never_created_grace_s = LAUNCH_GRACE_S
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
@@ -148,32 +147,27 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
     # -- schedule ---------------------------------------------------------------------------
     def schedule(self, dryrun_info: AppDryRunInfo[SkypilotRequest]) -> str:  # type: ignore[override]
         request = dryrun_info.request
-        ex, name = request.executor, request.name
-        cluster = ex.cluster_name or f"nemo-{name}"[:40]
-        self._put_intent(
-            name,
+        ex = request.executor
+        cluster = ex.cluster_name or f"nemo-{request.name}"[:40]
+        data = {
+            "cluster": cluster,
+            "num_nodes": ex.num_nodes,
+            "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
+            "run": request.config.get("run", ""),
+            "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", ""),
+        }
+        return self._launch_remote(
+            request.name,
             experiment_id=ex.experiment_id,
-            data={
-                "cluster": cluster,
-                "num_nodes": ex.num_nodes,
-                "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
-                "run": request.config.get("run", ""),
-                "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", ""),
-            },
+            log_dir=None,
+            data=data,
+            ship=lambda leftovers, heartbeat: {},
+            create=lambda: self._submit(request, cluster),
         )
-        try:
-            job_id = self._submit(request, cluster)
-        except ServerUnreachableError as e:  # the API server may have taken it: find it later
-            self._launch_unconfirmed(name, str(e))
-            return name
-        except BaseException:
-            self._launch_failed(name)
-            raise
-        self._launch_confirmed(name, job_id=job_id)
-        return name
 
     def _submit(self, request: SkypilotRequest, cluster: str) -> int:
-        """Package the code and start the job; its SkyPilot job id."""
+        """Package the code and start the job; its SkyPilot job id. No answer from the API
+        server means the request may have been taken: UnconfirmedError, found later by name."""
         ex = request.executor
         with tempfile.TemporaryDirectory(prefix="nemo_run_sky_") as scratch:
             config = dict(request.config)
@@ -182,70 +176,58 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
                 code = os.path.join(scratch, "code")
                 extract(archive, code)
                 config["workdir"] = code
-            if self._client.cluster_up(cluster):
-                return self._client.exec(config, cluster)
-            return self._client.launch(
-                config,
-                cluster,
-                retry_until_up=ex.retry_until_up,
-                idle_minutes_to_autostop=ex.idle_minutes_to_autostop,
-                down=ex.autodown,
-            )
+            try:
+                if self._client.cluster_up(cluster):
+                    return self._client.exec(config, cluster)
+                return self._client.launch(
+                    config,
+                    cluster,
+                    retry_until_up=ex.retry_until_up,
+                    idle_minutes_to_autostop=ex.idle_minutes_to_autostop,
+                    down=ex.autodown,
+                )
+            except ServerUnreachableError as e:
+                raise UnconfirmedError(str(e)) from e
 
-    def _adopt(self, record: JobRecord) -> JobRecord | DescribeAppResponse:
-        """A record whose launch was never confirmed: find the job on its cluster by name."""
-        if record.data.get(LAUNCH) == LAUNCH_PENDING and self._launcher_alive(record):
-            return self._response(record, AppState.SUBMITTED, "starting")
-        cluster = record.data["cluster"]
-        try:
-            jobs = self._client.queue(cluster)
-        except ClusterGoneError:
-            jobs = []
-        except BackendError as e:
-            return unanswered(self._response(record, AppState[record.state], ""), str(e))
-        match = next((j for j in jobs if j.name == record.app_id), None)
-        if match is not None:
-            return self._launch_confirmed(record.app_id, state=record.state, job_id=match.job_id)
-        if time.time() - record.created_at > LAUNCH_GRACE_S:
-            record = self._record_final(record.app_id, AppState.FAILED.name, msg=NEVER_STARTED)
-            return self._response(record, AppState[record.state], record.data.get("msg", ""))
-        return self._response(
-            record,
-            AppState.UNKNOWN,
-            f"its launcher exited while launching; no job named {record.app_id} on {cluster} yet",
-        )
-
-    # -- describe ---------------------------------------------------------------------------
-    def describe(self, app_id: str) -> DescribeAppResponse | None:
-        record = self._store().get(self.backend, app_id)
-        if record is None:
-            return None
-        if record.state in TERMINAL_STATES or "cluster" not in record.data:
-            return self._response(record, AppState[record.state], record.data.get("msg", ""))
-        if "job_id" not in record.data:
-            adopted = self._adopt(record)
-            if isinstance(adopted, DescribeAppResponse):
-                return adopted
-            record = adopted
+    # -- hooks of the remote state rules -------------------------------------------------------
+    def _get(self, record: JobRecord) -> QueuedJob | None:
         cluster, job_id = record.data["cluster"], record.data["job_id"]
-        try:  # one request to the API server
+        try:
             status = self._client.job_status(cluster, job_id)
-        except BackendError as e:  # cluster gone, or the API server unreachable: keep what we knew
-            return unanswered(
-                self._response(record, AppState[record.state], ""), f"last recorded state ({e})"
-            )
-        if status is None:
-            return self._response(
-                record, AppState[record.state], f"job {job_id} not found on {cluster}"
-            )
-        state = state_of(status)
-        msg = f"SkyPilot {status}"
-        if is_terminal(state):
-            record = self._record_final(app_id, state.name, sky_status=status, msg=msg)
-            state = AppState[record.state]
-        elif state.name != record.state:
-            self._store().update(self.backend, app_id, state=state.name, if_state_in=ACTIVE_STATES)
-        return self._response(record, state, msg)
+        except ClusterGoneError:
+            return None
+        return None if status is None else QueuedJob(job_id, record.app_id, status)
+
+    def _lookup(self, record: JobRecord) -> QueuedJob | None:
+        return next((j for j in self._list_live(record) if j.name == record.app_id), None)
+
+    def _list_key(self, record: JobRecord) -> tuple[Any, ...]:
+        return (record.data.get("cluster"),)
+
+    def _list_live(self, record: JobRecord) -> list[QueuedJob]:
+        try:
+            return self._client.queue(record.data["cluster"])
+        except ClusterGoneError:
+            return []
+
+    def _id_of(self, job: QueuedJob) -> int:  # type: ignore[override]
+        return job.job_id
+
+    def _name_of(self, job: QueuedJob) -> str:
+        return job.name
+
+    def _observe(self, job: QueuedJob) -> tuple[AppState, str, str]:
+        return state_of(job.status), job.status, f"SkyPilot {job.status}"
+
+    def _stop_remote(self, record: JobRecord) -> bool:
+        try:
+            self._client.cancel(record.data["cluster"], record.data["job_id"])
+        except ClusterGoneError:
+            return False
+        return True
+
+    def _delete_helper(self, record: JobRecord, entry: dict[str, Any]) -> None:
+        """SkyPilot launches use no helper jobs."""
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
         return single_role_response(
@@ -257,32 +239,6 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
             args=["-c", record.data.get("run", "")],
             hostname=record.data.get("cluster", ""),
         )
-
-    # -- list -------------------------------------------------------------------------------
-    def list(self) -> list[ListAppResponse]:  # type: ignore[override]
-        records = self._store().list(self.backend)
-        by_cluster: dict[str, list[JobRecord]] = {}
-        for record in records:
-            if record.state not in TERMINAL_STATES and "job_id" in record.data:
-                by_cluster.setdefault(record.data["cluster"], []).append(record)
-        for cluster, members in by_cluster.items():
-            try:
-                jobs = {j.job_id: j.status for j in self._client.queue(cluster)}
-            except BackendError as e:  # the cluster is gone: keep the recorded states
-                log.warning("SkyPilot queue of %s unavailable: %s", cluster, e)
-                continue
-            for record in members:
-                status = jobs.get(record.data["job_id"])
-                if status is None:
-                    continue
-                state = state_of(status)
-                if is_terminal(state):
-                    self._record_final(record.app_id, state.name, sky_status=status)
-                record.state = state.name
-        return [
-            ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle)
-            for r in records
-        ]
 
     # -- logs -------------------------------------------------------------------------------
     def log_iter(
@@ -307,23 +263,16 @@ class SkypilotScheduler(SchedulerMixin, Scheduler[dict[str, str]]):  # type: ign
 
     def _lines(self, record: JobRecord, should_tail: bool) -> Iterator[str]:
         """The job's output through the API server; `follow` ends when the job does."""
-        cluster, job_id = record.data["cluster"], record.data["job_id"]
+        cluster, job_id = record.data["cluster"], record.data.get("job_id")
+        if job_id is None:
+            yield f"nemo_run: {record.app_id} has not started on {cluster} (yet); no logs\n"
+            return
         try:
             yield from split_lines(
                 chunk.encode() for chunk in self._client.tail_logs(cluster, job_id, should_tail)
             )
         except BackendError as e:
             yield f"nemo_run: the logs of {record.app_id} are not available (cluster {cluster}: {e})\n"
-
-    # -- cancel -----------------------------------------------------------------------------
-    def _stop(self, record: JobRecord) -> None:
-        cluster = record.data["cluster"]
-        try:
-            self._client.cancel(cluster, record.data["job_id"])
-        except ClusterGoneError:  # the cluster is gone: nothing left to stop
-            log.warning(
-                "SkyPilot cancel of %s: cluster %s no longer exists", record.app_id, cluster
-            )
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> SkypilotScheduler:

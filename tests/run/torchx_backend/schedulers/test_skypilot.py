@@ -148,12 +148,15 @@ def test_cancel_from_a_new_process(cluster):
     assert [r.state for r in sched.list() if r.app_id == app_id] == [AppState.CANCELLED]
 
 
-def test_describe_after_the_cluster_is_gone_returns_the_last_state(cluster):
+def test_describe_after_the_cluster_is_gone(cluster):
+    """A finished job keeps its outcome; one recorded mid-run whose cluster the API server
+    confirms gone ends CANCELLED with the reason (it cannot be running any more)."""
     import sky
 
     result = run.run(run.Script(inline="echo last"), executor=executor(cluster), name="last")
     app_id = app_id_of(result)
     sky.get(sky.down(cluster))
+    assert scheduler().describe(app_id).state == AppState.SUCCEEDED
     get_store().update("skypilot", app_id, state="RUNNING")  # as if the last look had been mid-run
     desc = scheduler().describe(app_id)
-    assert desc.state == AppState.RUNNING and "last recorded state" in desc.msg
+    assert desc.state == AppState.CANCELLED and "no longer has the job" in desc.msg
