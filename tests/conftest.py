@@ -13,6 +13,9 @@ def nemorun_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("NEMORUN_HOME", str(home))
+    # the emulators do not mind being asked often: keep waits short (tests of the real
+    # schedule unset this)
+    monkeypatch.setenv("NEMORUN_REMOTE_POLL", "0.2,1.5,1")
     set_nemorun_home(None)
     yield home
     set_nemorun_home(None)

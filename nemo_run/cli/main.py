@@ -512,6 +512,36 @@ def login_dgxcloud(
     typer.echo(f"saved to {path} (mode 0600); DGXCloudExecutor reads it when DGX_CLOUD_* are unset")
 
 
+@login_app.command("lepton")
+@_guard
+def login_lepton(
+    workspace_id: str = typer.Option(..., "--workspace-id", prompt="Workspace id"),
+    token: str = typer.Option(
+        ...,
+        "--token",
+        prompt="Workspace token",
+        hide_input=True,
+        help="Prompted for (hidden) when not given.",
+    ),
+    url: str = typer.Option("", "--url", help="Workspace URL, when it is not the default one."),
+    check: bool = typer.Option(True, "--check/--no-check", help="List the workspace's jobs first."),
+) -> None:
+    """Save DGX Cloud Lepton credentials.   Example: nemorun login lepton --workspace-id ID"""
+    from nemo_run.core.credentials import save_profile
+    from nemo_run.core.execution.lepton import PROFILE
+
+    if check:
+        from nemo_run.core.clients.lepton import LeptonClient
+
+        LeptonClient(
+            timeout=15, workspace_id=workspace_id, token=token, url=url or None
+        ).list_jobs()
+    path = save_profile(PROFILE, {"workspace_id": workspace_id, "token": token, "url": url})
+    typer.echo(
+        f"saved to {path} (mode 0600); LeptonExecutor reads it when LEPTON_WORKSPACE_* are unset"
+    )
+
+
 def main() -> None:
     app()
 

@@ -62,3 +62,19 @@ def resolve(key: str, explicit: str | None, env_names: tuple[str, ...], profile:
             return os.environ[env]
     value = load_profile(profile).get(key)
     return str(value) if value else None
+
+
+# Secrets given to an executor in this process (e.g. DGXCloudExecutor(client_secret=...)),
+# kept in memory only, so this process can still ask about the jobs it launched. Never written.
+_given: dict[tuple[str, ...], str] = {}
+
+
+def remember(key: tuple[str, ...], secret: str | None) -> None:
+    """Keep a secret the user gave in code for the rest of this process (memory only)."""
+    if secret:
+        _given[key] = secret
+
+
+def recall(key: tuple[str, ...]) -> str | None:
+    """A secret `remember`ed in this process, or None."""
+    return _given.get(key)

@@ -88,6 +88,29 @@ def find_env_marker(marker: bytes) -> list[int]:
     return found
 
 
+def find_fd_holders(path: str, fd: int) -> list[int]:
+    """Live pids whose descriptor `fd` is the file at `path` (same device and inode). Names a
+    process by a file it holds where its environment cannot: a process forked without exec
+    keeps the environment its parent was started with."""
+    try:
+        wanted = os.stat(path)
+    except OSError:
+        return []
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            held = os.stat(f"/proc/{entry}/fd/{fd}")
+        except OSError:  # gone, no such descriptor, or another user's process
+            continue
+        if (held.st_dev, held.st_ino) == (wanted.st_dev, wanted.st_ino):
+            stat = proc_stat(int(entry))
+            if stat is not None and stat.state not in ("Z", "X"):
+                found.append(stat.pid)
+    return found
+
+
 def marked_group_members(pgid: int, marker: bytes) -> list[int]:
     """Live members of process group `pgid` that carry `marker` (a reused pgid has none)."""
     return [p for p in group_members(pgid) if has_env_marker(p, marker)]

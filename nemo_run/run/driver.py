@@ -20,10 +20,12 @@ from torchx.specs import AppState, is_terminal
 
 from nemo_run.core import processes
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
+from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
 
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_LAUNCHES = 8
+IDLE_STEP_S = 0.5  # how often a waiting driver looks at cancel requests and blocked tasks
 
 
 def identity_of_this_process() -> dict[str, Any]:
@@ -93,7 +95,7 @@ class Driver:
             return
         entry.handle = handle
         entry.job_dir = getattr(info.request, "log_dir", None) or getattr(
-            info._cfg, "job_dir", None
+            info.executor, "job_dir", None
         )
         entry.launched_at = time.time()
         self.states[entry.id] = AppState.SUBMITTED
@@ -117,10 +119,11 @@ class Driver:
     def step(self) -> tuple[bool, bool]:
         """One pass; returns (anything still pending or running, anything changed)."""
         changed = False
-        for entry in self.record.tasks:
-            if entry.handle and not is_terminal(self.states.get(entry.id, AppState.UNKNOWN)):
-                status = self.runner.status(entry.handle)
-                new = status.state if status else AppState.UNKNOWN
+        watched = self._watched()
+        if watched:
+            seen = poll_handles(e.handle for e in watched if e.handle)
+            for entry in watched:
+                new = seen[entry.handle].state if entry.handle else AppState.UNKNOWN
                 changed |= new != self.states.get(entry.id)
                 self.states[entry.id] = new
         ready = []
@@ -155,18 +158,28 @@ class Driver:
             self.record.save()
         return pending or running, changed
 
+    def _watched(self) -> list[TaskEntry]:
+        """Launched tasks whose job has not ended (as far as this driver has seen)."""
+        return [
+            e
+            for e in self.record.tasks
+            if e.handle and not is_terminal(self.states.get(e.id, AppState.UNKNOWN))
+        ]
+
     def run(self, timeout: float | None = None) -> bool:
-        """Drive until every task ended or was skipped; False if `timeout` ran out first."""
+        """Drive until every task ended or was skipped; False if `timeout` ran out first.
+        Between steps it sleeps until the jobs' watchers refresh next (the poller decides how
+        often a backend is asked), waking at least every `IDLE_STEP_S` for cancel requests."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
         while True:
             busy, changed = self.step()
             if not busy:
                 return True
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            delay = 0.005 if changed else min(delay * 1.5, 0.5)
-            time.sleep(delay)
+            handles = [e.handle for e in self._watched() if e.handle]
+            wait = seconds_to_next(handles) if handles else IDLE_STEP_S
+            time.sleep(0.005 if changed else min(max(wait, 0.005), IDLE_STEP_S))
 
     def interrupt(self) -> list[str]:
         """Skip what has not launched and cancel what runs; returns the cancelled task ids."""

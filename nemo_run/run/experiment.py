@@ -20,11 +20,27 @@ from typing import Any
 
 from nemo_run.core.execution.base import Executor
 from nemo_run.core.names import check_folder_name
-from nemo_run.core.states import State
 from nemo_run.exceptions import ConfigError, UnknownExperimentError, UnknownJobError
 from nemo_run.run import experiment_files as files
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.plan import PlannedTask, check_new_task_id, launch_order
+
+WAIT_STEP_S = 0.5  # how often `wait` re-reads the experiment for tasks launched meanwhile
+
+
+def _task_done(
+    entry: TaskEntry, record: ExperimentRecord, seen: dict[str, Any], launcher_gone: bool
+) -> bool:
+    """Whether a task can change no more: it ended, will never run, or never started."""
+    if entry.error or entry.skipped:
+        return True
+    if entry.handle:
+        state = seen[entry.handle]
+        if state.done:
+            return True
+        # a planned handle with no record, whose launcher is gone: it never started
+        return entry.launched_at is None and launcher_gone and state.state.name == "UNKNOWN"
+    return record.cancel_requested(entry.id) or launcher_gone
 
 
 def _new_id(title: str) -> str:
@@ -391,18 +407,26 @@ class Experiment:
         return None
 
     def wait(self, timeout: float | None = None) -> dict[str, dict[str, Any]]:
-        """Block until every task ended (or was skipped); returns the final status dict."""
+        """Block until every task ended (or was skipped); returns the final status dict.
+        States come from this process's watchers (`poller`), so waiting costs a few backend
+        requests per interval whatever the number of tasks."""
+        from nemo_run.run.driver import driver_alive
+        from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
+
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.01
         while True:
-            current = self.status(return_dict=True)
-            assert current is not None
-            if all(State.parse(s["state"]).is_terminal() for s in current.values()):
-                return current
+            record = self._current_record()
+            launcher_gone = not record.launch_done and not driver_alive(record)
+            handles = [e.handle for e in record.tasks if e.handle and not (e.skipped or e.error)]
+            seen = poll_handles(handles)
+            if all(_task_done(e, record, seen, launcher_gone) for e in record.tasks):
+                final = self.status(return_dict=True)
+                assert final is not None
+                return final
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"experiment {self._id} still running after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            wait = seconds_to_next(handles) if handles else WAIT_STEP_S
+            time.sleep(min(max(wait, 0.01), WAIT_STEP_S))
 
     def logs(self, task_id: str, follow: bool = False, regex: str | None = None) -> None:
         """Print a task's logs (every role and replica); `follow` streams until it ends."""

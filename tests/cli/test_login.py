@@ -11,6 +11,7 @@ import sys
 
 from tests.helpers import REPO
 from tests.run.torchx_backend.schedulers.test_dgxcloud import CLIENT, SECRET, emulator  # noqa: F401
+from tests.run.torchx_backend.schedulers.test_remote_faults import lepton_emulator  # noqa: F401
 
 
 def _login(args: list[str], home, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -70,3 +71,69 @@ def test_a_bad_url_is_refused_before_any_request(nemorun_home):
         ["--base-url", "http://nowhere", "--client-id", "x", "--client-secret", "y"], nemorun_home
     )
     assert proc.returncode == 2 and "must be the API root ending in /api/v1" in proc.stderr
+
+
+def test_lepton_login_writes_the_profile_the_scheduler_uses(lepton_emulator, nemorun_home):  # noqa: F811
+    env = lepton_emulator.env
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nemo_run.cli.main",
+            "login",
+            "lepton",
+            "--workspace-id",
+            env["LEPTON_WORKSPACE_ID"],
+            "--url",
+            env["LEPTON_WORKSPACE_URL"],
+        ],
+        input=env["LEPTON_WORKSPACE_TOKEN"] + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**clean, "NEMORUN_HOME": str(nemorun_home), "HOME": str(nemorun_home)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    path = nemorun_home / "profiles" / "lepton.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["token"] == env["LEPTON_WORKSPACE_TOKEN"]
+    from nemo_run.core.execution.lepton import workspace_credentials
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("LEPTON_")}
+    try:
+        assert workspace_credentials() == (
+            env["LEPTON_WORKSPACE_ID"],
+            env["LEPTON_WORKSPACE_TOKEN"],
+            env["LEPTON_WORKSPACE_URL"],
+        )
+    finally:
+        os.environ.update(saved)
+
+
+def test_lepton_login_with_a_refused_token_writes_nothing(lepton_emulator, nemorun_home):  # noqa: F811
+    env = lepton_emulator.env
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nemo_run.cli.main",
+            "login",
+            "lepton",
+            "--workspace-id",
+            env["LEPTON_WORKSPACE_ID"],
+            "--url",
+            env["LEPTON_WORKSPACE_URL"],
+            "--token",
+            "wrong",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**clean, "NEMORUN_HOME": str(nemorun_home), "HOME": str(nemorun_home)},
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert not (nemorun_home / "profiles" / "lepton.json").exists()

@@ -29,6 +29,7 @@ from nemo_run.exceptions import BackendError, ConfigError, MissingDependencyErro
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+LIST_PAGE_SIZE = 500
 ENV_NAMES = "LEPTON_WORKSPACE_ID, LEPTON_WORKSPACE_TOKEN and LEPTON_WORKSPACE_URL"
 ALIVE_AND_ARCHIVE = "alive_and_archive"  # LeptonJobQueryMode.AliveAndArchive
 
@@ -97,14 +98,23 @@ def _bounded_session(deadlines: threading.local) -> Any:
 class LeptonClient:
     """One workspace, credentials from the environment or the SDK's login record."""
 
-    def __init__(self, timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        *,
+        workspace_id: str | None = None,
+        token: str | None = None,
+        url: str | None = None,
+    ) -> None:
         sdk = _sdk()
-        try:
-            self.api = sdk.APIClient()
+        given = {"workspace_id": workspace_id, "auth_token": token, "url": url}
+        try:  # only what is known: the SDK resolves the rest (and crashes on auth_token=None)
+            self.api = sdk.APIClient(**{k: v for k, v in given.items() if v})
         except Exception as e:  # the SDK's WorkspaceConfigurationError and friends
             raise ConfigError(
                 f"Lepton workspace credentials missing or invalid ({e}); set {ENV_NAMES}, "
-                "or run `lep login`"
+                "or run `nemorun login lepton` (or `lep login`)"
             ) from e
         self.timeout = timeout
         self.api._timeout = timeout
@@ -234,8 +244,20 @@ class LeptonClient:
         return existing if existing is not None else f"{last}; not found by name"
 
     def list_jobs(self) -> list[Any]:
-        """The live jobs (an archived one is left out: it is not gone; get_job finds it)."""
-        return self._call("listing jobs", self.api.job.list_all)
+        """The live jobs (an archived one is left out: it is not gone; get_job finds it).
+        Pages are read until one comes back short: one request for most workspaces (the
+        SDK's own paging always asks once more, for an empty page)."""
+        jobs: list[Any] = []
+        page = 1
+        while True:
+            batch = self._call(
+                "listing jobs",
+                lambda p=page: self.api.job.list_all(page=p, page_size=LIST_PAGE_SIZE),  # type: ignore[misc]
+            )
+            jobs.extend(batch)
+            if len(batch) < LIST_PAGE_SIZE:
+                return jobs
+            page += 1
 
     def stop_job(self, job_id: str) -> bool:
         """Stop (PATCH spec.stopped=true): True once accepted, False on a 404; raises

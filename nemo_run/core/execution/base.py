@@ -46,13 +46,36 @@ class Executor:
     # nnodes x nproc_per_node replicas and gets RANK/WORLD_SIZE; elsewhere the platform sets them.
     spawns_replicas: ClassVar[bool] = False
 
-    packager: Packager = field(default_factory=Packager)
-    launcher: Launcher | str | None = None
-    env_vars: dict[str, str] = field(default_factory=dict)
-    retries: int = 0
-    experiment_id: str | None = None
-    job_dir: str = ""
-    experiment_dir: str = field(init=False, default="")
+    packager: Packager = field(
+        default_factory=Packager,
+        metadata={"help": "how code reaches the job: a Packager object (the default ships none)"},
+    )
+    launcher: Launcher | str | None = field(
+        default=None,
+        metadata={
+            "help": "wraps the command: 'torchrun', a Launcher object, or None to run it as written"
+        },
+    )
+    env_vars: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "environment variables for every process of the job"},
+    )
+    retries: int = field(
+        default=0, metadata={"help": "restarts of a failed replica before the job fails"}
+    )
+    experiment_id: str | None = field(
+        default=None,
+        metadata={"help": "the experiment the task belongs to (set by the experiment)"},
+    )
+    job_dir: str = field(
+        default="",
+        metadata={
+            "help": "local folder for the job's files and logs (empty: under $NEMORUN_HOME/jobs)"
+        },
+    )
+    experiment_dir: str = field(
+        init=False, default="", metadata={"help": "the experiment's folder (set by the experiment)"}
+    )
 
     def __post_init__(self) -> None:
         # Types first (every field of every subclass, from its annotation), so the checks

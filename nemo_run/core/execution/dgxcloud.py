@@ -36,22 +36,62 @@ def check_base_url(url: str) -> str:
 class DGXCloudExecutor(Executor):
     """A Run:ai training (1 node) or distributed workload (several nodes) in one project."""
 
-    base_url: str = ""
-    client_id: str = ""
-    client_secret: str = field(default="", repr=False)
-    app_id: str = ""  # older name of client_id
-    app_secret: str = field(default="", repr=False)  # older name of client_secret
-    project_name: str = ""
-    container_image: str = ""
-    pvc_nemo_run_dir: str = ""
-    nodes: int = 1
-    gpus_per_node: int = 0
-    nprocs_per_node: int = 1
-    pvcs: list[dict[str, Any]] = field(default_factory=list)
-    distributed_framework: str = "PyTorch"
-    custom_spec: dict[str, Any] = field(default_factory=dict)
-    launched_from_cluster: bool = False
-    timeout: float = 30.0
+    base_url: str = field(
+        default="",
+        metadata={
+            "help": "Run:ai API root ending in /api/v1 (else DGX_CLOUD_BASE_URL or the profile)"
+        },
+    )
+    client_id: str = field(
+        default="",
+        metadata={"help": "Run:ai application id (else DGX_CLOUD_CLIENT_ID or the profile)"},
+    )
+    client_secret: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "help": "Run:ai application secret (else DGX_CLOUD_CLIENT_SECRET or the profile)"
+        },
+    )
+    app_id: str = field(default="", metadata={"help": "older name of client_id"})
+    app_secret: str = field(
+        default="", repr=False, metadata={"help": "older name of client_secret"}
+    )
+    project_name: str = field(
+        default="", metadata={"help": "Run:ai project the workload runs in (required)"}
+    )
+    container_image: str = field(
+        default="", metadata={"help": "image the workload runs (required)"}
+    )
+    pvc_nemo_run_dir: str = field(
+        default="",
+        metadata={"help": "folder on a PVC for the job's code, launch script and logs (required)"},
+    )
+    nodes: int = field(
+        default=1, metadata={"help": "nodes; more than one makes a distributed workload"}
+    )
+    gpus_per_node: int = field(default=0, metadata={"help": "GPUs requested per node"})
+    nprocs_per_node: int = field(default=1, metadata={"help": "processes per node"})
+    pvcs: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={
+            "help": 'PVCs to mount, at least one: [{"claimName": "nemo-pvc", "path": "/nemo_run"}]'
+        },
+    )
+    distributed_framework: str = field(
+        default="PyTorch",
+        metadata={"help": "framework of a distributed workload: PyTorch, MPI, TF, XGBoost or JAX"},
+    )
+    custom_spec: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "fields merged as given into the workload spec"}
+    )
+    launched_from_cluster: bool = field(
+        default=False,
+        metadata={"help": "the PVC is mounted where this runs: code and logs are copied directly"},
+    )
+    timeout: float = field(
+        default=30.0, metadata={"help": "seconds per HTTP request to the Run:ai API"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -91,20 +91,40 @@ def parse_volume(text: str) -> tuple[str, str, str]:
 class DockerExecutor(Executor):
     """Containers on the local Docker engine, one per replica (`ntasks_per_node` per task)."""
 
-    container_image: str
-    num_gpus: int | None = None  # -1: all GPUs
-    runtime: str | None = None
-    shm_size: str | int | None = None
-    ulimits: list[str] = field(default_factory=list)
-    ipc_mode: str | None = None
-    healthcheck: dict[str, Any] | None = None
-    privileged: bool = False
-    network: str | None = None  # default: a bridge network named "nemo_run"
-    volumes: list[str] = field(default_factory=list)
-    additional_kwargs: dict[str, Any] = field(default_factory=dict)
+    container_image: str = field(metadata={"help": "image every container runs, e.g. python:3.11"})
+    num_gpus: int | None = field(default=None, metadata={"help": "GPUs per container; -1 for all"})
+    runtime: str | None = field(default=None, metadata={"help": "container runtime, e.g. nvidia"})
+    shm_size: str | int | None = field(
+        default=None, metadata={"help": "size of /dev/shm: bytes, or text like 16g or 512m"}
+    )
+    ulimits: list[str] = field(
+        default_factory=list,
+        metadata={"help": "NAME=SOFT[:HARD] limits, e.g. nofile=1024:2048 or memlock=unlimited"},
+    )
+    ipc_mode: str | None = field(
+        default=None, metadata={"help": "IPC mode of the containers, e.g. host"}
+    )
+    healthcheck: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Docker healthcheck: test, optionally interval, timeout, retries, start_period"
+        },
+    )
+    privileged: bool = field(default=False, metadata={"help": "run the containers privileged"})
+    network: str | None = field(
+        default=None,
+        metadata={"help": "network the containers join (default: a bridge network named nemo_run)"},
+    )
+    volumes: list[str] = field(
+        default_factory=list, metadata={"help": "SOURCE:TARGET[:MODE] mounts, e.g. /data:/data:ro"}
+    )
+    additional_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "more docker-py containers.run arguments (labels and environment merge)"},
+    )
     spawns_replicas: ClassVar[bool] = True
 
-    ntasks_per_node: int = 1
+    ntasks_per_node: int = field(default=1, metadata={"help": "containers (ranks) per task"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -54,25 +54,69 @@ _QUEUE_PRIORITY = re.compile(r"^(low|mid|high)(-\d{1,4})?$")
 class LeptonExecutor(Executor):
     """`nodes` replicas (one per node) of one container image, in a dedicated node group."""
 
-    container_image: str
-    nemo_run_dir: str  # folder inside a mount where code, launch script and logs go
-    nodes: int = 1
-    gpus_per_node: int = 0
-    nprocs_per_node: int = 1
-    resource_shape: str = ""  # e.g. "gpu.8xh100-80gb" or "cpu.small"
-    node_group: str = ""  # looked up by name
-    mounts: list[dict[str, Any]] = field(default_factory=list)  # {"path", "from", "mount_path"}
-    shared_memory_size: int = 65536  # MiB
-    secret_vars: dict[str, str] = field(default_factory=dict)  # env name -> workspace secret name
-    image_pull_secrets: list[str] = field(default_factory=list)
-    node_reservation: str = ""
-    can_be_preempted: bool = False
-    can_preempt: bool = False
-    queue_priority: str | None = None  # e.g. "mid-4000"
-    pre_launch_commands: list[str] = field(default_factory=list)
-    custom_spec: dict[str, Any] = field(default_factory=dict)
-    launched_from_cluster: bool = False
-    timeout: float = 30.0  # seconds per HTTP request; a whole call gets about twice that
+    container_image: str = field(
+        metadata={"help": "image every replica runs, e.g. nvcr.io/nvidia/nemo:25.02"}
+    )
+    nemo_run_dir: str = field(
+        metadata={"help": "folder inside a mount for the job's code, launch script and logs"}
+    )
+    nodes: int = field(default=1, metadata={"help": "replicas, one per node"})
+    gpus_per_node: int = field(default=0, metadata={"help": "GPUs per node"})
+    nprocs_per_node: int = field(default=1, metadata={"help": "processes per node"})
+    resource_shape: str = field(
+        default="",
+        metadata={
+            "help": "resource shape of each replica, e.g. gpu.8xh100-80gb or cpu.small (required)"
+        },
+    )
+    node_group: str = field(
+        default="", metadata={"help": "name of the dedicated node group to run in (required)"}
+    )
+    mounts: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={"help": 'storage mounts: [{"path": ..., "from": ..., "mount_path": ...}]'},
+    )
+    shared_memory_size: int = field(
+        default=65536, metadata={"help": "shared memory per replica, in MiB"}
+    )
+    secret_vars: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "environment variable name -> workspace secret name"},
+    )
+    image_pull_secrets: list[str] = field(
+        default_factory=list, metadata={"help": "workspace secrets used to pull the image"}
+    )
+    node_reservation: str = field(
+        default="", metadata={"help": "id of a node reservation to run in"}
+    )
+    can_be_preempted: bool = field(
+        default=False,
+        metadata={"help": "higher-priority jobs may preempt this one (needs queue_priority)"},
+    )
+    can_preempt: bool = field(
+        default=False,
+        metadata={"help": "this job may preempt lower-priority ones (needs queue_priority)"},
+    )
+    queue_priority: str | None = field(
+        default=None, metadata={"help": "low, mid or high, optionally with a number: mid-4000"}
+    )
+    pre_launch_commands: list[str] = field(
+        default_factory=list,
+        metadata={"help": "shell commands run on every replica before the task"},
+    )
+    custom_spec: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "fields merged as given into the job spec"}
+    )
+    launched_from_cluster: bool = field(
+        default=False,
+        metadata={
+            "help": "the mount is available where this runs: code and logs are copied directly"
+        },
+    )
+    timeout: float = field(
+        default=30.0,
+        metadata={"help": "seconds per HTTP request; a whole call gets about twice that"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -148,3 +192,21 @@ class LeptonExecutor(Executor):
             num_nodes_var="WORLD_SIZE",
             node_rank_var="NODE_RANK",
         )
+
+
+PROFILE = "lepton"
+ENV_WORKSPACE = (
+    ("workspace_id", "LEPTON_WORKSPACE_ID"),
+    ("token", "LEPTON_WORKSPACE_TOKEN"),
+    ("url", "LEPTON_WORKSPACE_URL"),
+)
+
+
+def workspace_credentials() -> tuple[str | None, str | None, str | None]:
+    """(workspace id, token, url), each from `LEPTON_WORKSPACE_*` or the 0600 profile
+    `$NEMORUN_HOME/profiles/lepton.json`, read at call time; None lets the leptonai SDK fall
+    back to its own `lep login` record."""
+    from nemo_run.core.credentials import resolve
+
+    found = [resolve(key, None, (env,), PROFILE) for key, env in ENV_WORKSPACE]
+    return found[0], found[1], found[2]

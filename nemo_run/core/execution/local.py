@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from nemo_run.config import Script
@@ -19,8 +19,12 @@ class LocalExecutor(Executor):
 
     spawns_replicas: ClassVar[bool] = True
 
-    ntasks_per_node: int = 1
-    nodes: int = 1
+    ntasks_per_node: int = field(
+        default=1, metadata={"help": "processes (ranks) started on this machine"}
+    )
+    nodes: int = field(
+        default=1, metadata={"help": "must be 1: a local job runs on this one machine"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -35,29 +35,69 @@ def import_sky() -> Any:
 class SkypilotExecutor(Executor):
     """A SkyPilot task: `num_nodes` nodes with the given resources, on an existing or new cluster."""
 
-    container_image: str | None = None
-    infra: str | None = None  # e.g. "aws/us-east-1", "k8s", "slurm/localcluster"
-    cloud: str | None = None  # older spelling of infra: cloud/region/zone
-    region: str | None = None
-    zone: str | None = None
-    gpus: str | None = None  # "H100" or "H100:8"
-    gpus_per_node: int | None = None
-    cpus: int | float | str | None = None  # 4, "4+"
-    memory: int | float | str | None = None  # GB, "32+"
-    instance_type: str | None = None
-    num_nodes: int = 1
-    use_spot: bool | None = False  # None: SkyPilot's default (nemo-run's default)
-    disk_size: int | None = None
-    ports: list[int | str] | tuple[int | str, ...] | None = field(default_factory=list)
+    container_image: str | None = field(
+        default=None, metadata={"help": "Docker image the task runs in"}
+    )
+    infra: str | None = field(
+        default=None,
+        metadata={
+            "help": "where to run: cloud/region/zone, e.g. aws/us-east-1, k8s, slurm/localcluster"
+        },
+    )
+    cloud: str | None = field(default=None, metadata={"help": "older spelling of infra: the cloud"})
+    region: str | None = field(
+        default=None, metadata={"help": "older spelling of infra: the region (needs cloud)"}
+    )
+    zone: str | None = field(
+        default=None, metadata={"help": "older spelling of infra: the zone (needs cloud)"}
+    )
+    gpus: str | None = field(
+        default=None, metadata={"help": "accelerator: NAME or NAME:COUNT, e.g. H100 or A100:8"}
+    )
+    gpus_per_node: int | None = field(
+        default=None, metadata={"help": "accelerators per node, with gpus=NAME"}
+    )
+    cpus: int | float | str | None = field(
+        default=None, metadata={"help": "vCPUs per node, e.g. 4, or 4+ for at least 4"}
+    )
+    memory: int | float | str | None = field(
+        default=None, metadata={"help": "memory per node in GB, e.g. 32, or 32+ for at least 32"}
+    )
+    instance_type: str | None = field(
+        default=None, metadata={"help": "cloud instance type, e.g. p4d.24xlarge"}
+    )
+    num_nodes: int = field(default=1, metadata={"help": "nodes the task runs on"})
+    use_spot: bool | None = field(
+        default=False, metadata={"help": "use spot instances (None: SkyPilot's default)"}
+    )
+    disk_size: int | None = field(default=None, metadata={"help": "disk per node, in GB"})
+    ports: list[int | str] | tuple[int | str, ...] | None = field(
+        default_factory=list, metadata={"help": "ports to open, e.g. 8080 or 10000-10010"}
+    )
     # remote path -> local path or bucket URL
-    file_mounts: dict[str, str] | None = field(default_factory=dict)
+    file_mounts: dict[str, str] | None = field(
+        default_factory=dict, metadata={"help": "remote path -> local path or bucket URL"}
+    )
     # remote path -> storage spec
-    storage_mounts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    setup: str | None = ""
-    cluster_name: str | None = None
-    autodown: bool = False
-    idle_minutes_to_autostop: int | None = None
-    retry_until_up: bool = False
+    storage_mounts: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "remote path -> SkyPilot storage spec"}
+    )
+    setup: str | None = field(
+        default="", metadata={"help": "shell commands SkyPilot runs on each node before the task"}
+    )
+    cluster_name: str | None = field(
+        default=None,
+        metadata={"help": "cluster to run on, reused while up (default: nemo-<task name>)"},
+    )
+    autodown: bool = field(
+        default=False, metadata={"help": "tear the cluster down when the job ends"}
+    )
+    idle_minutes_to_autostop: int | None = field(
+        default=None, metadata={"help": "stop the cluster after this many idle minutes"}
+    )
+    retry_until_up: bool = field(
+        default=False, metadata={"help": "keep retrying provisioning until resources are found"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

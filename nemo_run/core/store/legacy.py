@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from nemo_run.core.states import JOB_STATES
-from nemo_run.core.store.records import JobRecord
+from nemo_run.core.store.records import REMOTE_ID, JobRecord
 
 if TYPE_CHECKING:
     from nemo_run.core.store.sqlite import SqliteJobStore
@@ -49,13 +49,15 @@ def _local(apps: dict[str, Any]) -> Iterator[JobRecord]:
 
 
 def _status_dicts(
-    backend: str, keep: tuple[str, ...]
+    backend: str, keep: dict[str, str]
 ) -> Callable[[dict[str, Any]], Iterator[JobRecord]]:
+    """Records from the peer's status dicts; `keep` maps their keys to ours."""
+
     def convert(apps: dict[str, Any]) -> Iterator[JobRecord]:
         for app_id, value in apps.items():
             value = value if isinstance(value, dict) else {}
             state, extra = _state_of(value.get("job_status"))
-            data = {k: value[k] for k in keep if k in value}
+            data = {ours: value[theirs] for theirs, ours in keep.items() if theirs in value}
             yield JobRecord(
                 backend,
                 app_id,
@@ -75,9 +77,9 @@ def _docker(apps: dict[str, Any]) -> Iterator[JobRecord]:
 LEGACY_FILES: dict[str, Callable[[dict[str, Any]], Iterator[JobRecord]]] = {
     ".local_jobs.json": _local,
     ".docker_jobs.json": _docker,
-    ".skypilot_jobs.json": _status_dicts("skypilot", ()),
-    ".dgx_jobs.json": _status_dicts("dgx_cloud", ("job_id",)),
-    ".lepton_jobs.json": _status_dicts("lepton", ()),
+    ".skypilot_jobs.json": _status_dicts("skypilot", {}),
+    ".dgx_jobs.json": _status_dicts("dgx_cloud", {"job_id": REMOTE_ID}),
+    ".lepton_jobs.json": _status_dicts("lepton", {}),
 }
 
 

@@ -9,6 +9,12 @@ from typing import Any
 
 from nemo_run.core.redact import redact
 
+# Keys every backend's `data` spells the same way (schema 2, see migrations.py).
+REMOTE_ID = "remote_id"  # the backend's own id of the job (workload id, job id)
+REMOTE_STATE = "remote_state"  # the backend's own last state ("Running", "Completed", ...)
+REMOTE_DIR = "remote_dir"  # the job's folder on the backend's storage
+NODES = "nodes"  # how many nodes (replicas of the one role) the job has
+
 
 @dataclass
 class JobRecord:

@@ -13,18 +13,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.store.base import JobStore
 from nemo_run.core.store.fs import filesystem_type, is_network_filesystem
+from nemo_run.core.store.migrations import common_record_keys
 from nemo_run.core.store.records import JobRecord, mask_secrets
 from nemo_run.exceptions import StoreError, UnknownJobError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 _COLUMNS = (
     "backend",
@@ -38,7 +39,7 @@ _COLUMNS = (
     "data",
 )
 _UPDATABLE = frozenset(_COLUMNS) - {"backend", "app_id", "data"}
-_MIGRATIONS: dict[int, str] = {
+_MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     1: """
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS jobs (
@@ -58,6 +59,7 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX IF NOT EXISTS jobs_app_id ON jobs (app_id);
     CREATE INDEX IF NOT EXISTS jobs_experiment ON jobs (experiment_id) WHERE experiment_id IS NOT NULL;
     """,
+    2: common_record_keys,
 }
 
 _local = threading.local()
@@ -217,7 +219,11 @@ class SqliteJobStore(JobStore):
         with self.transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step].split(";"):
+                migration = _MIGRATIONS[step]
+                if callable(migration):
+                    migration(conn)
+                    continue
+                for statement in migration.split(";"):
                     if statement.strip():
                         conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

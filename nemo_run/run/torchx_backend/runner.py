@@ -1,13 +1,16 @@
-"""A torchx Runner whose `cfg` is an Executor, with our schedulers loaded on first use.
+"""A torchx Runner that also takes an Executor as `cfg`, with our schedulers loaded on first use.
 
-torchx's own `dryrun`/`schedule` resolve `cfg` against run options and JSON-dump it; here the
-Executor passes through to `SchedulerMixin.submit_dryrun`, which validates it.
+Run options (a dict) take torchx's own `dryrun`. An Executor cannot (torchx resolves `cfg`
+against run options and JSON-logs it), so it goes straight to the scheduler's
+`submit_dryrun`. Either way the result is a `DryRun` that names its scheduler, so `schedule`
+and `planned_handle` need nothing torchx keeps privately on the dry-run info.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from torchx.runner import Runner as TorchxRunner
@@ -17,6 +20,7 @@ from torchx.specs import AppDef, AppState, AppStatus, is_terminal, macros, make_
 
 from nemo_run.core.execution.base import Executor
 from nemo_run.exceptions import ConfigError
+from nemo_run.run.torchx_backend.runopts import DryRun
 from nemo_run.run.torchx_backend.schedulers.api import BACKENDS, Backend, backend_for_executor
 
 DEFAULT_SESSION = "nemo_run"
@@ -29,8 +33,30 @@ def _factory(backend: Backend) -> Any:
     return create
 
 
+def _check_roles(app: AppDef) -> None:
+    """What torchx checks with ValueErrors, as ConfigErrors (still ValueErrors)."""
+    if not app.roles:
+        raise ConfigError(f"app {app.name!r} has no roles")
+    for role in app.roles:
+        if not role.entrypoint:
+            raise ConfigError(f"role {role.name!r} has no entrypoint")
+        if role.num_replicas < 1:
+            raise ConfigError(
+                f"role {role.name!r} needs num_replicas >= 1, got {role.num_replicas}"
+            )
+
+
+def _ours(dryrun_info: AppDryRunInfo) -> DryRun:
+    if not isinstance(dryrun_info, DryRun):
+        raise ConfigError(
+            f"a {type(dryrun_info).__name__} did not come from Runner.dryrun: it names no scheduler"
+        )
+    return dryrun_info
+
+
 class Runner(TorchxRunner):
-    """Schedules AppDefs with Executors; status, logs, cancel and list come from torchx."""
+    """Schedules AppDefs with Executors or run options; status, logs, cancel and list come
+    from torchx."""
 
     def __init__(self, name: str = DEFAULT_SESSION) -> None:
         super().__init__(name, {b.scheduler: _factory(b) for b in BACKENDS})
@@ -39,47 +65,41 @@ class Runner(TorchxRunner):
         self,
         app: AppDef,
         scheduler: str,
-        cfg: Executor,
+        cfg: Executor | Mapping[str, Any] | None = None,
         workspace: str | None = None,
         parent_run_id: str | None = None,
-    ) -> AppDryRunInfo:
-        if not app.roles:
-            raise ConfigError(f"app {app.name!r} has no roles")
+    ) -> DryRun:
+        _check_roles(app)
+        if not isinstance(cfg, Executor):
+            return _ours(super().dryrun(app, scheduler, cfg, workspace, parent_run_id))
         for role in app.roles:
-            if not role.entrypoint:
-                raise ConfigError(f"role {role.name!r} has no entrypoint")
-            if role.num_replicas < 1:
-                raise ConfigError(
-                    f"role {role.name!r} needs num_replicas >= 1, got {role.num_replicas}"
-                )
-            role.env[ENV_TORCHX_JOB_ID] = make_app_handle(scheduler, self._name, macros.app_id)
-        sched = self._scheduler(scheduler)
-        sched._validate(app, scheduler)
-        dryrun_info = sched.submit_dryrun(app, cfg)
-        dryrun_info._scheduler = scheduler
-        return dryrun_info
+            role.env[ENV_TORCHX_JOB_ID] = make_app_handle(scheduler, self.name(), macros.app_id)
+        return _ours(self._scheduler(scheduler).submit_dryrun(app, cfg))
 
-    def dryrun_for(self, app: AppDef, executor: Executor) -> AppDryRunInfo:
+    def dryrun_for(self, app: AppDef, executor: Executor) -> DryRun:
         """Dry run on whichever scheduler runs this executor."""
         return self.dryrun(app, backend_for_executor(executor).scheduler, executor)
 
     def planned_handle(self, dryrun_info: AppDryRunInfo) -> str:
         """The handle `schedule(dryrun_info)` will return, known before anything starts."""
-        scheduler = dryrun_info._scheduler
-        if scheduler is None:
-            raise ConfigError("dryrun_info did not come from Runner.dryrun: it names no scheduler")
-        app_id = self._scheduler(scheduler).planned_app_id(dryrun_info)
-        return make_app_handle(scheduler, self._name, app_id)
+        info = _ours(dryrun_info)
+        app_id = self._scheduler(info.scheduler).planned_app_id(info)
+        return make_app_handle(info.scheduler, self.name(), app_id)
 
     def schedule(self, dryrun_info: AppDryRunInfo) -> str:
-        scheduler = dryrun_info._scheduler
-        if scheduler is None:
-            raise ConfigError("dryrun_info did not come from Runner.dryrun: it names no scheduler")
-        app_id = self._scheduler(scheduler).schedule(dryrun_info)
-        handle = make_app_handle(scheduler, self._name, app_id)
-        if dryrun_info._app is not None:
-            self._apps[handle] = dryrun_info._app
-        return handle
+        info = _ours(dryrun_info)
+        app_id = self._scheduler(info.scheduler).schedule(info)
+        return make_app_handle(info.scheduler, self.name(), app_id)
+
+    def run(  # type: ignore[override]
+        self,
+        app: AppDef,
+        scheduler: str,
+        cfg: Executor | Mapping[str, Any] | None = None,
+        workspace: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        return self.schedule(self.dryrun(app, scheduler, cfg, workspace, parent_run_id))
 
     def wait_until_done(self, app_handle: str, timeout: float | None = None) -> AppStatus | None:
         """Poll status with a short, growing interval (torchx's `wait` sleeps 10 s per poll)."""

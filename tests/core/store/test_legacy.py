@@ -85,7 +85,7 @@ def test_import_maps_every_backend(nemorun_home):
     dgx = by_key["dgx_cloud", "dgx-1"]
     assert dgx.state == "UNKNOWN"  # a backend phase, not an AppState name: kept for the backend
     assert dgx.data["backend_status"] == "Running"
-    assert dgx.data["job_id"] == "dgx-job-42"
+    assert dgx.data["remote_id"] == "dgx-job-42"
 
     lepton1, lepton2 = by_key["lepton", "lepton-1"], by_key["lepton", "lepton-2"]
     assert (lepton1.state, lepton1.data["backend_status"]) == ("UNKNOWN", "Starting")

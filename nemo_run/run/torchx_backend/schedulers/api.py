@@ -21,11 +21,12 @@ from nemo_run.exceptions import ConfigError, UnknownJobError
 
 if TYPE_CHECKING:
     from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Scheduler
-    from torchx.specs import AppDef, AppState
+    from torchx.specs import AppDef, AppState, Role, runopts
 
     from nemo_run.core.execution.base import Executor
     from nemo_run.core.store.base import JobStore
     from nemo_run.core.store.records import JobRecord
+    from nemo_run.run.torchx_backend.runopts import DryRun
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,12 @@ def single_role_response(
 
 
 class SchedulerMixin:
-    """Mixed in before the torchx base: accepts an Executor as the dry-run `cfg`.
+    """Mixed in before the torchx base: the dry-run `cfg` is an Executor (nemo_run's own path)
+    or torchx run options (torchx's Runner and CLI), from which the executor is built.
 
     Subclasses set `backend` to their scheduler name (e.g. 'local_persistent') and implement
-    `_submit_dryrun(app, executor)`.
+    `_submit_dryrun(app, executor)`; `schedule` receives a `DryRun` carrying the app and the
+    executor as public fields.
     """
 
     backend: str
@@ -192,22 +195,58 @@ class SchedulerMixin:
     def _check_executor(self, cfg: Any) -> None:
         if not isinstance(cfg, self.executor_type):
             raise ConfigError(
-                f"{type(self).__name__} needs a {self.executor_type.__name__}, got {type(cfg).__name__}"
+                f"{type(self).__name__} needs a {self.executor_type.__name__}, "
+                f"got {type(cfg).__name__}"
             )
 
-    def submit_dryrun(self, app: AppDef, cfg: Executor) -> AppDryRunInfo:  # type: ignore[override]
-        """Build the backend request for `app` without side effects; runs each role's pre_proc."""
-        self._check_executor(cfg)
-        dryrun_info = self._submit_dryrun(app, cfg)  # type: ignore[attr-defined]
+    # -- run options and dry run ------------------------------------------------------------
+    def _run_opts(self) -> runopts:
+        """The executor's fields as run options: what `torchx runopts <backend>` shows and
+        `torchx run -cfg` accepts."""
+        from nemo_run.run.torchx_backend.runopts import executor_runopts
+
+        return executor_runopts(self.executor_type)
+
+    def submit_dryrun(  # type: ignore[override]
+        self, app: AppDef, cfg: Executor | Mapping[str, Any] | None
+    ) -> DryRun:
+        """Build the backend request for `app` without side effects; runs each role's pre_proc.
+        Run options (torchx's path, where a component built `app`) become an executor first,
+        with the executor's own validation, and its env, retries and launcher apply to `app`."""
+        from nemo_run.run.torchx_backend.runopts import DryRun, apply_to_roles, executor_from_cfg
+
+        if cfg is None or isinstance(cfg, Mapping):
+            executor = executor_from_cfg(self.executor_type, cfg or {})
+            apply_to_roles(app, executor)
+        else:
+            executor = cfg
+        self._check_executor(executor)
+        dryrun_info = self._submit_dryrun(app, executor)  # type: ignore[attr-defined]
         for role in app.roles:
             dryrun_info = role.pre_proc(self.backend, dryrun_info)
-        dryrun_info._app = app
-        dryrun_info._cfg = cfg
-        return dryrun_info
+        return DryRun(dryrun_info, app=app, executor=executor, scheduler=self.backend)
+
+    def submit(
+        self, app: AppDef, cfg: Executor | Mapping[str, Any] | None, workspace: str | None = None
+    ) -> str:
+        """torchx's one-call submit, for an Executor as well as run options."""
+        return self.schedule(self.submit_dryrun(app, cfg))  # type: ignore[attr-defined]
 
     def _validate(self, app: AppDef, scheduler: str) -> None:
-        """Executors validate their own settings on creation; torchx's per-role resource check
-        (resources are executor fields here) does not apply."""
+        """torchx's Runner calls this before `submit_dryrun`. Resources are executor fields
+        here, so torchx's per-role resource check does not apply; executors validate their own
+        settings on creation."""
+
+    # -- torchx workspaces (docker_persistent's torchx base is a workspace scheduler) ---------
+    def workspace_opts(self) -> runopts:
+        """No workspace options: code reaches a job through the executor's packager."""
+        from torchx.specs import runopts
+
+        return runopts()
+
+    def build_workspace_and_update_role(self, role: Role, workspace: str, cfg: Any) -> None:
+        """Nothing to build: jobs run the executor's image with the packager's code, so a torchx
+        workspace image (the CLI passes the current folder by default) would go unused."""
 
     def _store(self) -> JobStore:
         from nemo_run.core.store import get_store
@@ -254,11 +293,12 @@ class SchedulerMixin:
         return (line for line in lines if pattern.search(line))
 
     def _finished(self, app_id: str) -> bool:
-        """For log tails: the job has ended (or is no longer known)."""
-        from torchx.specs import is_terminal
+        """For log tails: the job has ended (or is no longer known). Asked of this process's
+        watcher, so a follower costs the backend nothing beyond the shared refreshes."""
+        from nemo_run.run.torchx_backend.poller import GONE, watcher
 
-        desc = self.describe(app_id)  # type: ignore[attr-defined]
-        return desc is None or is_terminal(desc.state)
+        seen = watcher(self.backend).poll([app_id])[app_id]
+        return seen.done or seen is GONE
 
     def _record_final(self, app_id: str, state: str, **data: Any) -> JobRecord:
         """Store a terminal state once; a state recorded first (e.g. a cancel) wins. A job that

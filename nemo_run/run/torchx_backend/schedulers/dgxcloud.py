@@ -24,7 +24,7 @@ from torchx.specs import AppState
 from nemo_run.core.clients import runai_datamover
 from nemo_run.core.clients.http import fingerprint
 from nemo_run.core.clients.runai import RunAIClient, phase_of
-from nemo_run.core.credentials import resolve
+from nemo_run.core.credentials import recall, remember, resolve
 from nemo_run.core.execution.dgxcloud import (
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
@@ -32,6 +32,7 @@ from nemo_run.core.execution.dgxcloud import (
     credentials_or_error,
 )
 from nemo_run.core.store import JobRecord, store_path
+from nemo_run.core.store.records import REMOTE_ID
 from nemo_run.exceptions import ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import map_state, unique_name
 from nemo_run.run.torchx_backend.schedulers.mounted import (
@@ -129,19 +130,14 @@ class DGXRequest(MountedJobRequest):
 class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
     """Run:ai workloads as torchx apps, durable through the job store."""
 
-    id_key, native_key, label = "workload_id", "phase", "DGX Cloud"
+    label = "DGX Cloud"
     deleted_msg = "the workload was deleted on the server before it finished"
-    request_class, name_limit, dir_key = DGXRequest, NAME_LIMIT, "pvc_job_dir"
+    request_class, name_limit = DGXRequest, NAME_LIMIT
     storage = "PVC"
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
         self._clients: dict[tuple[str, str, str, float], RunAIClient] = {}
-
-    def _run_opts(self) -> Any:
-        from torchx.specs import runopts
-
-        return runopts()
 
     # -- clients ----------------------------------------------------------------------------
     def _client(
@@ -150,6 +146,7 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  #
         """One client per API, client id, secret (by its sha256, in memory only) and timeout:
         a changed secret never reuses a client (or a token) the old one got."""
         base_url, client_id, secret = credentials_or_error(base_url, client_id, secret)
+        remember((base_url, client_id), secret)  # memory only: later describes in this process
         key = (base_url, client_id, fingerprint(secret), float(timeout))
         client = self._clients.get(key)
         if client is None:
@@ -160,7 +157,9 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  #
         """A client for a recorded job, with the credentials in force now (read on every call)."""
         data = record.data
         client_id = data.get("client_id") or resolve("client_id", None, ENV_CLIENT_ID, PROFILE)
-        secret = resolve("client_secret", None, ENV_CLIENT_SECRET, PROFILE)
+        secret = resolve("client_secret", None, ENV_CLIENT_SECRET, PROFILE) or recall(
+            (data["base_url"], client_id or "")
+        )
         return self._client(
             data["base_url"], client_id or "", secret, data.get(TIMEOUT) or DEFAULT_TIMEOUT
         )
@@ -229,9 +228,7 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  #
 
     # -- the hooks of RemoteSchedulerMixin ---------------------------------------------------
     def _get(self, record: JobRecord) -> dict[str, Any] | None:
-        return self._client_for(record).get_workload(
-            record.data["kind"], record.data["workload_id"]
-        )
+        return self._client_for(record).get_workload(record.data["kind"], record.data[REMOTE_ID])
 
     def _lookup(self, record: JobRecord) -> dict[str, Any] | None:
         return self._client_for(record).find_workload(record.app_id, record.data["project_id"])
@@ -259,7 +256,7 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  #
         return state_of_phase(phase), phase, msg
 
     def _stop_remote(self, record: JobRecord) -> bool:
-        return self._client_for(record).suspend(record.data["kind"], record.data["workload_id"])
+        return self._client_for(record).suspend(record.data["kind"], record.data[REMOTE_ID])
 
     def _delete_helper(self, record: JobRecord, entry: dict[str, Any]) -> None:
         client = self._client_for(record)

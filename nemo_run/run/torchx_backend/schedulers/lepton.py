@@ -22,7 +22,9 @@ from torchx.specs import AppState
 
 from nemo_run.core.clients import datamover
 from nemo_run.core.clients.http import fingerprint
+from nemo_run.core.execution.lepton import workspace_credentials
 from nemo_run.core.store import JobRecord, store_path
+from nemo_run.core.store.records import REMOTE_ID
 from nemo_run.exceptions import ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import map_state, unique_name
 from nemo_run.run.torchx_backend.schedulers.mounted import (
@@ -151,19 +153,14 @@ class LeptonRequest(MountedJobRequest):
 class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
     """Lepton batch jobs as torchx apps, durable through the job store."""
 
-    id_key, native_key, label = "job_id", "lepton_state", "Lepton"
+    label = "Lepton"
     deleted_msg = "the job was deleted in the workspace before it finished"
-    request_class, name_limit, dir_key = LeptonRequest, NAME_LIMIT, "job_dir"
+    request_class, name_limit = LeptonRequest, NAME_LIMIT
     storage, helper_timeout_s = "shared mount", HELPER_TIMEOUT_S
 
     def __init__(self, session_name: str) -> None:
         super().__init__(BACKEND, session_name)
         self._clients: dict[tuple[Any, ...], Any] = {}
-
-    def _run_opts(self) -> Any:
-        from torchx.specs import runopts
-
-        return runopts()
 
     def _client(self, record: JobRecord | None = None, timeout: float | None = None) -> Any:
         """A client for the credentials in force now (read on every call), cached per setting:
@@ -171,11 +168,11 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # t
         to is dropped, so a corrected login is used at once."""
         if timeout is None:
             timeout = (record.data.get(TIMEOUT) if record else None) or DEFAULT_TIMEOUT
-        token = os.environ.get("LEPTON_WORKSPACE_TOKEN")
+        workspace_id, token, url = workspace_credentials()
         key = (
-            os.environ.get("LEPTON_WORKSPACE_ID"),
+            workspace_id,
             fingerprint(token) if token else None,
-            os.environ.get("LEPTON_WORKSPACE_URL"),
+            url,
             os.environ.get("HOME"),
             float(timeout),
         )
@@ -185,7 +182,9 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # t
         if client is None:
             from nemo_run.core.clients.lepton import LeptonClient
 
-            client = self._clients[key] = LeptonClient(timeout=timeout)
+            client = self._clients[key] = LeptonClient(
+                timeout=timeout, workspace_id=workspace_id, token=token, url=url
+            )
         wanted = record.data.get("workspace_id") if record else None
         if wanted and wanted != client.workspace_id:
             raise ConfigError(
@@ -277,7 +276,7 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # t
 
     # -- the hooks of RemoteSchedulerMixin ---------------------------------------------------
     def _get(self, record: JobRecord) -> Any | None:
-        return self._client(record).get_job(record.data["job_id"])
+        return self._client(record).get_job(record.data[REMOTE_ID])
 
     def _lookup(self, record: JobRecord) -> Any | None:
         return self._client(record).find_job(record.app_id)
@@ -299,7 +298,7 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # t
         return state_of(raw), str(raw), f"state {raw}"
 
     def _stop_remote(self, record: JobRecord) -> bool:
-        return self._client(record).stop_job(record.data["job_id"])
+        return self._client(record).stop_job(record.data[REMOTE_ID])
 
     def _delete_helper(self, record: JobRecord, entry: dict[str, Any]) -> None:
         self._delete_with(self._client(record), entry)
@@ -311,7 +310,7 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # t
         self, record: JobRecord, k: int, should_tail: bool, path: str
     ) -> Iterator[str]:
         """The k-th replica's log through the API, re-read until the job ends (never forever)."""
-        client, seen, delay, job_id = self._client(record), 0, 0.2, record.data["job_id"]
+        client, seen, delay, job_id = self._client(record), 0, 0.2, record.data[REMOTE_ID]
         while True:
             finished = not should_tail or self._finished(record.app_id)
             replicas = client.replica_ids(job_id) if client.get_job(job_id) is not None else []

@@ -3,30 +3,52 @@
 The app id is torchx's `<name>-<random suffix>`; the handle is
 `local_persistent://<session>/<app id>`. Each job runs under `local_supervisor.py`, which
 writes the replicas' exit codes and a `status` file when they end, so any later process can
-read the real outcome. Every process of a job (the supervisor included) carries the
-`NEMORUN_APP_ID=<app id>` environment marker, so the job can be found, watched and cancelled
-even when nothing else about it survived.
+read the real outcome. Every process the job runs carries the `NEMORUN_APP_ID=<app id>`
+environment marker, so the job can be found, watched and cancelled even when nothing else
+about it survived; they share the supervisor's process group.
+
+No interpreter starts per job. Each launching process has a starter, a copy of it forked at
+its first launch, in a new session, that forks spares: each spare makes its own session and
+process group, then waits for one job. A launch hands a spare the launch spec (`marshal`, in
+memory: never on disk) with the status file's descriptor over a socket pair,
+and the spare becomes the job's supervisor, running the loop of the already imported
+`local_supervisor` module. So the supervisor is not the launcher's child, shares neither its
+session nor its terminal, and outlives it. `NEMORUN_LOCAL_SUPERVISOR=exec` (and any platform
+but Linux) starts `python -S -I local_supervisor` per job instead, the spec on its stdin:
+macOS's system libraries are unsafe in a child that did not exec. Either way the supervisor
+holds the job's status file as its stdout, which names it; an exec'd one also carries the
+job's marker. (The starter and the first supervisor share the launcher's memory pages as they
+were at the fork; later supervisors are forked from a bare interpreter the starter execs.)
+
+Crash story of the starter: killed, it takes no job with it (each supervisor has its own
+session) and leaves no launch ambiguous (a spare has a job only once the launcher has sent it
+one, to a pid it already knows); the next launch forks a new starter. Spares not used end
+when their socket closes, the launcher or the starter having died.
 
 Launch order, so a kill -9 of the launcher at any instant never leaves a job running without
 a record: the job folder and its reserved, locked `status` file; the intent record
 (`launch: pending`, with the launcher's identity); the supervisor; the confirmation (its pid,
 start ticks and boot id: enough to tell it apart from a later process that reuses the pid).
-`describe` settles a record left pending: it adopts a supervisor found by its marker, reads
-the status of a job that already ended, or reports a job whose launcher died before starting
-it. The state is always the processes' truth: a job whose supervisor was killed stays RUNNING
-while any of its processes lives, and its logs keep flowing (replicas write their log files
-themselves).
+`describe` settles a record left pending: it adopts a supervisor found by its status file,
+reads the status of a job that already ended, or reports a job whose launcher died before
+starting it. The state is always the processes' truth: a job whose supervisor was killed
+stays RUNNING while any of its processes lives, and its logs keep flowing (replicas write
+their log files themselves).
 """
 
 from __future__ import annotations
 
+import _signal  # returns plain ints: no enum conversion of 64 signals a call
 import dataclasses
 import fcntl
+import gc
 import logging
 import marshal
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +56,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from torchx.schedulers.api import (
     AppDryRunInfo,
@@ -57,6 +79,8 @@ from nemo_run.core.execution.local import LocalExecutor
 from nemo_run.core.redact import redact_args, redact_env
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
+from nemo_run.run.torchx_backend.runopts import DryRun
+from nemo_run.run.torchx_backend.schedulers import local_supervisor
 from nemo_run.run.torchx_backend.schedulers.api import (
     LAUNCH,
     LAUNCH_PENDING,
@@ -70,6 +94,7 @@ from nemo_run.run.torchx_backend.schedulers.local_supervisor import (
     STATUS_END,
     STATUS_FILE,
     STATUS_RUNNING,
+    SUPERVISOR_LOG,
     status_size,
 )
 from nemo_run.run.torchx_backend.schedulers.logs import MAX_LINE, follow_file
@@ -85,7 +110,13 @@ SUPERVISOR_BOOT = (
     f"import sys; sys.path.append({os.path.dirname(SUPERVISOR)!r}); "
     "import local_supervisor; sys.exit(local_supervisor.main())"
 )
-SUPERVISOR_LOG = "supervisor.log"
+STARTER_BOOT = (
+    f"import sys; sys.path.append({os.path.dirname(SUPERVISOR)!r}); "
+    "import local_supervisor; local_supervisor.serve(policy=int(sys.argv[1]))"
+)
+# How the supervisor starts: "fork" (the default where it is safe: Linux) or "exec".
+SUPERVISOR_MODE_ENV = "NEMORUN_LOCAL_SUPERVISOR"
+SUPERVISOR_MODES = ("fork", "exec")
 CANCEL_GRACE_S = 5.0
 READ_CHUNK = 65536
 STREAM_FILES = {
@@ -291,6 +322,260 @@ def _follow_streams(
                 os.close(fd)
 
 
+# -- starting the supervisor ---------------------------------------------------------------
+# Measured costs (2 CPUs): a new interpreter per job is ~20 ms of CPU. Forking the launcher
+# per job is ~1 ms of page-table copy, then a copy-on-write fault (~3.5 us here) for every
+# page either side writes: ~500 in the launcher and ~500 in the supervisor per job. And any
+# round trip to another process waits for that process to get a CPU: under load, that wait
+# is most of a launch. So each launching process has a starter: a copy of it, forked at its
+# first fork-mode launch, that forks spares, processes that will each supervise one job. A
+# spare is announced (pid, and our end of a socket pair to it) only once it leads its own
+# session and process group; a launch hands the job to a spare already announced (the spec
+# in memory, the status file's descriptor with it) and asks for the next one, so
+# it waits for no other process. The starter forks the first spare from the launcher's image
+# and then (once a second is asked for, or a second later) execs a bare interpreter that forks
+# the rest (far cheaper to fork than the launcher, and small: the first supervisor, like any
+# forked process, shares the launcher's memory pages as they were, and keeps them while its
+# job runs). It exits when the launcher does; so does an unused spare.
+#
+# The launcher may run other threads: fork copies only the calling thread, so the starter
+# (until its exec) and the first spare touch nothing another thread may hold (no logging, no
+# job store, no sqlite, no import): only os and socket calls, marshal and the supervisor
+# module, imported already. Python 3.12+ warns about any fork in a threaded process; this one
+# is safe, so that warning is silenced for this module only.
+warnings.filterwarnings(
+    "ignore",
+    message=r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)",
+    category=DeprecationWarning,
+    module=re.escape(__name__),
+)
+ALL_SIGNALS = _signal.valid_signals()
+STARTER_TIMEOUT_S = 30.0  # a starter or spare that does not answer in this time is dropped
+SPARES_AHEAD = 2  # one may still be starting when the next launch comes
+NO_SIGPIPE = socket.MSG_NOSIGNAL  # a dead peer is an error here, never a signal that kills
+
+
+class _ForkRefused(Exception):
+    """No supervisor can be forked here (fork failed, a subinterpreter...): nothing started."""
+
+
+class _StarterLost(Exception):
+    """The starter died or hung: it started nothing for the launch under way."""
+
+
+@dataclasses.dataclass
+class _Starter:
+    """The process that forks spares (our child); `sock` is our end of the socket pair."""
+
+    pid: int
+    sock: socket.socket
+    asked: int = 0  # spares asked for and not announced yet
+    launches: int = 0
+
+
+_STARTER: _Starter | None = None
+_STARTER_LOCK = threading.Lock()  # one launch at a time on the socket
+
+
+def _forget_starter() -> None:
+    """In any child forked from this process: the starter is not its own (each process gets
+    its own), its socket must not keep that starter alive, and the lock may have been held."""
+    global _STARTER, _STARTER_LOCK
+    if _STARTER is not None:
+        _STARTER.sock.close()
+        _STARTER = None
+    _STARTER_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_starter)
+
+
+def _supervisor_mode() -> str:
+    """'fork' unless asked for 'exec', or off Linux. macOS's system libraries (Objective-C
+    runtime, CoreFoundation, libdispatch) are not safe to use in a child that did not exec, and
+    Python's multiprocessing stopped forking there for that reason; nor has macOS the /proc
+    this backend names processes by."""
+    asked = os.environ.get(SUPERVISOR_MODE_ENV, "").strip().lower()
+    if asked and asked not in SUPERVISOR_MODES:
+        raise ConfigError(
+            f"{SUPERVISOR_MODE_ENV}={asked!r}: expected one of {', '.join(SUPERVISOR_MODES)}"
+        )
+    if asked == "exec" or not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return "exec"
+    return "fork"
+
+
+def _fork_supervisor(payload: bytes, status_fd: int) -> int:
+    """The pid of a forked supervisor that has the job (its group id too).
+
+    Every signal stays blocked in this thread from before the handover until the pid is
+    known, so a Ctrl+C cannot leave a supervisor started but unnamed; a pending one is raised
+    right after, and then the launch is undone. Raises _ForkRefused when nothing started."""
+    with _STARTER_LOCK:
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, ALL_SIGNALS)
+        try:
+            pid = _hand_over(payload, status_fd)
+        except BaseException:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+            raise
+        try:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)  # a pending Ctrl+C raises here
+        except BaseException:  # the launch is undone: so is the job, before its record goes
+            _kill_supervisor(pid)
+            raise
+        return pid
+
+
+def _hand_over(payload: bytes, status_fd: int) -> int:
+    """Give the job to a spare; a lost starter is replaced, a spare that died before taking
+    the job is skipped (neither started anything)."""
+    global _STARTER
+    message = len(payload).to_bytes(local_supervisor.HEADER_SIZE, "little") + payload
+    for _ in range(SPARES_AHEAD + 2):  # announced spares may have died since
+        if _STARTER is None:
+            _STARTER = _start_starter()
+        starter = _STARTER
+        try:
+            pid, spare = _take_spare(starter)
+        except _StarterLost as e:
+            log.debug("the supervisor starter (pid %s) was lost: %s", starter.pid, e)
+            _STARTER = None
+            _drop_starter(starter)
+            continue
+        try:
+            sent = socket.send_fds(spare, [message], [status_fd], NO_SIGPIPE)  # one wake-up
+            if sent < len(message):
+                spare.sendall(message[sent:], NO_SIGPIPE)
+        except OSError as e:  # it died, or hangs: a job cut short is dropped by the spare
+            log.debug("spare supervisor %s did not take the job: %s", pid, e)
+            continue
+        finally:
+            spare.close()
+        starter.launches += 1
+        try:  # a process that launched twice launches more: have the next spares ready (two:
+            # one may still be starting), so the next launch waits for nothing
+            while starter.launches > 1 and starter.asked < SPARES_AHEAD:
+                _ask_spare(starter)
+        except OSError:
+            pass  # the next launch finds the starter lost
+        return pid
+    raise _ForkRefused("no spare supervisor could be had")
+
+
+def _ask_spare(starter: _Starter) -> None:
+    starter.sock.sendall(b"S", NO_SIGPIPE)
+    starter.asked += 1
+
+
+def _take_spare(starter: _Starter) -> tuple[int, socket.socket]:
+    """The next spare's announcement (asked for now if it was not): its pid, and a socket to
+    it. Raises _StarterLost, or _ForkRefused when the starter cannot fork."""
+    fds: list[int] = []
+    try:
+        if not starter.asked:
+            _ask_spare(starter)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk, received, _, _ = socket.recv_fds(starter.sock, 64, 1)
+            fds += received
+            if not chunk:
+                raise _StarterLost("it exited")
+            line += chunk
+    except OSError as e:  # reset, broken pipe, timeout
+        for fd in fds:
+            os.close(fd)
+        raise _StarterLost(f"{type(e).__name__}: {e}") from e
+    starter.asked -= 1
+    if line.startswith(b"!") or len(fds) != 1 or not line[:-1].isdigit():
+        for fd in fds:
+            os.close(fd)
+        if line.startswith(b"!"):
+            raise _ForkRefused(line[1:].decode(errors="replace").strip())
+        raise _StarterLost(f"unexpected announcement {line[:80]!r}")
+    spare = socket.socket(fileno=fds[0])
+    spare.settimeout(STARTER_TIMEOUT_S)
+    return int(line), spare
+
+
+def _start_starter() -> _Starter:
+    """Fork the starter (this thread's signals are blocked by the caller)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.settimeout(STARTER_TIMEOUT_S)
+    launcher = os.getpid()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # no collection (no finalizer of ours) may run in the child before it starts
+    try:
+        pid = os.fork()
+    except (OSError, RuntimeError) as e:
+        ours.close()
+        theirs.close()
+        raise _ForkRefused(f"{type(e).__name__}: {e}") from e
+    finally:
+        if gc_was_enabled and os.getpid() == launcher:
+            gc.enable()
+    if pid == 0:
+        _run_starter(theirs.fileno())  # never returns
+    theirs.close()
+    return _Starter(pid, ours)
+
+
+def _drop_starter(starter: _Starter) -> None:
+    """Make sure a lost starter is gone, and reap it (it is our child). The spares it forked
+    and we did not take see their sockets close, and exit."""
+    try:
+        os.kill(starter.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    starter.sock.close()
+    try:
+        os.waitpid(starter.pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _kill_supervisor(pid: int) -> None:
+    """Undo a launch: the supervisor's process group (it leads one from its announcement)."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except OSError:
+            pass
+
+
+def _run_starter(sock_fd: int) -> NoReturn:
+    """The starter, in the launcher's child: a new session (the launcher's Ctrl+C or hang-up
+    does not reach it), stdio /dev/null, the socket at fd 3 and no other descriptor. It forks
+    the first spare from this copy of the launcher; asked for a second (or after a second
+    idle, so no copy of the launcher lives on), it execs a bare interpreter to fork that one
+    and the rest (a request waits in the socket meanwhile). A process that launches once and
+    exits never pays for that interpreter."""
+    try:
+        gc.freeze()  # the launcher's objects are never collected here: none of their
+        # finalizers runs (one could close a descriptor number now reused)
+        os.dup2(sock_fd, local_supervisor.STARTER_FD)
+        null = os.open(os.devnull, os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        local_supervisor.close_fds_from(3, keep=local_supervisor.STARTER_FD)
+        os.setsid()
+        if local_supervisor.serve(first_only=True) and sys.executable:
+            policy = str(local_supervisor.POLICY)  # the launcher's, for the supervisors
+            try:
+                os.execve(
+                    sys.executable,
+                    [sys.executable, "-S", "-I", "-c", STARTER_BOOT, policy],
+                    # every symbol bound once here, not again in each supervisor forked
+                    {"PATH": os.environ.get("PATH", os.defpath), "LD_BIND_NOW": "1"},
+                )
+            except OSError:  # no interpreter to exec: fork them all from this copy
+                local_supervisor.serve()
+    except BaseException:  # noqa: BLE001, S110 - the launcher sees the socket close
+        pass
+    finally:
+        os._exit(0)  # never the launcher's code, exit handlers or buffered output
+
+
 class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
     """torchx's LocalScheduler, made durable: describe, logs, cancel and list from any process."""
 
@@ -315,23 +600,22 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         opts: LocalOpts = {"log_dir": cfg.job_dir or default_job_dir()}
         request = self._to_popen_request(app, opts)
         _check_entrypoints(request)
+        _supervisor_mode()  # an unknown NEMORUN_LOCAL_SUPERVISOR fails here, before any launch
         return AppDryRunInfo(request, _format_request)
 
     def _app_id_of(self, request: PopenRequest) -> str:
         return request.app_id
 
     # -- schedule -------------------------------------------------------------------------
-    def schedule(self, dryrun_info: AppDryRunInfo[PopenRequest]) -> str:
+    def schedule(self, dryrun_info: DryRun[PopenRequest]) -> str:  # type: ignore[override]
         request = dryrun_info.request
-        app = dryrun_info._app
-        executor = dryrun_info._cfg if isinstance(dryrun_info._cfg, LocalExecutor) else None
+        app, executor = dryrun_info.app, dryrun_info.executor
         retries = max((role.max_retries for role in app.roles), default=0) if app else 0
         app_id = request.app_id
         log_dir = os.path.abspath(request.log_dir)
-        replicas, replica_dirs = [], []
+        replicas = []
         for role_name, params in request.role_params.items():
             for k, param in enumerate(params):
-                replica_dirs.append(os.path.abspath(request.role_log_dirs[role_name][k]))
                 env = self._get_replica_env(param)
                 env[APP_ID_ENV] = app_id
                 replicas.append(
@@ -358,10 +642,11 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             {"name": r, "entrypoint": "", "args": [], "num_replicas": len(p)}
             for r, p in request.role_params.items()
         ]
-        spec = {"log_dir": log_dir, "retries": retries, "replicas": replicas}
+        path = os.environ.get("PATH", os.defpath)  # finds the programs, as when checked
+        spec = {"log_dir": log_dir, "retries": retries, "replicas": replicas, "path": path}
 
         top = _first_missing_dir(log_dir)
-        status_fd, err_fd = self._create_job_dir(log_dir, top, replica_dirs, replicas)
+        status_fd = self._create_job_dir(log_dir, top, replicas)
         try:
             try:
                 self._put_intent(
@@ -374,7 +659,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
                 _remove_job_dir(log_dir, top)
                 raise
             try:
-                proc = self._start_supervisor(log_dir, spec, app_id, status_fd, err_fd)
+                pid = self._start_supervisor(log_dir, spec, app_id, status_fd)
             except BaseException:
                 try:
                     self._launch_failed(app_id)
@@ -384,28 +669,25 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
                 raise
         finally:
             os.close(status_fd)  # the supervisor holds the lock from here on
-            os.close(err_fd)
-        stat = processes.proc_stat(proc.pid)
+        stat = processes.proc_stat(pid)
         identity = {
-            "pid": proc.pid,
+            "pid": pid,
             "start_ticks": stat.start_ticks if stat else None,
             "boot_id": processes.boot_id(),
         }
         try:
             record = self._launch_confirmed(app_id, state=AppState.RUNNING.name, **identity)
-        except Exception as e:  # noqa: BLE001 - the job runs; describe adopts it by its marker
+        except Exception as e:  # noqa: BLE001 - the job runs; describe adopts it (status file)
             log.warning("job %s started but its record could not be confirmed: %s", app_id, e)
             return app_id
         if record.state == AppState.CANCELLED.name:  # cancelled while it was starting
             self._terminate(dataclasses.replace(record, data={**record.data, **identity}))
         return app_id
 
-    def _create_job_dir(
-        self, log_dir: str, top: str, replica_dirs: list[str], replicas: list[dict[str, Any]]
-    ) -> tuple[int, int]:
+    def _create_job_dir(self, log_dir: str, top: str, replicas: list[dict[str, Any]]) -> int:
         """The job folder with its status file sized (its blocks reserved, so the outcome can
-        be recorded on a disk the job fills) and locked; (status fd, supervisor.log fd).
-        Disk trouble raises DiskError and leaves nothing behind."""
+        be recorded on a disk the job fills) and locked; the status fd. The supervisor makes
+        the replicas' folders. Disk trouble raises DiskError and leaves nothing behind."""
         try:
             os.makedirs(log_dir, mode=0o700)
         except FileExistsError as e:
@@ -414,19 +696,16 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             _remove_job_dir(log_dir, top)
             diskerrors.raise_if_disk_trouble(e, log_dir, "creating the job folder")
             raise
-        fds: list[int] = []
+        fd = -1
         try:
-            for folder in replica_dirs:
-                os.makedirs(folder, mode=0o700, exist_ok=True)
-            flags = os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            fds.append(os.open(os.path.join(log_dir, STATUS_FILE), os.O_RDWR | flags, 0o644))
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            fd = os.open(os.path.join(log_dir, STATUS_FILE), flags, 0o644)
             size = status_size([r["role"] for r in replicas])
-            _write_all(fds[0], STATUS_RUNNING.ljust(size, b"\n"))
-            fcntl.flock(fds[0], fcntl.LOCK_EX)
-            fds.append(os.open(os.path.join(log_dir, SUPERVISOR_LOG), os.O_WRONLY | flags, 0o644))
-            return fds[0], fds[1]
+            _write_all(fd, STATUS_RUNNING.ljust(size, b"\n"))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd
         except BaseException as e:
-            for fd in fds:
+            if fd >= 0:
                 os.close(fd)
             _remove_job_dir(log_dir, top)
             if isinstance(e, OSError):
@@ -434,27 +713,49 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             raise
 
     def _start_supervisor(
-        self, log_dir: str, spec: dict[str, Any], app_id: str, status_fd: int, err_fd: int
-    ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-S", "-I", "-c", SUPERVISOR_BOOT],
-            stdin=subprocess.PIPE,
-            stdout=status_fd,
-            stderr=err_fd,
-            cwd=log_dir,
-            start_new_session=True,
-            close_fds=True,
-            env={"PATH": os.environ.get("PATH", os.defpath), APP_ID_ENV: app_id},
-        )
+        self, log_dir: str, spec: dict[str, Any], app_id: str, status_fd: int
+    ) -> int:
+        """Start the job's supervisor in its own session, as the leader of its own process
+        group; its pid (also its group id). Forked where that is safe, else an interpreter."""
+        payload = marshal.dumps(spec)  # in memory only: replica environments may hold secrets
+        if _supervisor_mode() == "fork":
+            try:
+                return _fork_supervisor(payload, status_fd)
+            except _ForkRefused as e:  # nothing started: an interpreter may still be started
+                log.debug(
+                    "cannot fork the supervisor of %s (%s); starting an interpreter", app_id, e
+                )
+        return self._exec_supervisor(log_dir, payload, app_id, status_fd)
+
+    def _exec_supervisor(self, log_dir: str, payload: bytes, app_id: str, status_fd: int) -> int:
+        """The fallback: `python -S -I local_supervisor`, the spec written to its stdin, its
+        stderr supervisor.log (a forked one creates that file only to write in it)."""
+        path = os.path.join(log_dir, SUPERVISOR_LOG)
+        try:
+            err_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            diskerrors.raise_if_disk_trouble(e, log_dir, "creating the job folder")
+            raise
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-I", "-c", SUPERVISOR_BOOT],
+                stdin=subprocess.PIPE,
+                stdout=status_fd,
+                stderr=err_fd,
+                cwd=log_dir,
+                start_new_session=True,
+                close_fds=True,
+                env={"PATH": os.environ.get("PATH", os.defpath), APP_ID_ENV: app_id},
+            )
+        finally:
+            os.close(err_fd)
         try:
             assert proc.stdin is not None
-            proc.stdin.write(marshal.dumps(spec))
+            proc.stdin.write(payload)
             proc.stdin.close()
         except BrokenPipeError as e:
             proc.wait()
-            with open(
-                os.path.join(log_dir, SUPERVISOR_LOG), encoding="utf-8", errors="replace"
-            ) as fh:
+            with open(path, encoding="utf-8", errors="replace") as fh:
                 detail = fh.read().strip()
             raise BackendError(f"the local job supervisor exited at start: {detail}") from e
         except BaseException:  # e.g. Ctrl+C mid-handover: the launch is undone, so stop it all
@@ -466,10 +767,11 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             raise
         with self._children_lock:
             self._children.append(proc)
-        return proc
+        return proc.pid
 
     def _reap(self) -> None:
-        """Collect exited supervisors this process started, so they do not linger as zombies."""
+        """Collect exited supervisors this process started, so they do not linger as zombies
+        (forked ones are not its children)."""
         with self._children_lock:
             self._children = [p for p in self._children if p.poll() is None]
 
@@ -547,13 +849,24 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         return processes.find_env_marker(marker)
 
     def _adopt(self, record: JobRecord) -> JobRecord | None:
-        """A pending launch whose launcher died after starting the supervisor: find the job's
-        processes by their marker and record the supervisor (its group leader) as confirmed."""
-        stats = [processes.proc_stat(p) for p in processes.find_env_marker(_marker(record.app_id))]
-        stats = [s for s in stats if s is not None]
-        if not stats:
-            return None
-        leader = next((s for s in stats if s.pid == s.pgrp), None)
+        """A pending launch whose launcher died after starting the supervisor: record the
+        supervisor as confirmed. It is the group leader holding the job's status file as its
+        stdout (a forked one carries no marker: it has its launcher's environment); once it is
+        gone, the job's processes are found by their marker, and their group named."""
+        leader = None
+        if record.log_dir:
+            holders = processes.find_fd_holders(os.path.join(record.log_dir, STATUS_FILE), 1)
+            stats = [processes.proc_stat(p) for p in holders]
+            leader = next((s for s in stats if s is not None and s.pid == s.pgrp), None)
+        if leader is not None:
+            stats = [leader]
+        else:
+            marker = _marker(record.app_id)
+            stats = [processes.proc_stat(p) for p in processes.find_env_marker(marker)]
+            stats = [s for s in stats if s is not None]
+            if not stats:
+                return None
+            leader = next((s for s in stats if s.pid == s.pgrp), None)
         return self._launch_confirmed(
             record.app_id,
             state=AppState.RUNNING.name,
@@ -566,7 +879,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         """A pending launch with no process to show for it: starting, or never started."""
         data = record.data
         if record.log_dir and processes.is_locked(os.path.join(record.log_dir, STATUS_FILE)):
-            return AppState.SUBMITTED, "starting", None  # the launcher, or a supervisor pre-exec
+            return AppState.SUBMITTED, "starting", None  # the launcher, or a starting supervisor
         if self._launcher_alive(record):
             return AppState.SUBMITTED, "starting", None
         status = _read_status(record.log_dir, data.get("roles", []))

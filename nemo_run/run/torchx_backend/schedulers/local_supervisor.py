@@ -1,12 +1,19 @@
 """Supervisor of one local job: the process that outlives the launcher and records the outcome.
 
-The launcher runs it in a new session as `python -S -I -c "import local_supervisor; ..."`, so
-its cached bytecode is used (`python local_supervisor.py` works too). It imports only built-in
-modules (no json, re or subprocess: those tripled its start-up; `_signal`, not `signal`, which
-imports enum), so a job costs about one bare interpreter start. Every replica shares its
-process group and its `NEMORUN_APP_ID` environment marker, so the whole job can be found and
-cancelled. The launch spec arrives on stdin in `marshal` format from the same interpreter,
-never on disk, because replica environments may carry credentials.
+It starts one of two ways (see `local.py`), and behaves the same after that:
+
+* forked, with no new interpreter (the default on Linux): the launcher's starter (`serve`)
+  forks spares, each in its own session and process group (`wait_as_spare`); a spare given a
+  job (the launch spec in `marshal` format and the status file's descriptor, over a socket
+  pair) supervises it (`become_supervisor`, `run_forked`);
+* run in a new session as `python -S -I -c "import local_supervisor; ..."` (the fallback), so
+  its cached bytecode is used (`python local_supervisor.py` works too); the spec arrives on
+  stdin in `marshal` format from the same interpreter.
+
+Either way the spec is never on disk, because replica environments may carry credentials. It
+imports only built-in modules (no json, re or subprocess: those tripled an exec'd start-up;
+`_signal`, not `signal`, which imports enum). Every replica shares its process group and its
+`NEMORUN_APP_ID` environment marker, so the whole job can be found and cancelled.
 
 Nothing a replica writes passes through this process: replicas write `stdout.log` and
 `stderr.log` themselves (O_APPEND files opened by posix_spawn), so their output keeps flowing
@@ -17,12 +24,13 @@ the two files where `combined.log` stops if this process died without writing it
 Replicas start with every catchable signal at its default disposition and none blocked
 (Python ignores SIGPIPE and SIGXFSZ; a job must not inherit that). A failed replica restarts
 up to `retries` times; `<replica dir>/exit_code` ("<code> <restarts>") is written as each
-replica ends.
+replica ends. A cancel that arrives before a replica starts (a forked supervisor keeps signals
+blocked until its handlers are in place) starts none: each reads as ended by that signal.
 
 `<app log dir>/status` is created and sized by the launcher before this process starts, so a
 job that fills the disk cannot keep its outcome from being recorded; it arrives locked, as
-stdout, and the lock tells readers that a launch is under way even before this process has
-exec'd. It reads `running` until the end, when it is rewritten in place with
+stdout, and the lock tells readers that a launch is under way even before this process can
+be named. It reads `running` until the end, when it is rewritten in place with
 `terminated <0|1>`, one `exit <replica id> <code> <restarts> <role>` line per replica, an
 optional `reason <text>` (an unusable spec, a replica that could not start, a full disk),
 `ended_at <unix time>` and a last line `end`: plain text any later process can read. A file
@@ -32,13 +40,20 @@ without the `end` line is not final (a reader may see a rewrite half done).
 from __future__ import annotations
 
 import _signal as signal  # built in; `signal` imports enum: +5 ms a job
+import gc
 import marshal
 import os
 import select
 import sys
 import time
+from _collections_abc import Callable  # loaded at start-up already (by os)
+
+TYPE_CHECKING = False  # not imported from typing: importing typing would slow the start-up
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 STATUS_FILE = "status"
+SUPERVISOR_LOG = "supervisor.log"  # this process's stderr: why it could not do its work
 EXIT_CODE_FILE = "exit_code"
 OFFSETS_FILE = "combined.offsets"
 STATUS_RUNNING = b"running\n"
@@ -48,17 +63,52 @@ POLL_MS = 50
 CHUNK = 65536
 CHUNKS_PER_POLL = 16  # per stream, so one chatty replica cannot starve the others
 OFFSETS_FORMAT = "%020d %020d %020d\n"  # stdout offset, stderr offset, combined size: fixed width
+STARTER_FD = 3  # the starter's socket; 0-2 are /dev/null, so received descriptors are above
+HEADER_SIZE = 8  # a request: the body's length (little-endian), with the status descriptor
+FD_SIZE = 4  # bytes of one descriptor in SCM_RIGHTS data (a C int)
+REQUEST_CHUNK = 1 << 16
+POLICY = -1  # the scheduling policy supervisors run their job with (see `serve`)
+FIRST_ONLY_IDLE_MS = 1000
 
 
 # Every signal a program can catch. glibc reserves 32 and 33 for itself: they are not valid
 # signals for programs, and its posix_spawn leaves them ignored in the child whatever we ask.
-CATCHABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+ALL_SIGNALS = signal.valid_signals()
+CATCHABLE = tuple(s for s in ALL_SIGNALS if s not in (signal.SIGKILL, signal.SIGSTOP))
 APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 TERMINATED: list[int] = []  # signals received (a cancel): failed replicas are not restarted
+FORKED = False  # run by `run_forked`: no supervisor.log until there is something to log
 
 
 def on_signal(signum: int, frame: object) -> None:
     TERMINATED.append(signum)  # the canceller signals every replica itself
+
+
+def install_handlers() -> None:
+    """A cancel (SIGTERM), Ctrl+C or a hang-up is noted, so the outcome is still recorded."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+def default_signals(ignored: tuple[int, ...] = (signal.SIGPIPE, signal.SIGXFSZ)) -> None:
+    """Every catchable signal at its default disposition but `ignored` (by default those an
+    exec'd interpreter ignores), and no wakeup fd: a process forked from the launcher must
+    never run the launcher's Python handlers or write to its wakeup fd."""
+    signal.set_wakeup_fd(-1)
+    for sig in CATCHABLE:
+        signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+
+
+def reset_signals() -> None:
+    """A forked supervisor's signals: those of an exec'd one, then the mask lifted. The
+    starter set every other signal to its default already (`serve`). It arrives with every
+    signal blocked, so a cancel sent while it was starting is pending, and is delivered to
+    `on_signal` here (then no replica starts)."""
+    TERMINATED.clear()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the starter ignores it; we wait for ours
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    install_handlers()
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def status_size(roles: list[str]) -> int:
@@ -148,9 +198,17 @@ class Status:
             _log(f"cannot write the status file: {describe_error(e)}")
 
 
+LOG_FILE: list[str] = []  # a forked supervisor's supervisor.log, created on first use
+
+
 def _log(message: str) -> None:
-    """A line in supervisor.log (this process's stderr); never raises."""
+    """A line in supervisor.log (this process's stderr); never raises. A forked supervisor
+    creates the file only then: most jobs have nothing to say there."""
     try:
+        while LOG_FILE:
+            fd = os.open(LOG_FILE.pop(), APPEND, 0o644)
+            os.dup2(fd, 2)
+            os.close(fd)
         os.write(2, f"nemo_run supervisor: {message}\n".encode())
     except OSError:
         pass
@@ -187,8 +245,10 @@ class Replica:
         return f"{self.role}[{self.k}]"
 
     def open_logs(self) -> None:
-        """Create the three logs and the offsets file; a failure only costs `combined.log`."""
+        """Create the replica's folder, its three logs and the offsets file; a failure only
+        costs `combined.log` (and the replica's start, without a folder)."""
         try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
             for path in (self.stdout_path, self.stderr_path):
                 self.streams.append([os.open(path, os.O_RDONLY | os.O_CREAT, 0o644), 0])
             self.combined = os.open(
@@ -302,6 +362,10 @@ class Job:
         self.status = status
         self.log_dir = str(spec["log_dir"])
         self.retries = int(spec.get("retries", 0))
+        if FORKED:
+            LOG_FILE[:] = [os.path.join(self.log_dir, SUPERVISOR_LOG)]
+        if spec.get("path"):  # the launcher's PATH when it launched: what finds the programs
+            os.environ["PATH"] = str(spec["path"])
         self.poller = select.poll()
         self.reasons: list[str] = []
         self.troubles: set[int | None] = set()
@@ -323,6 +387,10 @@ class Job:
     def run(self) -> None:
         for replica in self.replicas:
             replica.open_logs()
+            if TERMINATED:  # cancelled while starting: start nothing more
+                replica.exit_code = -TERMINATED[0]
+                self.note("cancelled before all replicas started")
+                continue
             replica.start()
         try:
             self.loop()
@@ -385,8 +453,12 @@ def read_spec() -> dict:
     chunks = []
     while chunk := os.read(0, 1 << 20):
         chunks.append(chunk)
+    return decode_spec(b"".join(chunks))
+
+
+def decode_spec(data: bytes) -> dict:
     try:
-        spec = marshal.loads(b"".join(chunks))
+        spec = marshal.loads(data)
     except EOFError as e:
         raise NoSpec("never started: its launcher exited before handing over the job") from e
     if not isinstance(spec, dict):
@@ -395,11 +467,173 @@ def read_spec() -> dict:
 
 
 def main() -> int:
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    """Entry of an exec'd supervisor: the spec comes on stdin."""
+    install_handlers()
+    return supervise(read_spec)
+
+
+def run_forked(spec: bytes) -> int:
+    """Entry of a supervisor forked by the starter, with stdin and stdout (the status file)
+    in place and the spec in memory. The caller must `os._exit` with the returned code, never
+    return into the code of the process it was forked from."""
+    global FORKED
+    FORKED = True
+    reset_signals()
+    return supervise(lambda: decode_spec(spec))
+
+
+def serve(sock_fd: int = STARTER_FD, first_only: bool = False, policy: int = -1) -> bool:
+    """The starter's loop: each byte read from the socket at `sock_fd` asks for one spare, a
+    process that will supervise one job. Once the spare leads its own session and process
+    group it announces itself on that socket: "<pid>\\n", with the launcher's end of a
+    socket pair to it attached. What the starter cannot do it says as "!<reason>\\n". Spares
+    are reaped by the kernel (SIGCHLD ignored). Returns False when the launcher's end closed;
+    with `first_only`, True after one request, once a second one waits or a second passed
+    (the caller, a copy of the launcher, then execs a smaller starter, which reads it).
+
+    The starter and its spares run as SCHED_BATCH, which differs from the launcher's usual
+    SCHED_OTHER only in not preempting the process that wakes them: the launcher hands a job
+    over and finishes its launch before the spare runs. A spare given a job returns to
+    `policy` (the launcher's; -1: this process's own), so replicas get the usual one."""
+    import _socket  # only the starter needs it
+
+    global POLICY
+    POLICY = os.sched_getscheduler(0) if policy < 0 else policy
+    if POLICY == os.SCHED_OTHER:
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:
+            pass  # no harm done: only a little slower under load
+    default_signals(ignored=(signal.SIGPIPE, signal.SIGCHLD))
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    gc.disable()  # our objects, as they are now, are shared with every spare: no collection
+    gc.freeze()  # here or there may touch (copy) their pages
+    sock = _socket.socket(fileno=sock_fd)
+    sock.settimeout(None)
+    try:
+        while sock.recv(1):
+            try:
+                fork_spare(_socket)
+            except OSError as e:
+                sock.sendall(f"!{describe_error(e)}\n".encode())
+            if first_only:  # exec once a second request comes, or after a second idle (a
+                # copy of the launcher must not live on); not if the launcher exits first
+                waiting = select.poll()
+                waiting.register(sock_fd, select.POLLIN)
+                return not waiting.poll(FIRST_ONLY_IDLE_MS) or bool(sock.recv(1, _socket.MSG_PEEK))
+        return False
+    finally:
+        sock.detach()  # the descriptor stays open: an exec may carry it on
+
+
+def fork_spare(_socket: Any) -> None:
+    """Fork one spare (with every signal blocked: a cancel stays pending in it until its
+    handlers are in place); it announces itself."""
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        try:
+            if os.fork() == 0:
+                wait_as_spare(ours.fileno(), theirs.fileno())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def wait_as_spare(launcher_end: int, own_end: int) -> NoReturn:
+    """A spare: its own session and process group, then announced (so a cancel that names it
+    reaches its group), then no descriptor but stdio (/dev/null) and its end of the pair. It
+    waits there for one job (the spec, and the status file's descriptor) and
+    supervises it. Its end closing first (the launcher exited, or gave up mid-request) ends
+    it having started nothing. Its signals stay blocked until it has a job."""
+    import _socket
+
+    code = 0
+    try:
+        os.setsid()
+        starter = _socket.socket(fileno=STARTER_FD)
+        fd = launcher_end.to_bytes(FD_SIZE, sys.byteorder)
+        starter.sendmsg([b"%d\n" % os.getpid()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
+        starter.detach()
+        os.close(STARTER_FD)  # the starter's only descriptors: 0-2 (/dev/null), 3 and the pair
+        os.close(launcher_end)
+        request, fds = receive_job(own_end)
+        if request is not None:
+            code = 70  # EX_SOFTWARE: an unsupervised job (its status file still reads running)
+            become_supervisor(request, fds, own_end)
+    except BaseException as e:  # noqa: BLE001 - a supervisor that cannot run says why
+        _log(f"cannot start: {describe_error(e)}")
+    finally:
+        os._exit(code)  # never the code of the process it was forked from
+
+
+def receive_job(sock_fd: int) -> tuple[bytes | None, list[int]]:
+    """One request: HEADER_SIZE bytes of length, the body, the status file's descriptor with
+    the first bytes; (None, descriptors) when it is cut short."""
+    import _socket
+
+    sock = _socket.socket(fileno=sock_fd)
+    sock.settimeout(None)
+    try:
+        data, ancillary, _, _ = sock.recvmsg(REQUEST_CHUNK, _socket.CMSG_SPACE(FD_SIZE))
+        fds = [
+            int.from_bytes(raw[i : i + FD_SIZE], sys.byteorder)
+            for level, kind, raw in ancillary
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+            for i in range(0, len(raw) - len(raw) % FD_SIZE, FD_SIZE)
+        ]
+        end = -1
+        while end < 0 or len(data) < end:
+            if end < 0 and len(data) >= HEADER_SIZE:
+                end = HEADER_SIZE + int.from_bytes(data[:HEADER_SIZE], "little")
+                continue
+            chunk = sock.recv(REQUEST_CHUNK)
+            if not chunk:
+                return None, fds
+            data += chunk
+        return data[HEADER_SIZE:end], fds
+    finally:
+        sock.detach()
+
+
+def become_supervisor(request: bytes, fds: list[int], sock_fd: int) -> NoReturn:
+    """stdout the status file (which names this process to the launcher), no other
+    descriptor but /dev/null as stdin and stderr (supervisor.log replaces it when there is
+    something to say); then supervise the job of `request` and exit."""
+    (status_fd,) = fds
+    if POLICY >= 0 and os.sched_getscheduler(0) != POLICY:
+        try:
+            os.sched_setscheduler(0, POLICY, os.sched_param(0))  # allowed: same nice value
+        except OSError as e:
+            _log(f"replicas keep the spare's scheduling policy: {describe_error(e)}")
+    gc.enable()  # for our own objects (a starter forked from the launcher froze its own)
+    os.dup2(status_fd, 1)
+    for fd in {status_fd, sock_fd} - {0, 1, 2}:
+        os.close(fd)
+    os._exit(run_forked(request))
+
+
+def close_fds_from(low: int, keep: int = -1) -> None:
+    """Close every descriptor from `low` up but `keep`."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(low, os.sysconf("SC_OPEN_MAX")))
+    for fd in fds:
+        if fd >= low and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def supervise(get_spec: Callable[[], dict]) -> int:
+    """Run the job the spec describes and record its outcome; 2 when the spec is unusable."""
     status = Status()
     try:
-        job = Job(read_spec(), status)
+        job = Job(get_spec(), status)
     except NoSpec as e:
         reason = str(e)
         _log(reason)

@@ -31,6 +31,7 @@ from nemo_run.core.redact import (
     shell_join_references,
     split_secret_args,
 )
+from nemo_run.core.store.records import NODES, REMOTE_DIR
 from nemo_run.exceptions import ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import single_role_response, unique_name
 from nemo_run.run.torchx_backend.schedulers.logs import follow_file
@@ -137,7 +138,6 @@ class MountedJobSchedulerMixin(RemoteSchedulerMixin):
 
     request_class: type[MountedJobRequest]
     name_limit: int  # the platform's limit on job names
-    dir_key: str  # record data key of the job's folder on the storage
     helper_timeout_s: float = 600.0
     storage = "shared storage"  # what users call it: "PVC", "shared mount"
 
@@ -185,8 +185,8 @@ class MountedJobSchedulerMixin(RemoteSchedulerMixin):
         """What every shared-storage job keeps in its record."""
         ex = request.executor
         return {
-            self.dir_key: request.job_dir,
-            "nodes": ex.nodes,
+            REMOTE_DIR: request.job_dir,
+            NODES: ex.nodes,
             "role": request.app.roles[0].name,
             "cmd": request.shown_cmd,
             "launched_from_cluster": ex.launched_from_cluster,
@@ -222,7 +222,7 @@ class MountedJobSchedulerMixin(RemoteSchedulerMixin):
             record,
             state,
             msg,
-            nodes=int(record.data.get("nodes", 1)),
+            nodes=int(record.data.get(NODES, 1)),
             entrypoint=cmd[0],
             args=cmd[1:],
             ui_url=self._ui_url(record),
@@ -241,12 +241,12 @@ class MountedJobSchedulerMixin(RemoteSchedulerMixin):
         streams: Stream | None = None,
     ) -> Iterable[str]:
         record = self._known_record(app_id)
-        counts = {record.data.get("role", "main"): int(record.data.get("nodes", 1))}
+        counts = {record.data.get("role", "main"): int(record.data.get(NODES, 1))}
         self._check_replica(app_id, counts, role_name, k)
         return self._matching(self._lines(record, k, should_tail), regex)
 
     def _lines(self, record: JobRecord, k: int, should_tail: bool) -> Iterator[str]:
-        path = f"{record.data.get(self.dir_key, '')}/logs/rank{k}.log"
+        path = f"{record.data.get(REMOTE_DIR, '')}/logs/rank{k}.log"
         if record.data.get("launched_from_cluster") and os.path.isdir(os.path.dirname(path)):
             yield from follow_file(path, lambda: self._finished(record.app_id), should_tail)
             return

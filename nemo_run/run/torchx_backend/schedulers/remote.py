@@ -29,6 +29,7 @@ from torchx.specs import AppState, is_terminal
 
 from nemo_run.core.clients.datamover import delete_leftovers
 from nemo_run.core.clients.http import UnconfirmedError, is_transient
+from nemo_run.core.store.records import REMOTE_ID, REMOTE_STATE
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import (
     ACTIVE_STATES,
@@ -70,8 +71,6 @@ class Seen:
 class RemoteSchedulerMixin(SchedulerMixin):
     """describe / list / cancel / launch for a backend reached over a remote API."""
 
-    id_key: str  # record data key of the backend's own id ("workload_id", "job_id")
-    native_key: str  # record data key of the backend's own state ("phase", "lepton_state")
     label: str  # "DGX Cloud", "Lepton"
     deleted_msg: str  # the message of a job confirmed deleted on the server
     # how long a launch may take to show up by name (None: NEVER_CREATED_GRACE_S)
@@ -136,7 +135,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
         """Bring one active record up to date. `listed` is what a successful list call
         returned for it (None: the list lacked it); by default no list call was made."""
         try:
-            job_id = record.data.get(self.id_key)
+            job_id = record.data.get(REMOTE_ID)
             if not job_id:
                 return self._reconcile(record, None if listed is _NOT_LISTED else listed)
             job = listed
@@ -164,7 +163,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
                 self.backend,
                 record.app_id,
                 if_state_in=ACTIVE_STATES,
-                data={self.id_key: self._id_of(job), LAUNCH: LAUNCH_DONE},
+                data={REMOTE_ID: self._id_of(job), LAUNCH: LAUNCH_DONE},
             )
             return self._apply(record, job)
         if self._launch_may_come(record):
@@ -197,15 +196,15 @@ class RemoteSchedulerMixin(SchedulerMixin):
         state, native, msg = self._observe(job)
         if is_terminal(state):
             record = self._record_final(
-                record.app_id, state.name, **{self.native_key: native, "msg": msg}
+                record.app_id, state.name, **{REMOTE_STATE: native, "msg": msg}
             )
-        elif native != record.data.get(self.native_key) or state.name != record.state:
+        elif native != record.data.get(REMOTE_STATE) or state.name != record.state:
             record = self._store().update(
                 self.backend,
                 record.app_id,
                 state=state.name,
                 if_state_in=ACTIVE_STATES,
-                data={self.native_key: native},
+                data={REMOTE_STATE: native},
             )
         if record.state in TERMINAL_STATES:  # recorded first (e.g. a cancel) wins
             return Seen(record, AppState[record.state], record.data.get("msg") or msg)
@@ -213,7 +212,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
 
     def _gone(self, record: JobRecord) -> Seen:
         record = self._record_final(
-            record.app_id, "CANCELLED", **{self.native_key: "Deleted", "msg": self.deleted_msg}
+            record.app_id, "CANCELLED", **{REMOTE_STATE: "Deleted", "msg": self.deleted_msg}
         )
         return Seen(record, AppState[record.state], record.data.get("msg") or self.deleted_msg)
 
@@ -222,42 +221,69 @@ class RemoteSchedulerMixin(SchedulerMixin):
         msg = f"{self.label} not answering; showing the last known state {record.state} ({error})"
         return Seen(record, AppState[record.state], msg, reason)
 
-    # -- list --------------------------------------------------------------------------------
+    # -- list and batch refresh ------------------------------------------------------------------
     def list(self) -> list[ListAppResponse]:  # type: ignore[override]
         """One list call per group of active records; a job missing from it is looked at by
         GET before it counts as gone, and an unanswered list leaves the states as they were."""
         from torchx.schedulers.api import ListAppResponse
 
         records = self._store().list(self.backend)
-        groups: dict[tuple[Any, ...], list[JobRecord]] = {}
+        seen = self._refresh_listed([r for r in records if r.state not in TERMINAL_STATES])
         for record in records:
-            if record.state not in TERMINAL_STATES:
-                groups.setdefault(self._list_key(record), []).append(record)
-        for members in groups.values():
-            try:
-                live = self._list_live(members[0])
-            except (ConfigError, BackendError) as e:
-                log.warning("%s states not refreshed: %s", self.label, e)
-                continue
-            by_id = {self._id_of(j): j for j in live}
-            by_name = {self._name_of(j): j for j in live}
-            for record in members:
-                job_id = record.data.get(self.id_key)
-                listed = by_id.get(job_id) if job_id else by_name.get(record.app_id)
-                try:
-                    record.state = self._refresh(record, listed).state.name
-                except (ConfigError, BackendError) as e:
-                    log.warning("%s state of %s not refreshed: %s", self.label, record.app_id, e)
+            if record.app_id in seen:
+                record.state = seen[record.app_id].state.name
         return [
             ListAppResponse(app_id=r.app_id, state=AppState[r.state], app_handle=r.handle)
             for r in records
         ]
 
+    def refresh_states(self, app_ids: list[str]) -> dict[str, DescribeAppResponse | None]:
+        """Describe many jobs at once for the poller: one list call per group of active jobs
+        (e.g. per project), never a GET per job unless one is missing from the list."""
+        out: dict[str, DescribeAppResponse | None] = {}
+        active = []
+        for app_id in app_ids:
+            record = self._store().get(self.backend, app_id)
+            if record is None or record.state in TERMINAL_STATES:
+                out[app_id] = self.describe(app_id)  # served from the store
+            else:
+                active.append(record)
+        for app_id, seen in self._refresh_listed(active).items():
+            resp = self._response(seen.record, seen.state, seen.msg)
+            out[app_id] = unanswered(resp, seen.unanswered) if seen.unanswered else resp
+        return out
+
+    def _refresh_listed(self, records: list[JobRecord]) -> dict[str, Seen]:
+        """Refresh active records with one list call per group of them."""
+        groups: dict[tuple[Any, ...], list[JobRecord]] = {}
+        for record in records:
+            groups.setdefault(self._list_key(record), []).append(record)
+        out: dict[str, Seen] = {}
+        for members in groups.values():
+            try:
+                live = self._list_live(members[0])
+            except (ConfigError, BackendError) as e:
+                log.warning("%s states not refreshed: %s", self.label, e)
+                for record in members:
+                    out[record.app_id] = self._stale(record, e)
+                continue
+            by_id = {self._id_of(j): j for j in live}
+            by_name = {self._name_of(j): j for j in live}
+            for record in members:
+                job_id = record.data.get(REMOTE_ID)
+                listed = by_id.get(job_id) if job_id else by_name.get(record.app_id)
+                try:
+                    out[record.app_id] = self._refresh(record, listed)
+                except (ConfigError, BackendError) as e:
+                    log.warning("%s state of %s not refreshed: %s", self.label, record.app_id, e)
+                    out[record.app_id] = self._stale(record, e)
+        return out
+
     # -- cancel ------------------------------------------------------------------------------
     def _stop(self, record: JobRecord) -> None:
         """Stop, or raise BackendError: a 404 counts as stopped only once a lookup by name
         also lacks the job."""
-        job_id = record.data.get(self.id_key)
+        job_id = record.data.get(REMOTE_ID)
         if not job_id:
             raise BackendError(
                 f"{self.label} job {record.app_id} is not confirmed yet (no job of that name was "
@@ -349,7 +375,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
         except BaseException as e:  # interrupted during the create: it may have gone through
             self._launch_unconfirmed(app_id, f"interrupted ({type(e).__name__})")
             raise
-        record = self._launch_confirmed(app_id, **{self.id_key: job_id})
+        record = self._launch_confirmed(app_id, **{REMOTE_ID: job_id})
         if record.state in TERMINAL_STATES and str(record.data.get("msg", "")).startswith(
             NEVER_CREATED
         ):
@@ -358,7 +384,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
                 self.backend,
                 app_id,
                 state="SUBMITTED",
-                data={self.id_key: job_id, LAUNCH: LAUNCH_DONE, "msg": None, "ended_at": None},
+                data={REMOTE_ID: job_id, LAUNCH: LAUNCH_DONE, "msg": None, "ended_at": None},
             )
         return app_id
 

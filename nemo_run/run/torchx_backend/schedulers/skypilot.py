@@ -37,6 +37,7 @@ from nemo_run.core.execution.skypilot import HEAD_NODE_IP, SkypilotExecutor
 from nemo_run.core.packaging.base import extract
 from nemo_run.core.redact import redact_env, redact_text
 from nemo_run.core.store import JobRecord, store_path
+from nemo_run.core.store.records import NODES, REMOTE_ID
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import (
     map_state,
@@ -102,7 +103,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
     """SkyPilot jobs as torchx apps, durable through the job store; the state rules are the
     remote backends' (`RemoteSchedulerMixin`), the hooks below are SkyPilot's."""
 
-    id_key, native_key, label = "job_id", "sky_status", "SkyPilot"
+    label = "SkyPilot"
     deleted_msg = "its cluster no longer has the job (the cluster was taken down)"
     never_created_grace_s = LAUNCH_GRACE_S
 
@@ -115,11 +116,6 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         if self._client_instance is None:
             self._client_instance = SkyPilotClient()
         return self._client_instance
-
-    def _run_opts(self) -> Any:
-        from torchx.specs import runopts
-
-        return runopts()
 
     # -- dry run ----------------------------------------------------------------------------
     def _submit_dryrun(self, app: AppDef, cfg: SkypilotExecutor) -> AppDryRunInfo[SkypilotRequest]:  # type: ignore[override]
@@ -151,8 +147,8 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         cluster = ex.cluster_name or f"nemo-{request.name}"[:40]
         data = {
             "cluster": cluster,
-            "num_nodes": ex.num_nodes,
-            "role": dryrun_info._app.roles[0].name if dryrun_info._app else "main",
+            NODES: ex.num_nodes,
+            "role": dryrun_info.app.roles[0].name,  # a DryRun (SchedulerMixin)
             "run": request.config.get("run", ""),
             "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", ""),
         }
@@ -191,7 +187,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
 
     # -- hooks of the remote state rules -------------------------------------------------------
     def _get(self, record: JobRecord) -> QueuedJob | None:
-        cluster, job_id = record.data["cluster"], record.data["job_id"]
+        cluster, job_id = record.data["cluster"], record.data[REMOTE_ID]
         try:
             status = self._client.job_status(cluster, job_id)
         except ClusterGoneError:
@@ -221,7 +217,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
 
     def _stop_remote(self, record: JobRecord) -> bool:
         try:
-            self._client.cancel(record.data["cluster"], record.data["job_id"])
+            self._client.cancel(record.data["cluster"], record.data[REMOTE_ID])
         except ClusterGoneError:
             return False
         return True
@@ -234,7 +230,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
             record,
             state,
             msg,
-            nodes=int(record.data.get("num_nodes", 1)),
+            nodes=int(record.data.get(NODES, 1)),
             entrypoint="bash",
             args=["-c", record.data.get("run", "")],
             hostname=record.data.get("cluster", ""),
@@ -255,7 +251,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         record = self._known_record(app_id)
         self._check_replica(
             app_id,
-            {record.data.get("role", "main"): int(record.data.get("num_nodes", 1))},
+            {record.data.get("role", "main"): int(record.data.get(NODES, 1))},
             role_name,
             k,
         )
@@ -263,7 +259,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
 
     def _lines(self, record: JobRecord, should_tail: bool) -> Iterator[str]:
         """The job's output through the API server; `follow` ends when the job does."""
-        cluster, job_id = record.data["cluster"], record.data.get("job_id")
+        cluster, job_id = record.data["cluster"], record.data.get(REMOTE_ID)
         if job_id is None:
             yield f"nemo_run: {record.app_id} has not started on {cluster} (yet); no logs\n"
             return

@@ -175,6 +175,19 @@ def test_success_with_output_and_logs(emulator):
     assert lines[-1] == "done\n" and lines[0].startswith("hello from rank")
 
 
+def test_credentials_given_in_code_serve_the_whole_run(emulator, monkeypatch, nemorun_home):
+    """As nemo-run users write it: the secret in the executor and nowhere else. The launching
+    process keeps it in memory to wait on the job; it is written nowhere."""
+    for name in ("DGX_CLOUD_BASE_URL", "DGX_CLOUD_CLIENT_ID", "DGX_CLOUD_CLIENT_SECRET"):
+        monkeypatch.delenv(name)
+    ex = local_pvc_executor(emulator, base_url=emulator.api, client_id=CLIENT, client_secret=SECRET)
+    result = run.run(run.Script(inline="sleep 1; echo done"), executor=ex, name="incode")
+    assert result.ok
+    for path in nemorun_home.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
 def test_failure_is_failed_thanks_to_pipefail(emulator):
     with pytest.raises(run.JobFailedError, match="FAILED"):
         run.run(
@@ -272,7 +285,7 @@ def test_workload_deleted_on_the_server_reads_terminal(emulator):
     record = get_store().get("dgx_cloud", app_id)
     from nemo_run.core.clients.runai import RunAIClient
 
-    RunAIClient(emulator.api, CLIENT, SECRET).delete("trainings", record.data["workload_id"])
+    RunAIClient(emulator.api, CLIENT, SECRET).delete("trainings", record.data["remote_id"])
     assert wait_terminal(app_id) == AppState.CANCELLED
     assert "deleted on the server" in create_scheduler("t").describe(app_id).msg
 

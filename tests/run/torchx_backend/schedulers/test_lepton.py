@@ -182,7 +182,7 @@ def test_deleted_job_reads_terminal(emulator):
     app_id = app_id_of(result)
     from nemo_run.core.clients.lepton import LeptonClient
 
-    LeptonClient().delete_job(get_store().get("lepton", app_id).data["job_id"])
+    LeptonClient().delete_job(get_store().get("lepton", app_id).data["remote_id"])
     assert wait_terminal(app_id) == AppState.CANCELLED
 
 

@@ -308,3 +308,146 @@ def test_no_env_values_on_disk(tmp_path, monkeypatch):
             assert b"hf-secret-0815" not in blob, name
     record = get_store().list()[0]
     assert json.dumps(record.data).find("HF_TOKEN") == -1
+
+
+# -- how the supervisor starts ---------------------------------------------------------------
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return fh.read().rsplit(b")", 1)[1].decode().split()
+
+
+def bash_app(name: str, script: str) -> specs.AppDef:
+    role = specs.Role(name="main", image="", entrypoint="bash", args=["-c", script])
+    return specs.AppDef(name=name, roles=[role])
+
+
+def test_forked_supervisor_has_its_own_session_and_is_not_the_launchers_child(tmp_path):
+    sched = create_scheduler("s")
+    gate, script = gated(tmp_path, "echo done")
+    try:
+        ids = [
+            sched.schedule(sched.submit_dryrun(bash_app(f"j{k}", script), run.LocalExecutor()))
+            for k in range(3)
+        ]  # the first from a copy of this process, the others from a bare one
+        for app_id in ids:
+            pid = get_store().get("local_persistent", app_id).data["pid"]
+            _, ppid, pgrp, session = stat_fields(pid)[:4]
+            assert int(ppid) != os.getpid()
+            assert int(pgrp) == pid and int(session) == pid
+            status = os.path.join(get_store().get("local_persistent", app_id).log_dir, "status")
+            # (a replica being spawned holds it too, for an instant: it leads no group)
+            holders = processes.find_fd_holders(status, 1)
+            assert [p for p in holders if (st := processes.proc_stat(p)) and st.pgrp == p] == [pid]
+    finally:
+        open(gate, "w").close()  # no job is left waiting, whatever failed
+    for app_id in ids:
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+        assert list(sched.log_iter(app_id, "main")) == ["done\n"]
+
+
+def test_a_clean_forked_job_has_no_supervisor_log():
+    sched = create_scheduler("s")
+    app_id = sched.schedule(sched.submit_dryrun(bash_app("clean", "echo ok"), run.LocalExecutor()))
+    assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+    log_dir = get_store().get("local_persistent", app_id).log_dir
+    assert not os.path.exists(os.path.join(log_dir, "supervisor.log"))  # made when needed
+    assert os.path.exists(os.path.join(log_dir, "main", "0", "combined.offsets"))
+    assert list(sched.log_iter(app_id, "main")) == ["ok\n"]
+
+
+def test_exec_supervisor_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv(local.SUPERVISOR_MODE_ENV, "exec")
+    sched = create_scheduler("s")
+    gate, script = gated(tmp_path, "echo hi; exit 4")
+    try:
+        app_id = sched.schedule(sched.submit_dryrun(bash_app("ex", script), run.LocalExecutor()))
+        pid = get_store().get("local_persistent", app_id).data["pid"]
+        assert processes.has_env_marker(pid, f"{local.APP_ID_ENV}={app_id}".encode())  # exec'd
+    finally:
+        open(gate, "w").close()
+    assert wait_terminal(sched, app_id) == AppState.FAILED
+    assert "exited with code 4" in sched.describe(app_id).msg
+    assert list(sched.log_iter(app_id, "main")) == ["hi\n"]
+
+
+def test_unknown_supervisor_mode_fails_the_dry_run(monkeypatch):
+    monkeypatch.setenv(local.SUPERVISOR_MODE_ENV, "spawn")
+    sched = create_scheduler("s")
+    with pytest.raises(ConfigError, match=local.SUPERVISOR_MODE_ENV):
+        sched.submit_dryrun(bash_app("bad", "true"), run.LocalExecutor())
+    assert get_store().list() == []
+
+
+def test_launches_while_other_threads_use_the_store(tmp_path):
+    """Fork copies only the launching thread: whatever locks the others hold (the job store's
+    sqlite connections here), the starter and the supervisors never need them."""
+    stop = threading.Event()
+
+    def busy(k: int) -> None:
+        store, i = get_store(), 0
+        while not stop.is_set():
+            store.put(JobRecord("local_persistent", f"busy-{k}-{i % 3}", state="SUCCEEDED"))
+            i += 1
+
+    workers = [threading.Thread(target=busy, args=(k,), daemon=True) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    ids: list[str] = []
+    sched = create_scheduler("s")
+
+    def launch() -> None:
+        for k in range(4):
+            app = bash_app(f"t{k}", f"echo {k}")
+            ids.append(sched.schedule(sched.submit_dryrun(app, run.LocalExecutor())))
+
+    try:
+        launcher = threading.Thread(target=launch)  # not the main thread either
+        launcher.start()
+        launcher.join(60)
+        assert not launcher.is_alive()
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+    assert len(ids) == 4
+    for k, app_id in enumerate(ids):
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+        assert list(sched.log_iter(app_id, "main")) == [f"{k}\n"]
+
+
+FORKED_LAUNCHER = """
+import os
+from torchx import specs
+import nemo_run as run
+from nemo_run.run.torchx_backend.schedulers import local
+sched = local.create_scheduler("parent")
+
+def launch(name):
+    app = specs.AppDef(name=name, roles=[specs.Role(name="main", image="", entrypoint="true")])
+    return sched.schedule(sched.submit_dryrun(app, run.LocalExecutor()))
+
+ids = [launch("p1"), launch("p2")]
+parent_starter = local._STARTER.pid
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    child_id = launch("c1")
+    os.write(w, f"{child_id} {local._STARTER.pid}".encode())
+    os._exit(0)
+os.close(w)
+child_id, child_starter = os.read(r, 200).decode().split()
+os.waitpid(pid, 0)
+ids += [child_id, launch("p3")]
+print(*ids, parent_starter, child_starter, local._STARTER.pid)
+"""
+
+
+def test_a_forked_launcher_gets_its_own_starter():
+    words = run_python(FORKED_LAUNCHER).stdout.split()
+    ids, (parent_starter, child_starter, parent_after) = words[:4], words[4:]
+    assert child_starter != parent_starter == parent_after
+    sched = create_scheduler("s")
+    for app_id in ids:
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED

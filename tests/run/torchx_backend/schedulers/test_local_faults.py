@@ -275,10 +275,10 @@ def test_launcher_that_dies_after_starting_the_supervisor_is_adopted(tmp_path):
     assert describe_in_child(app_id)[0] == "RUNNING"
     record = get_store().get(BACKEND, app_id)
     assert record.data["launch"] == "done"
-    assert (
-        record.data["pid"] in live
-        and processes.proc_stat(record.data["pid"]).pgrp == record.data["pid"]
-    )
+    supervisor = record.data["pid"]  # the leader of the job's group, holding its status file
+    assert processes.proc_stat(supervisor).pgrp == supervisor
+    assert all(processes.proc_stat(p).pgrp == supervisor for p in live)
+    assert supervisor in processes.find_fd_holders(str(Path(record.log_dir, "status")), 1)
     create_scheduler("c").cancel(app_id)
     assert not marked_processes(app_id)
     assert create_scheduler("c").describe(app_id).state == AppState.CANCELLED
@@ -475,3 +475,106 @@ def test_unusable_launch_spec_is_recorded_as_the_reason(tmp_path, spec, reason):
     desc = create_scheduler("t").describe("bad-spec-1")
     assert desc.state == AppState.FAILED
     assert reason in desc.msg, desc.msg
+
+
+# -- 6. the starter and its spares -------------------------------------------------------
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != b"Z":
+                found.append(int(entry))
+    return found
+
+
+def idle_spares() -> list[int]:
+    """Spares of this process's starter that have no job yet (their stdout is /dev/null)."""
+    spares = []
+    for pid in children_of(local._STARTER.pid):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/1") == os.devnull:
+                spares.append(pid)
+        except OSError:
+            pass
+    return spares
+
+
+def launch(sched, name: str, script: str) -> str:
+    return sched.schedule(sched.submit_dryrun(bash_app(name, script), run.LocalExecutor()))
+
+
+def test_killed_starter_takes_no_job_with_it_and_is_replaced(tmp_path):
+    sched = create_scheduler("t")
+    gate = tmp_path / "gate"
+    waiting = f'while [ ! -e "{gate}" ]; do sleep 0.02; done; echo waited'
+    try:
+        early = [launch(sched, f"early{k}", waiting) for k in range(3)]
+        starter = local._STARTER.pid
+        os.kill(starter, signal.SIGKILL)
+        later = [launch(sched, f"later{k}", f"echo {k}") for k in range(5)]
+        assert local._STARTER.pid != starter
+        assert describe_in_child(early[0])[0] == "RUNNING"
+    finally:
+        gate.touch()  # no job is left waiting, whatever failed
+    for app_id in early:
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+        assert list(sched.log_iter(app_id, "main")) == ["waited\n"]
+    for k, app_id in enumerate(later):
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+        assert list(sched.log_iter(app_id, "main")) == [f"{k}\n"]
+
+
+def test_spares_that_died_before_their_job_are_skipped():
+    sched = create_scheduler("t")
+    for k in range(3):
+        launch(sched, f"warm{k}", "true")
+    spares = wait_for(idle_spares, what="spares ready for the next launches")
+    for pid in spares:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(  # a kill takes effect a moment later: a job handed over before is a killed job's
+        lambda: all((s := processes.proc_stat(p)) is None or s.state == "Z" for p in spares),
+        what="the spares to die",
+    )
+    app_id = launch(sched, "after", "echo ok")
+    assert get_store().get(BACKEND, app_id).data["pid"] not in spares
+    assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+    assert list(sched.log_iter(app_id, "main")) == ["ok\n"]
+
+
+LAUNCH_AND_EXIT = """
+import os
+from torchx import specs
+import nemo_run as run
+from nemo_run.run.torchx_backend.schedulers import local
+sched = local.create_scheduler("launcher")
+for k in range(4):
+    app = specs.AppDef(name=f"x{k}", roles=[specs.Role(name="main", image="", entrypoint="true")])
+    sched.schedule(sched.submit_dryrun(app, run.LocalExecutor()))
+starter = local._STARTER.pid
+kids = []
+for entry in os.listdir("/proc"):
+    if entry.isdigit():
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                if int(fh.read().rsplit(b")", 1)[1].split()[1]) == starter:
+                    kids.append(entry)
+        except OSError:
+            pass
+print(starter, *kids)
+"""
+
+
+def test_launcher_exit_ends_its_starter_and_unused_spares():
+    pids = [int(p) for p in run_python(LAUNCH_AND_EXIT).stdout.split()]
+    assert len(pids) > 1, "the starter should have had spares (or supervisors) running"
+
+    def gone() -> bool:
+        stats = [processes.proc_stat(p) for p in pids]
+        return all(s is None or s.state == "Z" for s in stats)
+
+    wait_for(gone, timeout=10, what="the starter and its spares to exit")

@@ -136,12 +136,12 @@ class Harness:
             from nemo_run.core.clients.runai import RunAIClient
 
             RunAIClient(self.env["DGX_CLOUD_BASE_URL"], CLIENT, SECRET).delete(
-                "trainings", record.data["workload_id"]
+                "trainings", record.data["remote_id"]
             )
         else:
             from nemo_run.core.clients.lepton import LeptonClient
 
-            LeptonClient().delete_job(record.data["job_id"])
+            LeptonClient().delete_job(record.data["remote_id"])
 
 
 @pytest.fixture(scope="module")
@@ -461,7 +461,7 @@ def test_secret_arguments_reach_the_job_but_not_its_files_or_record(emu, nemorun
     assert result.ok
     app_id = app_id_of(result)
     record = emu.record(app_id)
-    job_dir = record.data.get("pvc_job_dir") or record.data.get("job_dir")
+    job_dir = record.data.get("remote_dir")
     script = open(os.path.join(job_dir, "launch.sh")).read()
     assert "sk-live-123" not in script and "tok-456" not in script and '"${NEMORUN_ARG_' in script
     assert (

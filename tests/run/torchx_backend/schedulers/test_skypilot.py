@@ -110,7 +110,7 @@ def test_two_jobs_on_one_cluster(cluster):
         assert sched.describe(app_id_of(result)).state == AppState.SUCCEEDED
     records = [get_store().get("skypilot", app_id_of(r)) for r in (first, second)]
     assert records[0].data["cluster"] == records[1].data["cluster"] == cluster
-    assert records[0].data["job_id"] != records[1].data["job_id"]
+    assert records[0].data["remote_id"] != records[1].data["remote_id"]
 
 
 def test_cancel_from_a_new_process(cluster):

@@ -110,7 +110,7 @@ def _intent(app_id: str, launcher_pid: int, age: float = 0.0):
             created_at=time.time() - age,
             data={
                 "cluster": "c1",
-                "num_nodes": 1,
+                "nodes": 1,
                 "role": "main",
                 "run": "echo",
                 LAUNCH: LAUNCH_PENDING,
@@ -142,7 +142,7 @@ def test_a_launch_whose_launcher_died_is_found_on_its_cluster_by_name(monkeypatc
     assert desc.state == AppState.RUNNING
     from nemo_run.core.store import get_store
 
-    assert get_store().get("skypilot", "sky-a").data["job_id"] == 7
+    assert get_store().get("skypilot", "sky-a").data["remote_id"] == 7
 
 
 def test_a_launch_never_made_reads_failed_after_the_grace_period(monkeypatch):

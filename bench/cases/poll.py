@@ -1,0 +1,130 @@
+"""Group `poll`: what waiting on DGX Cloud jobs costs the (rate-limited) API: the workload
+requests the Run:ai emulator sees while an attached experiment launches and waits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.checks import at_most
+from harness.procs import BenchError, Scratch, Side, run_worker
+from harness.registry import Group, GroupPlan, Measured, Mode, Row, Step, register
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "bench-secret-3c7d"  # the emulator's own test credential
+CLIENT = "bench-client"
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: int  # how long each job runs
+    many: int  # how many jobs in the second step
+
+
+class Emulator:
+    """The Run:ai emulator as its own server process (our interpreter, either side)."""
+
+    def __init__(self, data_dir: str) -> None:
+        env = {**os.environ, "RUNAI_EMULATOR_CLIENT_SECRET": SECRET, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nemo_run.testing.dgxcloud",
+                "--port",
+                "0",
+                "--data-dir",
+                data_dir,
+                "--mode",
+                "subprocess",
+                "--client-id",
+                CLIENT,
+                "--project",
+                "bench",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
+        if not line.startswith("RUNAI_EMULATOR_URL="):
+            self.proc.kill()
+            raise BenchError(f"the Run:ai emulator did not start: {line!r}")
+        self.url = line.split("=", 1)[1]
+
+    def workload_requests(self) -> int:
+        """GETs of workloads (one or the listing); the data mover's workspaces excluded."""
+        with urllib.request.urlopen(f"{self.url}/_emulator/state", timeout=10) as response:
+            counts = json.loads(response.read())["requests"]
+        return sum(
+            n
+            for key, n in counts.items()
+            if key.startswith("GET /api/v1/workloads") and "workspaces" not in key
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def measure(side: Side, jobs: int, seconds: int, row: Row, time_row: Row | None) -> Measured:
+    with Scratch(f"poll{jobs}") as scratch:
+        emulator = Emulator(os.path.join(scratch.root, "runai"))
+        try:
+            cfg = {
+                "url": f"{emulator.url}/api/v1",
+                "client_id": CLIENT,
+                "secret": SECRET,
+                "project": "bench",
+                "pvc": os.path.join(scratch.root, "runai", "pvcs", "bench-pvc"),
+                "jobs": jobs,
+                "seconds": seconds,
+            }
+            path = os.path.join(scratch.root, "poll.json")
+            Path(path).write_text(json.dumps(cfg))
+            before = emulator.workload_requests()
+            result = run_worker(side, scratch, ["dgx-wait", "--ids-file", path], 600)
+            requests = emulator.workload_requests() - before
+        finally:
+            emulator.stop()
+    if result["states"] != ["SUCCEEDED"]:
+        raise BenchError(f"the jobs ended {', '.join(result['states'])}")
+    note = f"{jobs} job(s) of {seconds} s"
+    measured = Measured({"result": result, "requests": requests}).put(row, requests, note)
+    return measured.put(time_row, result["seconds"]) if time_row else measured
+
+
+def plan(mode: Mode, _: argparse.Namespace) -> GroupPlan:
+    s = Settings(seconds=mode.pick(full=20, quick=20, smoke=2), many=mode.pick(100, 30, 3))
+    one = Row(
+        "poll_one_requests",
+        f"wait on one {s.seconds} s DGX job: workload requests",
+        "",
+        "<= 10",
+        at_most(10),
+    )
+    one_s = Row("poll_one_s", "  launch + wait, whole experiment (s)", "s")
+    many = Row(
+        "poll_many_requests",
+        f"wait on {s.many} DGX jobs together: workload requests",
+        "",
+        "<= 15",
+        at_most(15),
+    )
+    steps = [
+        Step("one", (one, one_s), lambda side: measure(side, 1, s.seconds, one, one_s)),
+        Step("many", (many,), lambda side: measure(side, s.many, s.seconds, many, None)),
+    ]
+    return GroupPlan(s, steps)
+
+
+# The peer cannot log in to a Run:ai that follows the API document: it sends `clientId`, the
+# spec's TokenRequest names `clientID` (its rows read ERROR, with that answer).
+register(Group("poll", 85, "workload requests while waiting on DGX Cloud jobs", plan))
