@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "Script": "nemo_run.config",
+    "Script": "nemo_run.core.script",
     "get_nemorun_home": "nemo_run.config",
     "set_nemorun_home": "nemo_run.config",
     "Config": "nemo_run.core.configurable",

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install nemo_run with its test extras, start the services the tests talk to (a Docker
 # engine with a local image; a SkyPilot API server with a local Slurm cluster), and run the
-# whole test suite (lint included). The emulators start inside the tests as processes.
+# whole test suite (lint and type check included). The emulators start inside the tests as
+# processes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS="test,docker,lepton,skypilot" source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+"$VENV/bin/mypy"  # [tool.mypy] in pyproject.toml: the whole package, no error allowed
 
 engine="$(bash "$ROOT/scripts/docker-up.sh" | tail -n 1)"
 echo "docker: $engine"
@@ -32,4 +34,4 @@ case "$sky" in
     ;;
   *) export NEMORUN_TEST_SKY_SKIP="${sky#skypilot=}" ;;
 esac
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"

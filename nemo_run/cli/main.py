@@ -1,23 +1,31 @@
 """`nemorun`: list, watch, tail and cancel experiments and jobs on any backend, or run a command.
 
-Commands import what they need when they run, so `nemorun --help` and the read commands
-start fast. Every error is one `nemorun: ...` line on stderr, never a traceback (set
-NEMORUN_DEBUG=1 to see one), with the exit statuses of `EXIT_STATUS_HELP`.
+`nemorun --help` and the commands that read the store (`job list`, `experiment list`) start
+fast: what only other commands need is imported inside them, when they run (torchx through
+`Experiment` and `run.job`, ~0.2 s; the executors and HTTP clients of `login`, ~0.05 s).
+Every error is one `nemorun: ...` line on stderr, never a traceback (set NEMORUN_DEBUG=1 to
+see one), with the exit statuses of `EXIT_STATUS_HELP`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import json
 import logging
 import os
 import re
+import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from nemo_run.core.credentials import save_profile
+from nemo_run.core.script import Script
 from nemo_run.core.states import JOB_STATES, State
+from nemo_run.core.store import get_store
 from nemo_run.exceptions import (
     BackendError,
     ConfigError,
@@ -27,6 +35,12 @@ from nemo_run.exceptions import (
     UnknownExperimentError,
     UnknownJobError,
 )
+from nemo_run.run.experiment_files import list_experiments
+from nemo_run.run.render import print_experiment_status, print_table, state_text, waiting, when
+from nemo_run.run.torchx_backend.schedulers.backends import backend_named
+
+if TYPE_CHECKING:
+    from nemo_run.run.experiment import Experiment
 
 EXIT_FAILED, EXIT_INVALID, EXIT_NO_ANSWER = 1, 2, 3
 EXIT_NOT_FOUND = EXIT_INVALID  # an unknown thing is invalid input
@@ -141,8 +155,8 @@ def _guard(fn: Any) -> Any:
     return wrapper
 
 
-def _open_experiment(id_or_title: str) -> Any:
-    from nemo_run.run.experiment import Experiment
+def _open_experiment(id_or_title: str) -> Experiment:
+    from nemo_run.run.experiment import Experiment  # noqa: PLC0415 - loads torchx
 
     try:
         return Experiment.from_id(id_or_title)
@@ -161,10 +175,8 @@ def experiment_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List experiments, newest first.   Example: nemorun experiment list my-exp"""
-    from nemo_run.run.experiment_files import list_experiments
-
     records = list_experiments(title)[::-1]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": r.id,
             "title": r.title,
@@ -177,8 +189,6 @@ def experiment_list(
     if as_json:
         _emit_json(rows)
         return
-    from nemo_run.cli.render import print_table, when
-
     print_table(
         "Experiments",
         ["id", "title", "created", "tasks"],
@@ -198,8 +208,6 @@ def experiment_status(
     if as_json:
         _emit_json({"id": exp.id, "title": exp.title, "dir": exp.dir, "tasks": statuses})
     else:
-        from nemo_run.cli.render import print_experiment_status
-
         print_experiment_status(exp._current_record(), statuses)
     if any(State.parse(s["state"]).is_bad_end() for s in statuses.values()):
         raise typer.Exit(EXIT_FAILED)
@@ -236,8 +244,6 @@ def experiment_cancel(
 # -- job -------------------------------------------------------------------------------------
 def _state_named(state: str) -> str:
     """A known job state (any case), or ConfigError with the closest one."""
-    import difflib
-
     names = [s.value for s in JOB_STATES]
 
     wanted = state.strip().upper()
@@ -259,18 +265,14 @@ def job_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List known jobs, newest first, states as recorded.   Example: nemorun job list -b local"""
-    from nemo_run.core.store import get_store
-
     scheduler = None
     if backend is not None:
-        from nemo_run.run.torchx_backend.schedulers.api import backend_named
-
         scheduler = backend_named(backend).scheduler
     wanted = _state_named(state) if state is not None else None
     if limit < 0:
         raise ConfigError(f"--limit must be 0 (all) or more, got {limit}")
     records = get_store().list(scheduler, state=wanted, limit=limit or None, include_data=False)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "handle": r.handle,
             "backend": r.backend,
@@ -285,8 +287,6 @@ def job_list(
     if as_json:
         _emit_json(rows)
         return
-    from nemo_run.cli.render import print_table, state_text, when
-
     print_table(
         "Jobs",
         ["handle", "state", "created", "experiment"],
@@ -304,15 +304,13 @@ def job_status(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The live state of one job.   Example: nemorun job status HANDLE --json"""
-    from nemo_run.run.job import job_status as status_of
+    from nemo_run.run.job import job_status as status_of  # noqa: PLC0415 - loads torchx
 
     status = status_of(handle)
     silence = status.get("unanswered")
     if as_json:
         _emit_json(status)
     elif not silence:
-        from nemo_run.cli.render import print_table, state_text, when
-
         print_table(
             status["handle"],
             ["state", "exit", "started", "ended", "job dir", "note"],
@@ -351,7 +349,7 @@ def job_logs(
     regex: str = typer.Option(None, "--regex", help="Only lines matching this regex."),
 ) -> None:
     """Print a job's logs (all roles and replicas).   Example: nemorun job logs HANDLE -f"""
-    from nemo_run.run.job import job_log_lines
+    from nemo_run.run.job import job_log_lines  # noqa: PLC0415 - loads torchx
 
     _print_lines(job_log_lines(handle, follow=follow, regex=regex))
 
@@ -360,8 +358,8 @@ def job_logs(
 @_guard
 def job_cancel(handle: str = typer.Argument(..., help="App handle.")) -> None:
     """Cancel a job (process group, containers, workload).   Example: nemorun job cancel HANDLE"""
-    from nemo_run.run.job import job_status as status_of
-    from nemo_run.run.torchx_backend.runner import get_runner
+    from nemo_run.run.job import job_status as status_of  # noqa: PLC0415 - loads torchx
+    from nemo_run.run.torchx_backend.runner import get_runner  # noqa: PLC0415 - loads torchx
 
     status_of(handle)  # raises a clear error for an unknown handle or backend
     get_runner().cancel(handle)
@@ -390,9 +388,6 @@ def _executor_fields(cls: type, options: list[str], env: list[str]) -> dict[str,
     """`-o KEY=VALUE` (JSON values) and `--env K=V` as keyword arguments for `cls`: an unknown
     field (with the closest known one) or an `env_vars` that is not an object is refused here;
     the executor checks the types of the other values when it is created."""
-    import dataclasses
-    import difflib
-
     prefix = f"--option for {cls.__name__}"
     known = (
         [f.name for f in dataclasses.fields(cls) if f.init] if dataclasses.is_dataclass(cls) else []
@@ -437,10 +432,7 @@ def run_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run a command as a one-task experiment.   Example: nemorun run -- python train.py"""
-    import shlex
-
-    import nemo_run as run
-    from nemo_run.run.torchx_backend.schedulers.api import backend_named
+    from nemo_run.run.experiment import Experiment  # noqa: PLC0415 - loads torchx
 
     if name is not None and not name.strip():
         raise ConfigError("--name is empty; give the task a name, or leave --name out")
@@ -453,16 +445,12 @@ def run_command(
     except (TypeError, ValueError) as e:
         raise ConfigError(f"--option for {executor_class.__name__}: {e}") from e
     task_name = name or os.path.basename(cmd[0]).replace(".", "-") or "cmd"
-    exp = run.Experiment(task_name, executor=chosen)
-    exp.add(run.Script(inline=shlex.join(cmd)), name=task_name)
+    exp = Experiment(task_name, executor=chosen)
+    exp.add(Script(inline=shlex.join(cmd)), name=task_name)
     exp.run(detach=True)
     info = {"experiment_id": exp.id, "task": task_name, **exp.status(return_dict=True)[task_name]}
     if wait:
-        from rich.text import Text
-
-        from nemo_run.cli.render import console
-
-        with console(stderr=True).status(Text(f"waiting for {task_name} ({exp.id})")):
+        with waiting(f"waiting for {task_name} ({exp.id})"):
             info.update(exp.wait()[task_name])
     if as_json:
         _emit_json(info)
@@ -496,13 +484,11 @@ def login_dgxcloud(
     check: bool = typer.Option(True, "--check/--no-check", help="Ask the API for a token first."),
 ) -> None:
     """Save DGX Cloud (Run:ai) credentials.   Example: nemorun login dgxcloud --base-url URL --client-id ID"""
-    from nemo_run.core.credentials import save_profile
-    from nemo_run.core.execution.dgxcloud import PROFILE, check_base_url
+    from nemo_run.core.clients.runai import RunAIClient  # noqa: PLC0415 - only login needs it
+    from nemo_run.core.execution.dgxcloud import PROFILE, check_base_url  # noqa: PLC0415 - same
 
     base_url = check_base_url(base_url.strip())
     if check:
-        from nemo_run.core.clients.runai import RunAIClient
-
         RunAIClient(base_url, client_id, client_secret, timeout=15).call(
             "GET", "/org-unit/projects", idempotent=True
         )
@@ -527,12 +513,10 @@ def login_lepton(
     check: bool = typer.Option(True, "--check/--no-check", help="List the workspace's jobs first."),
 ) -> None:
     """Save DGX Cloud Lepton credentials.   Example: nemorun login lepton --workspace-id ID"""
-    from nemo_run.core.credentials import save_profile
-    from nemo_run.core.execution.lepton import PROFILE
+    from nemo_run.core.clients.lepton import LeptonClient  # noqa: PLC0415 - only login needs it
+    from nemo_run.core.execution.lepton import PROFILE  # noqa: PLC0415 - same
 
     if check:
-        from nemo_run.core.clients.lepton import LeptonClient
-
         LeptonClient(
             timeout=15, workspace_id=workspace_id, token=token, url=url or None
         ).list_jobs()

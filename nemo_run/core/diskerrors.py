@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 
+from nemo_run.exceptions import DiskError
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 READ_ONLY = (errno.EROFS,)
 NO_PERMISSION = (errno.EACCES, errno.EPERM)
@@ -78,8 +80,6 @@ def _writable_fs_is_read_only(folder: str) -> bool:
 
 def raise_if_disk_trouble(error: BaseException, path: str, doing: str) -> None:
     """Re-raise disk trouble as a DiskError with a clear message; other errors pass through."""
-    from nemo_run.exceptions import DiskError
-
     message = explain(error, path, doing)
     if message is not None:
         raise DiskError(message) from error

@@ -6,6 +6,7 @@ A bare pid is reused by the kernel after the process exits; comparing the start 
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -121,8 +122,6 @@ def is_locked(path: str) -> bool:
 
     A lock taken before a fork is held by the child from its first instant, so it shows a
     process that exists but has not exec'd yet (and so cannot be found by its environment)."""
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import shlex
+import zlib
 from collections.abc import Mapping
+from typing import Any, overload
 
 # "token" alone, not "tokens"/"tokenizer" (max_tokens and tokenizer paths are not secrets).
 SECRET_NAME = re.compile(
@@ -90,10 +95,6 @@ def redact_text(text: str) -> str:
 def redact_partial_payload(payload: str) -> str:
     """The Partial payload with every secret-looking keyword argument masked (still valid to
     decode); unchanged when it holds none, and a placeholder when it cannot be read."""
-    import base64
-    import json
-    import zlib
-
     try:
         outer = json.loads(zlib.decompress(base64.urlsafe_b64decode(payload.encode("ascii"))))
         config = json.loads(outer["config"])
@@ -122,13 +123,17 @@ def _mask_fiddle(node: object) -> bool:
     return changed
 
 
+@overload
+def redact(value: Mapping[str, Any]) -> dict[str, Any]: ...
+@overload
+def redact(value: object) -> object: ...
 def redact(value: object) -> object:
     """A copy of any JSON-like value with secrets masked: values under secret-looking keys,
     `{"name": SECRET_NAME, "value": ...}` items (Run:ai, Lepton, Kubernetes env lists), and
-    secrets inside command lines and strings."""
+    secrets inside command lines and strings. A mapping comes back as a dict."""
     if isinstance(value, Mapping):
         name = value.get("name")
-        out = {}
+        out: dict[object, object] = {}
         for key, item in value.items():
             if isinstance(key, str) and is_secret_name(key) and item not in (None, "", [], {}):
                 out[key] = MASK
@@ -138,10 +143,9 @@ def redact(value: object) -> object:
                 out[key] = redact(item)
         return out
     if isinstance(value, (list, tuple)):
-        items = [redact(v) for v in value]
-        if all(isinstance(v, str) for v in items):
-            items = redact_args(items)  # type: ignore[arg-type]
-        return items
+        items: list[object] = [redact(v) for v in value]
+        strings = [v for v in items if isinstance(v, str)]
+        return redact_args(strings) if len(strings) == len(items) else items
     if isinstance(value, str):
         return redact_text(value) if ("=" in value or "-" in value) else value
     return value
@@ -201,8 +205,6 @@ def shell_join_references(args: list[str], env: Mapping[str, str]) -> str:
     """A shell command line for `split_secret_args` output: every word quoted, except the
     references it made (`${NEMORUN_ARG_<i>}` in argument i, named in `env`), which become
     `"${NEMORUN_ARG_<i>}"`, expanded when the script runs."""
-    import shlex
-
     words = []
     for index, arg in enumerate(args):
         own = f"{ARG_ENV_PREFIX}{index}"

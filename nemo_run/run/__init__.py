@@ -10,7 +10,9 @@ from typing import Any
 
 class _CallableModule(types.ModuleType):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from nemo_run.run.api import run
+        # not at the top: importing any `nemo_run.run.*` module (torchx loads the schedulers by
+        # entry point) must not load the whole run layer, and `api` imports this package
+        from nemo_run.run.api import run  # noqa: PLC0415
 
         return run(*args, **kwargs)
 

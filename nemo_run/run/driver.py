@@ -20,7 +20,9 @@ from torchx.specs import AppState, is_terminal
 
 from nemo_run.core import processes
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
+from nemo_run.run.job import stored_record
 from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
+from nemo_run.run.torchx_backend.runner import get_runner
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +111,6 @@ class Driver:
 
     @staticmethod
     def _has_record(handle: str) -> bool:
-        from nemo_run.run.job import stored_record
-
         try:
             return stored_record(handle) is not None
         except Exception:  # noqa: BLE001 - an unreadable store: keep the handle, to be safe
@@ -198,8 +198,6 @@ class Driver:
 
 def main() -> int:
     """Detached driver: plan on stdin as pickle {"dir": ..., "apps": {task_id: (AppDef, Executor)}}."""
-    from nemo_run.run.torchx_backend.runner import get_runner
-
     plan = pickle.load(sys.stdin.buffer)
     sys.stdin.close()
     record = ExperimentRecord.load(plan["dir"])

@@ -16,31 +16,28 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
+from nemo_run.core import processes
+from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.execution.base import Executor
+from nemo_run.core.execution.local import LocalExecutor
 from nemo_run.core.names import check_folder_name
+from nemo_run.core.runners.partial import refuse_launch_while_loading_main
 from nemo_run.exceptions import ConfigError, UnknownExperimentError, UnknownJobError
 from nemo_run.run import experiment_files as files
+from nemo_run.run.driver import Driver, driver_alive, identity_of_this_process
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
+from nemo_run.run.experiment_status import task_done, task_status
+from nemo_run.run.job import job_log_lines
 from nemo_run.run.plan import PlannedTask, check_new_task_id, launch_order
+from nemo_run.run.render import print_experiment_status
+from nemo_run.run.torchx_backend.packaging import package, task_name
+from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
+from nemo_run.run.torchx_backend.runner import get_runner
+from nemo_run.run.torchx_backend.schedulers.backends import backend_for_executor
 
 WAIT_STEP_S = 0.5  # how often `wait` re-reads the experiment for tasks launched meanwhile
-
-
-def _task_done(
-    entry: TaskEntry, record: ExperimentRecord, seen: dict[str, Any], launcher_gone: bool
-) -> bool:
-    """Whether a task can change no more: it ended, will never run, or never started."""
-    if entry.error or entry.skipped:
-        return True
-    if entry.handle:
-        state = seen[entry.handle]
-        if state.done:
-            return True
-        # a planned handle with no record, whose launcher is gone: it never started
-        return entry.launched_at is None and launcher_gone and state.state.name == "UNKNOWN"
-    return record.cancel_requested(entry.id) or launcher_gone
 
 
 def _new_id(title: str) -> str:
@@ -136,9 +133,6 @@ class Experiment:
         dependencies: list[str] | None = None,
     ) -> str:
         """Add a task (or a list of tasks run together as one job); returns its task id."""
-        from nemo_run.run.torchx_backend.packaging import task_name
-        from nemo_run.run.torchx_backend.schedulers.api import backend_for_executor
-
         if self._record is not None:
             raise ConfigError(
                 f"experiment {self._id} was already launched; create a new Experiment to add tasks"
@@ -148,8 +142,6 @@ class Experiment:
             raise ConfigError("add() needs a task, or a non-empty list of tasks for a task group")
         executor = executor or self.executor
         if executor is None:
-            from nemo_run.core.execution.local import LocalExecutor
-
             executor = LocalExecutor()
         if not isinstance(executor, Executor):
             raise ConfigError(f"executor must be a run.Executor, got {type(executor).__name__}")
@@ -174,8 +166,6 @@ class Experiment:
 
     def _apps(self) -> dict[str, tuple[Any, Executor]]:
         """Package every task (AppDef per task; task groups become several roles)."""
-        from nemo_run.run.torchx_backend.packaging import package, task_name
-
         out = {}
         for planned in self._planned:
             planned.executor.assign(self._id, self.dir, planned.id, planned.id)
@@ -199,8 +189,6 @@ class Experiment:
     # -- running ------------------------------------------------------------------------
     def _prepare(self) -> tuple[dict[str, tuple[Any, Executor]], dict[str, Any]]:
         """Check the plan and dry-run every task: all bad input fails here, before any launch."""
-        from nemo_run.run.torchx_backend.runner import get_runner
-
         launch_order(self._planned)  # unknown dependencies or cycles raise here
         apps = self._apps()
         runner = get_runner()
@@ -223,11 +211,6 @@ class Experiment:
         dependents are marked as not run, with the reason. Ctrl+C while attached cancels
         the running jobs (a second Ctrl+C exits at once).
         """
-        from nemo_run.core.runners.partial import refuse_launch_while_loading_main
-        from nemo_run.run.driver import Driver, identity_of_this_process
-        from nemo_run.run.torchx_backend.runner import get_runner
-        from nemo_run.run.torchx_backend.schedulers.api import backend_for_executor
-
         refuse_launch_while_loading_main()
         if self._record is not None:
             raise ConfigError(f"experiment {self._id} was already launched; reopen it to follow it")
@@ -298,8 +281,6 @@ class Experiment:
     def _claim_folder(self) -> None:
         """Make this experiment's folder exclusively, before anything is written in it: two
         launchers never share one folder; a generated id taken in the same instant is redrawn."""
-        from nemo_run.core.diskerrors import raise_if_disk_trouble
-
         for _ in range(5):
             try:
                 os.makedirs(os.path.dirname(self.dir), mode=0o700, exist_ok=True)
@@ -347,8 +328,6 @@ class Experiment:
     def _spawn_driver(
         self, record: ExperimentRecord, apps: dict[str, tuple[Any, Executor]]
     ) -> None:
-        from nemo_run.core import processes
-
         os.makedirs(record.dir, mode=0o700, exist_ok=True)
         with open(os.path.join(record.dir, "driver.log"), "ab") as out:
             proc = subprocess.Popen(
@@ -387,22 +366,20 @@ class Experiment:
             self._record = ExperimentRecord.load(self._record.dir)
         return self._record
 
+    @overload
+    def status(self, return_dict: Literal[True]) -> dict[str, dict[str, Any]]: ...
+    @overload
+    def status(self, return_dict: Literal[False] = False) -> None: ...
     def status(self, return_dict: bool = False) -> dict[str, dict[str, Any]] | None:
         """Each task's state, app handle, backend, job dir, start/end times and exit code.
 
         Returns the dict with `return_dict=True`; otherwise prints a table.
         """
-        from nemo_run.run.job import task_status
-
         record = self._current_record()
-        from nemo_run.run.driver import driver_alive
-
         launcher_gone = not record.launch_done and not driver_alive(record)
         result = {entry.id: task_status(entry, record, launcher_gone) for entry in record.tasks}
         if return_dict:
             return result
-        from nemo_run.cli.render import print_experiment_status
-
         print_experiment_status(record, result)
         return None
 
@@ -410,19 +387,14 @@ class Experiment:
         """Block until every task ended (or was skipped); returns the final status dict.
         States come from this process's watchers (`poller`), so waiting costs a few backend
         requests per interval whatever the number of tasks."""
-        from nemo_run.run.driver import driver_alive
-        from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = self._current_record()
             launcher_gone = not record.launch_done and not driver_alive(record)
             handles = [e.handle for e in record.tasks if e.handle and not (e.skipped or e.error)]
             seen = poll_handles(handles)
-            if all(_task_done(e, record, seen, launcher_gone) for e in record.tasks):
-                final = self.status(return_dict=True)
-                assert final is not None
-                return final
+            if all(task_done(e, record, seen, launcher_gone) for e in record.tasks):
+                return self.status(return_dict=True)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"experiment {self._id} still running after {timeout} s")
             wait = seconds_to_next(handles) if handles else WAIT_STEP_S
@@ -437,8 +409,6 @@ class Experiment:
         self, task_id: str, follow: bool = False, regex: str | None = None
     ) -> Iterator[str]:
         """A task's log lines, prefixed `[role:k]` when it has several roles or replicas."""
-        from nemo_run.run.job import job_log_lines
-
         entry = self._current_record().task(task_id)
         if entry.handle is None:
             raise UnknownExperimentError(
@@ -460,8 +430,6 @@ class Experiment:
 
     def cancel(self, task_id: str | None = None) -> list[str]:
         """Cancel one task (or every task with None); returns the task ids acted on."""
-        from nemo_run.run.torchx_backend.runner import get_runner
-
         record = self._current_record()
         targets = [record.task(task_id)] if task_id is not None else list(record.tasks)
         acted = []

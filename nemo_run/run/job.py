@@ -7,16 +7,15 @@ import queue
 import re
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from torchx.specs import parse_app_handle
 
 from nemo_run.core.states import FINAL_JOB_STATES
+from nemo_run.core.store import JobRecord, get_store
 from nemo_run.exceptions import ConfigError, LogsGoneError, UnknownJobError
-
-if TYPE_CHECKING:
-    from nemo_run.core.store import JobRecord
-    from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
-    from nemo_run.run.torchx_backend.runner import Runner
-
+from nemo_run.run.torchx_backend.runner import Runner, get_runner
+from nemo_run.run.torchx_backend.schedulers.backends import BACKENDS
 
 # Backends whose log files live in the record's `log_dir` (Docker copies them there at the end).
 LOGS_IN_JOB_DIR = frozenset({"local_persistent", "docker_persistent"})
@@ -25,10 +24,6 @@ LOGS_IN_JOB_DIR = frozenset({"local_persistent", "docker_persistent"})
 def parse_handle(handle: str) -> tuple[str, str, str]:
     """(scheduler, session, app id), with a clear error for something that is not a handle
     or names a backend nemo_run does not have."""
-    from torchx.specs import parse_app_handle
-
-    from nemo_run.run.torchx_backend.schedulers.api import BACKENDS
-
     try:
         parsed = parse_app_handle(handle)
     except Exception as e:
@@ -47,15 +42,12 @@ def parse_handle(handle: str) -> tuple[str, str, str]:
 
 
 def stored_record(handle: str) -> JobRecord | None:
-    from nemo_run.core.store import get_store
-
+    """The job store's record of a job, None when it has none."""
     scheduler, _, app_id = parse_handle(handle)
     return get_store().get(scheduler, app_id)
 
 
 def _no_record(handle: str) -> UnknownJobError:
-    from nemo_run.core.store import get_store
-
     return UnknownJobError(f"no record of {handle} in the job store {get_store().location}")
 
 
@@ -66,8 +58,6 @@ def job_status(handle: str) -> dict[str, Any]:
     attributes): when the backend did not answer it is marked `unanswered`, and the dict then
     carries `"unanswered": reason` with `state` the last recorded one.
     """
-    from nemo_run.run.torchx_backend.runner import get_runner
-
     scheduler, _, app_id = parse_handle(handle)
     record = stored_record(handle)
     data = record.data if record else {}
@@ -101,63 +91,6 @@ def job_status(handle: str) -> dict[str, Any]:
     return status
 
 
-NOT_STARTED = "not run: its launcher exited before starting it"
-
-
-def task_status(entry: TaskEntry, record: ExperimentRecord, launcher_gone: bool) -> dict[str, Any]:
-    """A task's status row: a launched task's job status, or why it has not run.
-
-    A job the store no longer knows (or a handle this version cannot read) makes only its own
-    row UNKNOWN, with the reason; the other tasks still show.
-    """
-    row: dict[str, Any] = {
-        "task": entry.id,
-        "state": "WAITING",
-        "handle": entry.handle,
-        "backend": entry.backend,
-        "job_dir": entry.job_dir,
-        "dependencies": list(entry.dependencies),
-        "started_at": entry.launched_at,
-        "ended_at": None,
-        "exit_code": None,
-        "reason": None,
-    }
-    if entry.error:
-        row.update(state="FAILED", reason=entry.error)
-    elif entry.skipped:
-        cancelled = entry.skipped == "cancelled before launch"
-        row.update(state="CANCELLED" if cancelled else "SKIPPED", reason=entry.skipped)
-    elif entry.handle:
-        try:
-            job = job_status(entry.handle)
-        except (UnknownJobError, ConfigError) as e:
-            if entry.launched_at is None and isinstance(e, UnknownJobError):
-                # the handle was planned, and no record means its job never started
-                if launcher_gone:
-                    row.update(state="SKIPPED", reason=NOT_STARTED)
-                else:
-                    row["reason"] = "launching"
-            else:
-                row.update(state="UNKNOWN", reason=str(e))
-        else:
-            row.update(
-                state=job["state"],
-                ended_at=job["ended_at"],
-                exit_code=job["exit_code"],
-                reason=job["msg"] or None,
-                job_dir=job["job_dir"] or entry.job_dir,
-            )
-    elif record.cancel_requested(entry.id):
-        row.update(state="CANCELLED", reason="cancelled before launch")
-    elif launcher_gone:
-        row.update(state="SKIPPED", reason=NOT_STARTED)
-    else:
-        row["reason"] = (
-            "waiting for " + ", ".join(entry.dependencies) if entry.dependencies else None
-        )
-    return row
-
-
 def _check_regex(regex: str | None) -> None:
     if regex:
         try:
@@ -187,8 +120,6 @@ def job_log_lines(handle: str, follow: bool = False, regex: str | None = None) -
     checked on the call, before any line is read; an error while reading a replica is raised
     to the consumer.
     """
-    from nemo_run.run.torchx_backend.runner import get_runner
-
     _check_regex(regex)
     parse_handle(handle)
     runner = get_runner()

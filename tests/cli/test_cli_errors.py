@@ -154,7 +154,7 @@ def test_markup_in_names_is_printed_literally(nemorun_home):
 
 
 def test_states_keep_their_colour():
-    from nemo_run.cli.render import state_text
+    from nemo_run.run.render import state_text
 
     assert state_text("FAILED").style == "red" and state_text("[x]").plain == "[x]"
 

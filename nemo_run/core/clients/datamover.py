@@ -46,9 +46,9 @@ def build_payload(files: dict[str, bytes], archive: str | None, code_dir: str = 
         if archive:
             with tarfile.open(archive) as code:
                 for member in code.getmembers():
-                    data = code.extractfile(member) if member.isfile() else None
+                    content = code.extractfile(member) if member.isfile() else None
                     member.name = f"{code_dir}/{member.name}"
-                    out.addfile(member, data)
+                    out.addfile(member, content)
     return buffer.getvalue()
 
 

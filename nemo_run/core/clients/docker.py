@@ -46,7 +46,7 @@ class ContainerSpec:
 
 def _sdk() -> Any:
     try:
-        import docker
+        import docker  # noqa: PLC0415 - optional SDK, loaded when used
     except ImportError as e:
         raise MissingDependencyError(
             "the docker backend needs docker-py: pip install 'nemo_run[docker]'"

@@ -172,12 +172,12 @@ class JsonHttp:
                 return status, parsed
             pause = self.retry.delay(attempt, _retry_after(head))
             if time.monotonic() + pause + MIN_ATTEMPT_S >= deadline:
-                if failure is not None:  # no time for another try: report the failure as it was
+                if status is None:  # no answer, and no time for another try: report the failure
                     raise TransportError(
                         f"{method} {self.url(path)}: no answer within the "
                         f"{DEADLINE_FACTOR * self.timeout:.1f} s deadline ({failure})"
                     ) from failure
-                return status, parsed  # type: ignore[return-value]
+                return status, parsed
             log.debug("%s %s -> %s; retrying in %.2f s", method, path, status or "no answer", pause)
             self.sleep(pause)
             attempt += 1

@@ -10,6 +10,7 @@ raises `UnconfirmedError`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -36,7 +37,7 @@ ALIVE_AND_ARCHIVE = "alive_and_archive"  # LeptonJobQueryMode.AliveAndArchive
 
 def _sdk() -> Any:
     try:
-        from leptonai.api.v2 import client as sdk_client
+        from leptonai.api.v2 import client as sdk_client  # noqa: PLC0415 - optional SDK, loaded when used
     except ImportError as e:
         raise MissingDependencyError(
             "the lepton backend needs leptonai: pip install 'nemo_run[lepton]'"
@@ -50,7 +51,7 @@ def _status(error: BaseException) -> int | None:
 
 
 def _no_answer(error: BaseException) -> bool:
-    import requests
+    import requests  # noqa: PLC0415 - comes with leptonai, an optional SDK
 
     return _status(error) is None and isinstance(error, requests.RequestException)
 
@@ -74,17 +75,17 @@ def _retry_after(error: BaseException) -> float | None:
 def _bounded_session(deadlines: threading.local) -> Any:
     """A requests session whose every request waits at most the time left before the calling
     thread's deadline (the SDK passes its own fixed timeout otherwise)."""
-    import requests
+    import requests  # noqa: PLC0415 - comes with leptonai, an optional SDK
 
     class BoundedSession(requests.Session):
-        def request(  # type: ignore[override]
-            self, method: str, url: str, *args: Any, **kwargs: Any
-        ) -> Any:
+        def request(
+            self, method: str, url: str | bytes, *args: Any, **kwargs: Any
+        ) -> requests.Response:
             deadline = getattr(deadlines, "at", None)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left < MIN_ATTEMPT_S:
-                    raise requests.Timeout(f"{method} {url}: deadline passed")
+                    raise requests.Timeout(f"{method} {url!s}: deadline passed")
                 timeout = kwargs.get("timeout")
                 if isinstance(timeout, tuple):
                     kwargs["timeout"] = tuple(left if t is None else min(t, left) for t in timeout)
@@ -167,7 +168,7 @@ class LeptonClient:
         for group in groups:
             if group.metadata.name == name:
                 nodes = self._call(
-                    "listing nodes", lambda g=group: self.api.nodegroup.list_nodes(g)
+                    "listing nodes", functools.partial(self.api.nodegroup.list_nodes, group)
                 )
                 return group.metadata.id_, [
                     n.metadata.id_ for n in nodes if n.metadata and n.metadata.id_
@@ -200,7 +201,7 @@ class LeptonClient:
     def create_job(self, job: dict[str, Any]) -> Any:
         """Create once. Raises BackendError when nothing was created (a refusal of the first
         try), UnconfirmedError when it may exist but no lookup could say so."""
-        from leptonai.api.v2.types.job import LeptonJob
+        from leptonai.api.v2.types.job import LeptonJob  # noqa: PLC0415 - optional SDK, loaded when used
 
         spec = LeptonJob.model_validate(job)
         name = job["metadata"]["name"]
@@ -252,7 +253,7 @@ class LeptonClient:
         while True:
             batch = self._call(
                 "listing jobs",
-                lambda p=page: self.api.job.list_all(page=p, page_size=LIST_PAGE_SIZE),  # type: ignore[misc]
+                functools.partial(self.api.job.list_all, page=page, page_size=LIST_PAGE_SIZE),
             )
             jobs.extend(batch)
             if len(batch) < LIST_PAGE_SIZE:
@@ -268,7 +269,7 @@ class LeptonClient:
                 f"stopping job {job_id}",
                 lambda: self.api.job.update(
                     job_id,
-                    {"spec": {"stopped": True}},  # type: ignore[arg-type]
+                    {"spec": {"stopped": True}},
                 ),
             )
             return True

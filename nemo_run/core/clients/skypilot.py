@@ -37,7 +37,7 @@ class QueuedJob:
 
 def import_sky() -> Any:
     try:
-        import sky
+        import sky  # noqa: PLC0415 - optional SDK, loaded when used
     except ImportError as e:
         raise MissingDependencyError(
             "the skypilot backend needs skypilot: pip install 'nemo_run[skypilot]'"
@@ -64,7 +64,7 @@ class SkyPilotClient:
         self._sky = import_sky()
 
     def _fail(self, error: Exception, doing: str) -> BackendError:
-        import requests
+        import requests  # noqa: PLC0415 - comes with skypilot, an optional SDK
 
         kind = type(error).__name__
         if kind in ("ClusterDoesNotExist", "ClusterNotUpError"):

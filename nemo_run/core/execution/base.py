@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from string import Template
 from typing import Any, ClassVar
 
-from nemo_run.config import check_env_vars
+from nemo_run.core.envvars import check_env_vars
 from nemo_run.core.execution.fields import check_at_least, check_field_types
 from nemo_run.core.execution.launcher import Launcher, resolve_launcher
 from nemo_run.core.packaging.base import Packager

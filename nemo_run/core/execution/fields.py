@@ -13,14 +13,15 @@ never appear in a message.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import sys
 import typing
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+from nemo_run.core.redact import is_secret_name
 from nemo_run.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     Accepts = Callable[[Any], bool]
 
@@ -68,11 +69,18 @@ def check_positive_seconds(obj: Any, name: str) -> None:
 
 
 # -- compiling annotations to predicates ------------------------------------------------------
-@functools.cache
-def _checks_for(cls: type) -> tuple[_FieldCheck, ...]:
-    from nemo_run.core.redact import is_secret_name
+_checks: dict[type, tuple[_FieldCheck, ...]] = {}  # per class: compiled once
 
-    hints = _type_hints(cls)
+
+def _checks_for(cls: type) -> tuple[_FieldCheck, ...]:
+    found = _checks.get(cls)
+    if found is None:
+        found = _checks[cls] = _compile_checks(cls)
+    return found
+
+
+def _compile_checks(cls: type) -> tuple[_FieldCheck, ...]:
+    hints = type_hints(cls)
     checks = []
     for f in dataclasses.fields(cls):
         if not f.init or f.name.startswith("_"):
@@ -83,15 +91,13 @@ def _checks_for(cls: type) -> tuple[_FieldCheck, ...]:
     return tuple(checks)
 
 
-def _type_hints(cls: type) -> dict[str, Any]:
+def type_hints(cls: type) -> dict[str, Any]:
     """Resolved annotations; one that cannot be resolved (a TYPE_CHECKING-only name in a user
     subclass) is treated as Any rather than making the class unusable."""
     try:
         return typing.get_type_hints(cls)
     except Exception:
         pass
-    import sys
-
     hints: dict[str, Any] = {}
     for base in reversed(cls.__mro__):
         module_globals = (
@@ -133,7 +139,7 @@ def _accepts(tp: Any, *, deep: bool) -> Accepts:
     return _accept_any  # TypeVar, NewType, unresolved strings: nothing to check against
 
 
-def _sequence_accepts(container: type, element: Any) -> Accepts:
+def _sequence_accepts(container: type[Collection[Any]], element: Any) -> Accepts:
     ok = _accepts(element, deep=False)
     if ok is _accept_any:
         return lambda v: isinstance(v, container)
@@ -218,8 +224,6 @@ def _element_problem(owner: str, name: str, tp: Any, value: Any, hidden: bool) -
 
 
 def _secret_key(key: Any) -> bool:
-    from nemo_run.core.redact import is_secret_name
-
     return isinstance(key, str) and is_secret_name(key)
 
 

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemo_run.config import check_env_vars
+from nemo_run.core.credentials import resolve
+from nemo_run.core.envvars import check_env_vars
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import check_at_least, check_positive_seconds
 from nemo_run.exceptions import ConfigError
@@ -206,7 +207,5 @@ def workspace_credentials() -> tuple[str | None, str | None, str | None]:
     """(workspace id, token, url), each from `LEPTON_WORKSPACE_*` or the 0600 profile
     `$NEMORUN_HOME/profiles/lepton.json`, read at call time; None lets the leptonai SDK fall
     back to its own `lep login` record."""
-    from nemo_run.core.credentials import resolve
-
     found = [resolve(key, None, (env,), PROFILE) for key, env in ENV_WORKSPACE]
     return found[0], found[1], found[2]

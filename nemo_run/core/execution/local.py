@@ -7,9 +7,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from nemo_run.config import Script
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import check_at_least
+from nemo_run.core.script import Script
 from nemo_run.exceptions import ConfigError
 
 

@@ -23,7 +23,7 @@ HEAD_NODE_IP = '$(echo "$SKYPILOT_NODE_IPS" | head -n1)'
 
 def import_sky() -> Any:
     try:
-        import sky
+        import sky  # noqa: PLC0415 - optional SDK, loaded when used
     except ImportError as e:
         raise MissingDependencyError(
             "the skypilot backend needs skypilot: pip install 'nemo_run[skypilot]'"

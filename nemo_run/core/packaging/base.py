@@ -13,7 +13,7 @@ import os
 import stat
 import tarfile
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn, TypedDict
 
 from nemo_run.exceptions import ConfigError
 
@@ -58,8 +58,13 @@ def add_files(tar: tarfile.TarFile, root: str, relative_paths: list[str], prefix
 # every member is first checked against a model of the destination (what is on disk, overlaid
 # with what earlier members create), and nothing is written unless the whole archive passes.
 
+
+class _ExtractFilter(TypedDict, total=False):
+    filter: Literal["data"]
+
+
 _MAX_LINK_HOPS = 40  # the depth Linux follows before ELOOP
-_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_DATA_FILTER: _ExtractFilter = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _FILTER_ERRORS: tuple[type[Exception], ...] = (
     (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
 )

@@ -8,7 +8,6 @@ fresh tar, then each submodule's, then the pattern files. Appending to git's own
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import subprocess
@@ -17,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import IO
 
+from nemo_run.core.atomic import atomic_writer
 from nemo_run.core.packaging.base import Packager, add_files
 from nemo_run.core.packaging.pattern import PatternPackager
 from nemo_run.exceptions import ConfigError
@@ -148,15 +148,8 @@ class GitArchivePackager(Packager):
         commit = _git(top, "rev-parse", "--verify", f"{self.ref}^{{commit}}").strip()
         archive = self.archive_path(job_dir, name)
         # Written beside the target and renamed in place: readers never see half an archive.
-        fd, partial = tempfile.mkstemp(dir=os.path.dirname(archive), suffix=".tar.partial")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                self._write(fh, top, commit)
-            os.replace(partial, archive)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-            raise
+        with atomic_writer(archive, mode=0o600, fsync=False) as fh:
+            self._write(fh, top, commit)
         return archive
 
     def _write(self, fh: IO[bytes], top: str, commit: str) -> None:

@@ -11,6 +11,7 @@ import os
 from nemo_run.config import get_nemorun_home
 from nemo_run.core.store.base import JobStore
 from nemo_run.core.store.records import JobRecord, mask_secrets
+from nemo_run.core.store.sqlite import SqliteJobStore
 
 STORE_FILENAME = "jobs.db"
 _stores: dict[str, JobStore] = {}
@@ -26,8 +27,6 @@ def get_store(home: str | None = None) -> JobStore:
     home = os.path.abspath(home or get_nemorun_home())
     store = _stores.get(home)
     if store is None:
-        from nemo_run.core.store.sqlite import SqliteJobStore
-
         store = _stores[home] = SqliteJobStore(store_path(home), import_legacy_from=home)
     return store
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,7 +58,7 @@ class JobStore(abc.ABC):
         each record's backend data (for listings of many records)."""
 
     @abc.abstractmethod
-    def find(self, app_id: str) -> list[JobRecord]:
+    def find(self, app_id: str) -> builtins.list[JobRecord]:  # `list` is a method here
         """Every record with this app id, whatever its backend."""
 
     @abc.abstractmethod

@@ -40,4 +40,4 @@ def mask_secrets(data: Mapping[str, Any]) -> dict[str, Any]:
     """The data as it may be stored: every secret-looking value masked (under a secret-looking
     key, in an env-style name/value item, in a command line or a task payload), so no backend
     can persist a credential by mistake."""
-    return redact(data)  # type: ignore[return-value]
+    return redact(data)

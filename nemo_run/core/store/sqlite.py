@@ -6,6 +6,7 @@ so concurrent processes serialise on SQLite's lock and no update is lost or torn
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.store.base import JobStore
 from nemo_run.core.store.fs import filesystem_type, is_network_filesystem
+from nemo_run.core.store.legacy import import_legacy_records
 from nemo_run.core.store.migrations import common_record_keys
 from nemo_run.core.store.records import JobRecord, mask_secrets
 from nemo_run.exceptions import StoreError, UnknownJobError
@@ -87,10 +89,19 @@ def _row_data(text: Any, backend: str, app_id: str) -> dict[str, Any]:
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
-    """Columns in JobRecord's field order; `data` (last) is JSON, or absent when not selected."""
-    if len(row) == len(_COLUMNS):
-        return JobRecord(*row[:-1], data=_row_data(row[-1], row[0], row[1]))
-    return JobRecord(*row, data={})
+    """Columns in `_COLUMNS` order; `data` (last) is JSON, or absent when not selected."""
+    backend, app_id, session, state, experiment_id, log_dir, created_at, updated_at = row[:8]
+    return JobRecord(
+        backend,
+        app_id,
+        session,
+        state,
+        experiment_id,
+        log_dir,
+        created_at,
+        updated_at,
+        _row_data(row[8], backend, app_id) if len(row) == len(_COLUMNS) else {},
+    )
 
 
 def _record_to_row(record: JobRecord) -> tuple[Any, ...]:
@@ -165,8 +176,6 @@ class SqliteJobStore(JobStore):
             conn.execute(f"PRAGMA synchronous = {self._sync_level(wal)}")
             self._migrate(conn)
         if self._legacy_home:
-            from nemo_run.core.store.legacy import import_legacy_records
-
             import_legacy_records(self, conn, self._legacy_home)
         return conn
 
@@ -315,7 +324,8 @@ class SqliteJobStore(JobStore):
         limit: int | None = None,
         include_data: bool = True,
     ) -> list[JobRecord]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         for column, value in (
             ("backend", backend),
             ("state", state),
@@ -336,7 +346,7 @@ class SqliteJobStore(JobStore):
             rows = self._conn().execute(sql, args).fetchall()
         return [_row_to_record(r) for r in rows]
 
-    def find(self, app_id: str) -> list[JobRecord]:
+    def find(self, app_id: str) -> builtins.list[JobRecord]:  # `list` is a method here
         with self._errors():
             rows = (
                 self._conn()

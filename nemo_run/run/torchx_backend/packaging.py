@@ -7,8 +7,9 @@ from typing import Any
 
 from torchx import specs
 
-from nemo_run.config import Script
 from nemo_run.core.execution.base import Executor
+from nemo_run.core.runners.partial import encode
+from nemo_run.core.script import Script
 from nemo_run.exceptions import ConfigError
 
 PARTIAL_MODULE = "nemo_run.core.runners.partial"
@@ -24,7 +25,8 @@ def task_name(task: Any) -> str:
     if isinstance(task, Script):
         return task.name
     if _is_buildable(task):
-        from nemo_run.core.configurable import task_name as buildable_name
+        # imports fiddle (~0.3 s), which only a Partial/Config needs
+        from nemo_run.core.configurable import task_name as buildable_name  # noqa: PLC0415
 
         return buildable_name(task)
     raise ConfigError(
@@ -50,8 +52,6 @@ def command_for(task: Any, executor: Executor) -> tuple[str, list[str], dict[str
         entrypoint, args = _script_command(task, python)
         return entrypoint, args, dict(task.env), task.is_python()
     if _is_buildable(task):
-        from nemo_run.core.runners.partial import encode
-
         return python, ["-m", PARTIAL_MODULE, encode(task)], {}, True
     raise ConfigError(
         f"a task must be a run.Script, run.Partial or run.Config, got {type(task).__name__}"

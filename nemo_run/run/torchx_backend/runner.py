@@ -20,8 +20,9 @@ from torchx.specs import AppDef, AppState, AppStatus, is_terminal, macros, make_
 
 from nemo_run.core.execution.base import Executor
 from nemo_run.exceptions import ConfigError
-from nemo_run.run.torchx_backend.runopts import DryRun
-from nemo_run.run.torchx_backend.schedulers.api import BACKENDS, Backend, backend_for_executor
+from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.backends import BACKENDS, Backend, backend_for_executor
+from nemo_run.run.torchx_backend.schedulers.runopts import DryRun
 
 DEFAULT_SESSION = "nemo_run"
 
@@ -61,7 +62,7 @@ class Runner(TorchxRunner):
     def __init__(self, name: str = DEFAULT_SESSION) -> None:
         super().__init__(name, {b.scheduler: _factory(b) for b in BACKENDS})
 
-    def dryrun(  # type: ignore[override]
+    def dryrun(
         self,
         app: AppDef,
         scheduler: str,
@@ -76,6 +77,13 @@ class Runner(TorchxRunner):
             role.env[ENV_TORCHX_JOB_ID] = make_app_handle(scheduler, self.name(), macros.app_id)
         return _ours(self._scheduler(scheduler).submit_dryrun(app, cfg))
 
+    def _nemo_scheduler(self, name: str) -> SchedulerMixin:
+        """This runner's scheduler `name` (every one it has is a nemo_run scheduler)."""
+        scheduler = self._scheduler(name)
+        if not isinstance(scheduler, SchedulerMixin):
+            raise ConfigError(f"scheduler {name!r} is not a nemo_run scheduler")
+        return scheduler
+
     def dryrun_for(self, app: AppDef, executor: Executor) -> DryRun:
         """Dry run on whichever scheduler runs this executor."""
         return self.dryrun(app, backend_for_executor(executor).scheduler, executor)
@@ -83,7 +91,7 @@ class Runner(TorchxRunner):
     def planned_handle(self, dryrun_info: AppDryRunInfo) -> str:
         """The handle `schedule(dryrun_info)` will return, known before anything starts."""
         info = _ours(dryrun_info)
-        app_id = self._scheduler(info.scheduler).planned_app_id(info)
+        app_id = self._nemo_scheduler(info.scheduler).planned_app_id(info)
         return make_app_handle(info.scheduler, self.name(), app_id)
 
     def schedule(self, dryrun_info: AppDryRunInfo) -> str:
@@ -91,7 +99,7 @@ class Runner(TorchxRunner):
         app_id = self._scheduler(info.scheduler).schedule(info)
         return make_app_handle(info.scheduler, self.name(), app_id)
 
-    def run(  # type: ignore[override]
+    def run(
         self,
         app: AppDef,
         scheduler: str,

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nemo_run.testing.common.faults import FaultRule, parse_fault_rule, take_fault
+from nemo_run.testing.common.manager import ManagerBase
 
 MAX_BODY_BYTES = 1_572_864  # 1.5 MiB: larger request bodies get 413
 MAX_DRAIN_BYTES = 64 * 1024 * 1024  # past this an oversized body is not even read
@@ -32,6 +33,13 @@ class Response:
     stream: Iterator[bytes] | None = None  # a text/plain body sent chunked
 
 
+class EmulatorError(Exception):
+    """An error reply in an emulated API's own error shape."""
+
+    def response(self) -> Response:
+        raise NotImplementedError
+
+
 class EmulatorBase:
     """Request counters, fault rules and the ``/_emulator`` control endpoints.
 
@@ -40,8 +48,9 @@ class EmulatorBase:
     in its API's error shape, with a ``response()``), ``fault_body`` and ``state``.
     """
 
-    api_error: type[Exception] = Exception
+    api_error: type[EmulatorError] = EmulatorError
     framing_error_body: dict = {}
+    manager: ManagerBase
 
     def init_common(self) -> None:
         self.lock = threading.RLock()

@@ -78,7 +78,10 @@ def start_emulator(
         argv, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=env, text=True
     )
     found: list[str] = []
-    reader = threading.Thread(target=lambda: found.append(proc.stdout.readline()), daemon=True)
+    stdout = proc.stdout
+    if stdout is None:  # stdout=PIPE: never
+        raise RuntimeError(f"no pipe from {module}")
+    reader = threading.Thread(target=lambda: found.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     line = found[0].strip() if found else ""

@@ -220,7 +220,7 @@ class DockerEngine:
     def client(self):
         with self._lock:
             if self._client is None:
-                import docker  # lazily: only docker mode needs it
+                import docker  # noqa: PLC0415 - optional SDK: only docker mode needs it
 
                 self._client = docker.from_env(timeout=30, max_pool_size=64)
             return self._client

@@ -83,7 +83,7 @@ class Config:
     verbose: bool = False
 
 
-class ApiError(Exception):
+class ApiError(http.EmulatorError):
     """An error reply in the spec's ``Error`` (or ``SubmissionErrorV2``) shape."""
 
     def __init__(
@@ -209,6 +209,7 @@ class Emulator(EmulatorBase):
 
     api_error = ApiError
     framing_error_body = {"code": 400, "message": "malformed request body framing"}
+    manager: WorkloadManager
 
     def __init__(self, config: Config, spec: ApiSpec | None = None):
         self.config = config
@@ -401,7 +402,7 @@ class Emulator(EmulatorBase):
         issues += query_issues
         if issues:
             raise validation_error(issues, creating, "request parameters")
-        payload = None
+        payload: dict = {}
         schema = self.spec.request_schema(route)
         if schema is not None:
             if not body:
@@ -505,7 +506,7 @@ class Emulator(EmulatorBase):
         return Response(200, page([d for d, _ in records], query, "workloads"))
 
     # -- creation -----------------------------------------------------------------------------
-    def _create(self, kind: str, body: dict, subject: str) -> Response:
+    def _create(self, kind: str, body: dict, subject: str | None) -> Response:
         issues: list[Issue] = []
         project = self.projects_by_id.get(body["projectId"])
         if project is None:
@@ -543,7 +544,7 @@ class Emulator(EmulatorBase):
         issues += self._check_spec(spec, "$.spec", require_image=True)
         if kind == "distributed" and body.get("masterSpec"):
             issues += self._check_spec(body["masterSpec"], "$.masterSpec", require_image=False)
-        if issues:
+        if issues or project is None:  # an unknown project is one of the issues
             raise validation_error(issues, True)
         with self.create_lock:
             if self.manager.name_taken(project["id"], name):

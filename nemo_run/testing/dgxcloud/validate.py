@@ -390,7 +390,8 @@ class ApiSpec:
         """The operation's parameters in ``location`` (query or path), ``$ref`` resolved."""
         found: dict[str, dict] = {}
         item = self.document["paths"][route.template]
-        for raw in list(item.get("parameters", ())) + list(route.operation.get("parameters", ())):
+        operation = route.operation or {}
+        for raw in list(item.get("parameters", ())) + list(operation.get("parameters", ())):
             param = self.validator.lookup(raw["$ref"]) if "$ref" in raw else raw
             if param.get("in") == location:
                 found[param["name"]] = param

@@ -146,7 +146,7 @@ def build_plan(workload_id: str, name: str, kind: str, body: dict, data_dir: Pat
     for rank in range(count):
         source = spec
         env = dict(base_env)
-        if use_master and rank == 0:
+        if use_master and master and rank == 0:
             source = {k: v for k, v in master.items() if v is not None}
             source = {**{k: v for k, v in spec.items() if k not in source}, **source}
             env = _env_pairs(source.get("environmentVariables"))

@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from nemo_run.testing.lepton.server import Config, make_server  # needs leptonai
+    # needs leptonai (an optional extra): argument errors and --help come without it
+    from nemo_run.testing.lepton.server import Config, make_server  # noqa: PLC0415
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="lepton-emulator-"))
     config = Config(

@@ -247,7 +247,7 @@ class DockerBackend(DockerEngine):
         return f"lepton-emu-{job_id}"
 
     def start(self, plan: ReplicaPlan) -> Runtime:
-        from docker.types import Mount
+        from docker.types import Mount  # noqa: PLC0415 - optional SDK: only docker mode
 
         if not plan.image:
             return StartFailure("spec.container.image is empty", plan.log_path)

@@ -108,7 +108,7 @@ class Config:
     verbose: bool = False
 
 
-class ApiError(Exception):
+class ApiError(http.EmulatorError):
     def __init__(
         self,
         status: int,
@@ -162,6 +162,7 @@ def deep_merge(base: dict, patch: dict) -> dict:
 class Emulator(EmulatorBase):
     api_error = ApiError
     framing_error_body = {"code": "InvalidParameter", "message": "bad body framing"}
+    manager: JobManager
 
     def __init__(self, config: Config):
         self.config = config
@@ -721,7 +722,7 @@ class Emulator(EmulatorBase):
         if not isinstance(payload, list):
             raise invalid([Issue("$", "must be a JSON array of secrets")], "secrets")
         issues: list[Issue] = []
-        items = []
+        items: list[Any] = []
         for i, raw in enumerate(payload):
             model, found = parse_strict(SecretItem, raw)
             issues += [Issue(f"$[{i}]" + x.path[1:], x.message) for x in found]

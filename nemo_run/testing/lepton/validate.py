@@ -19,7 +19,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
@@ -105,7 +105,10 @@ def strict_issues(model: type[BaseModel], payload: Any) -> list[Issue]:
     return issues
 
 
-def parse_strict(model: type[BaseModel], payload: Any) -> tuple[BaseModel | None, list[Issue]]:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_strict(model: type[M], payload: Any) -> tuple[M | None, list[Issue]]:
     issues = strict_issues(model, payload)
     if issues:
         return None, issues

@@ -1,13 +1,13 @@
-"""What every nemo_run scheduler shares: the executor <-> scheduler map and `SchedulerMixin`.
+"""What every nemo_run scheduler shares: `SchedulerMixin` (executor or run options in, an
+intent record before any launch, stop-then-record cancels) and the helpers backends use to
+answer torchx (state tables, single-role responses, unique job names).
 
-The map below is the only place that ties an executor class to a scheduler name; the CLI,
-the runner and the mixin's type check all read it. Entries name modules as strings so that
-nothing backend-specific is imported until that backend is used.
+Which scheduler runs which executor is `backends.py`; the run options are `runopts.py`.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import logging
 import os
 import re
@@ -17,20 +17,34 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Scheduler
+from torchx.specs import (
+    AppDef,
+    AppState,
+    ReplicaStatus,
+    Role,
+    RoleStatus,
+    is_terminal,
+    runopts,
+)
+
+from nemo_run.core import processes
+from nemo_run.core.execution.base import Executor
+from nemo_run.core.store import get_store
+from nemo_run.core.store.base import JobStore
+from nemo_run.core.store.records import JobRecord
 from nemo_run.exceptions import ConfigError, UnknownJobError
-
-if TYPE_CHECKING:
-    from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Scheduler
-    from torchx.specs import AppDef, AppState, Role, runopts
-
-    from nemo_run.core.execution.base import Executor
-    from nemo_run.core.store.base import JobStore
-    from nemo_run.core.store.records import JobRecord
-    from nemo_run.run.torchx_backend.runopts import DryRun
+from nemo_run.run.torchx_backend.schedulers.backends import backend_named
+from nemo_run.run.torchx_backend.schedulers.runopts import (
+    DryRun,
+    apply_to_roles,
+    executor_from_cfg,
+    executor_runopts,
+)
+from nemo_run.run.torchx_backend.schedulers.watcher import GONE, watcher
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS_PACKAGE = "nemo_run.run.torchx_backend.schedulers"
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 ACTIVE_STATES = ("UNSUBMITTED", "SUBMITTED", "PENDING", "RUNNING", "UNKNOWN")
 # Record data keys every backend shares.
@@ -41,82 +55,6 @@ LAUNCH = "launch"  # pending (intent recorded, not started yet) | done | unconfi
 LAUNCH_PENDING, LAUNCH_DONE, LAUNCH_UNCONFIRMED = "pending", "done", "unconfirmed"
 LAUNCHER = "launcher"  # pid, start ticks and boot id of the process that recorded the intent
 NEVER_STARTED = "never started: its launcher exited before starting it"
-
-
-@dataclass(frozen=True)
-class Backend:
-    """One backend: its torchx scheduler name, short CLI name, executor class and module."""
-
-    scheduler: str
-    short: str
-    executor: str  # "module:Class"
-    module: str
-    supports_groups: bool = False  # several roles (a task group) in one job
-
-    def executor_class(self) -> type[Executor]:
-        module, _, cls = self.executor.partition(":")
-        return getattr(importlib.import_module(module), cls)
-
-    def create_scheduler(self, session_name: str, **kwargs: Any) -> Scheduler:
-        return importlib.import_module(self.module).create_scheduler(session_name, **kwargs)
-
-
-BACKENDS: tuple[Backend, ...] = (
-    Backend(
-        "local_persistent",
-        "local",
-        "nemo_run.core.execution.local:LocalExecutor",
-        f"{SCHEDULERS_PACKAGE}.local",
-        True,
-    ),
-    Backend(
-        "docker_persistent",
-        "docker",
-        "nemo_run.core.execution.docker:DockerExecutor",
-        f"{SCHEDULERS_PACKAGE}.docker",
-        True,
-    ),
-    Backend(
-        "skypilot",
-        "skypilot",
-        "nemo_run.core.execution.skypilot:SkypilotExecutor",
-        f"{SCHEDULERS_PACKAGE}.skypilot",
-    ),
-    Backend(
-        "dgx_cloud",
-        "dgxcloud",
-        "nemo_run.core.execution.dgxcloud:DGXCloudExecutor",
-        f"{SCHEDULERS_PACKAGE}.dgxcloud",
-    ),
-    Backend(
-        "lepton",
-        "lepton",
-        "nemo_run.core.execution.lepton:LeptonExecutor",
-        f"{SCHEDULERS_PACKAGE}.lepton",
-    ),
-)
-
-
-def backend_named(name: str) -> Backend:
-    """The backend for a scheduler name ('local_persistent') or short name ('local')."""
-    for backend in BACKENDS:
-        if name in (backend.scheduler, backend.short):
-            return backend
-    known = ", ".join(f"{b.short} ({b.scheduler})" for b in BACKENDS)
-    raise ConfigError(f"unknown backend {name!r}; known backends: {known}")
-
-
-def backend_for_executor(executor: Executor) -> Backend:
-    """The backend that runs `executor` (subclasses of a known executor count as it)."""
-    by_class = {b.executor: b for b in BACKENDS}
-    for cls in type(executor).__mro__:
-        backend = by_class.get(f"{cls.__module__}:{cls.__qualname__}")
-        if backend is not None:
-            return backend
-    raise ConfigError(
-        f"no scheduler runs a {type(executor).__name__}; use one of "
-        + ", ".join(b.executor.rpartition(":")[2] for b in BACKENDS)
-    )
 
 
 def unique_name(app_name: str, limit: int) -> str:
@@ -130,8 +68,6 @@ def unique_name(app_name: str, limit: int) -> str:
 
 def map_state(table: Mapping[str, AppState], value: Any, backend: str) -> AppState:
     """A backend state through its table; a value the table lacks reads UNKNOWN, with a warning."""
-    from torchx.specs import AppState
-
     key = str(getattr(value, "value", value) if not isinstance(value, str) else value)
     state = table.get(key) or table.get(str(getattr(value, "name", "")))
     if state is None:
@@ -140,13 +76,23 @@ def map_state(table: Mapping[str, AppState], value: Any, backend: str) -> AppSta
     return state
 
 
-def unanswered(resp: DescribeAppResponse, reason: str) -> DescribeAppResponse:
-    """Mark a describe answered from the store because the backend did not answer (a timeout,
-    5xx, a dropped connection): the state is the last one recorded, not a confirmed one."""
-    resp.unanswered = reason  # type: ignore[attr-defined]
-    if not resp.msg or resp.msg == "<NONE>":
-        resp.msg = f"backend not answering: {reason}"
-    return resp
+@dataclass
+class UnansweredResponse(DescribeAppResponse):
+    """A describe answered from the store because the backend did not answer: the state is
+    the last one recorded, not a confirmed one; `unanswered` says why (readers that take any
+    response ask `getattr(resp, "unanswered", None)`)."""
+
+    unanswered: str = ""
+
+
+def unanswered(resp: DescribeAppResponse, reason: str) -> UnansweredResponse:
+    """`resp` marked as answered from the store because the backend did not answer (a timeout,
+    5xx, a dropped connection)."""
+    fields = {f.name: getattr(resp, f.name) for f in dataclasses.fields(DescribeAppResponse)}
+    out = UnansweredResponse(**fields, unanswered=reason)
+    if not out.msg or out.msg == "<NONE>":
+        out.msg = f"backend not answering: {reason}"
+    return out
 
 
 def single_role_response(
@@ -161,9 +107,6 @@ def single_role_response(
     hostname: str = "",
 ) -> DescribeAppResponse:
     """The torchx view of a one-role job whose nodes the platform reports as one state."""
-    from torchx.schedulers.api import DescribeAppResponse
-    from torchx.specs import ReplicaStatus, Role, RoleStatus
-
     role = record.data.get("role", "main")
     resp = DescribeAppResponse(app_id=record.app_id, state=state, msg=msg)
     resp.roles = [Role(name=role, image="", entrypoint=entrypoint, args=args, num_replicas=nodes)]
@@ -177,13 +120,20 @@ def single_role_response(
     return resp
 
 
-class SchedulerMixin:
+if TYPE_CHECKING:  # to the type checker, the mixin is the torchx scheduler it is mixed into
+    _SchedulerBase = Scheduler[Any]
+else:
+    _SchedulerBase = object
+
+
+class SchedulerMixin(_SchedulerBase):
     """Mixed in before the torchx base: the dry-run `cfg` is an Executor (nemo_run's own path)
     or torchx run options (torchx's Runner and CLI), from which the executor is built.
 
     Subclasses set `backend` to their scheduler name (e.g. 'local_persistent') and implement
     `_submit_dryrun(app, executor)`; `schedule` receives a `DryRun` carrying the app and the
-    executor as public fields.
+    executor as public fields. Where torchx's own scheduler types those as its run options and
+    its plain dry-run info, the override says `# type: ignore[override]`.
     """
 
     backend: str
@@ -203,25 +153,19 @@ class SchedulerMixin:
     def _run_opts(self) -> runopts:
         """The executor's fields as run options: what `torchx runopts <backend>` shows and
         `torchx run -cfg` accepts."""
-        from nemo_run.run.torchx_backend.runopts import executor_runopts
-
         return executor_runopts(self.executor_type)
 
-    def submit_dryrun(  # type: ignore[override]
-        self, app: AppDef, cfg: Executor | Mapping[str, Any] | None
-    ) -> DryRun:
+    def submit_dryrun(self, app: AppDef, cfg: Executor | Mapping[str, Any] | None) -> DryRun:
         """Build the backend request for `app` without side effects; runs each role's pre_proc.
         Run options (torchx's path, where a component built `app`) become an executor first,
         with the executor's own validation, and its env, retries and launcher apply to `app`."""
-        from nemo_run.run.torchx_backend.runopts import DryRun, apply_to_roles, executor_from_cfg
-
         if cfg is None or isinstance(cfg, Mapping):
             executor = executor_from_cfg(self.executor_type, cfg or {})
             apply_to_roles(app, executor)
         else:
             executor = cfg
         self._check_executor(executor)
-        dryrun_info = self._submit_dryrun(app, executor)  # type: ignore[attr-defined]
+        dryrun_info = self._submit_dryrun(app, executor)
         for role in app.roles:
             dryrun_info = role.pre_proc(self.backend, dryrun_info)
         return DryRun(dryrun_info, app=app, executor=executor, scheduler=self.backend)
@@ -230,7 +174,7 @@ class SchedulerMixin:
         self, app: AppDef, cfg: Executor | Mapping[str, Any] | None, workspace: str | None = None
     ) -> str:
         """torchx's one-call submit, for an Executor as well as run options."""
-        return self.schedule(self.submit_dryrun(app, cfg))  # type: ignore[attr-defined]
+        return self.schedule(self.submit_dryrun(app, cfg))
 
     def _validate(self, app: AppDef, scheduler: str) -> None:
         """torchx's Runner calls this before `submit_dryrun`. Resources are executor fields
@@ -240,8 +184,6 @@ class SchedulerMixin:
     # -- torchx workspaces (docker_persistent's torchx base is a workspace scheduler) ---------
     def workspace_opts(self) -> runopts:
         """No workspace options: code reaches a job through the executor's packager."""
-        from torchx.specs import runopts
-
         return runopts()
 
     def build_workspace_and_update_role(self, role: Role, workspace: str, cfg: Any) -> None:
@@ -249,13 +191,11 @@ class SchedulerMixin:
         workspace image (the CLI passes the current folder by default) would go unused."""
 
     def _store(self) -> JobStore:
-        from nemo_run.core.store import get_store
-
         return get_store()
 
     def _require_known(self, app_id: str) -> None:
         """Raise a clear error for an app id that neither the store nor the backend knows."""
-        if self.describe(app_id) is None:  # type: ignore[attr-defined]
+        if self.describe(app_id) is None:
             raise UnknownJobError(
                 f"no {self.backend} job {app_id!r} is known (job store: {self._store().location}); "
                 "`nemorun job list` shows the known jobs"
@@ -295,8 +235,6 @@ class SchedulerMixin:
     def _finished(self, app_id: str) -> bool:
         """For log tails: the job has ended (or is no longer known). Asked of this process's
         watcher, so a follower costs the backend nothing beyond the shared refreshes."""
-        from nemo_run.run.torchx_backend.poller import GONE, watcher
-
         seen = watcher(self.backend).poll([app_id])[app_id]
         return seen.done or seen is GONE
 
@@ -318,7 +256,11 @@ class SchedulerMixin:
     # -- launch: an intent record first, so no job ever runs without a record ---------------
     def planned_app_id(self, dryrun_info: AppDryRunInfo) -> str:
         """The app id `schedule(dryrun_info)` will return, known before anything starts."""
-        return self._app_id_of(dryrun_info.request)  # type: ignore[attr-defined]
+        return self._app_id_of(dryrun_info.request)
+
+    def _app_id_of(self, request: Any) -> str:
+        """The app id the backend request will get; each backend knows its own."""
+        raise NotImplementedError(f"{type(self).__name__} names no app ids")
 
     def _put_intent(
         self,
@@ -330,9 +272,6 @@ class SchedulerMixin:
     ) -> JobRecord:
         """Record a job about to start (state SUBMITTED, `launch: pending`) before any process,
         container or remote call can start it; `_launch_confirmed` or `_launch_failed` follow."""
-        from nemo_run.core import processes
-        from nemo_run.core.store.records import JobRecord
-
         me = processes.proc_stat(os.getpid())
         launcher = {
             "pid": os.getpid(),
@@ -342,7 +281,7 @@ class SchedulerMixin:
         record = JobRecord(
             backend=self.backend,
             app_id=app_id,
-            session=self.session_name,  # type: ignore[attr-defined]
+            session=self.session_name,
             state="SUBMITTED",
             experiment_id=experiment_id,
             log_dir=log_dir,
@@ -354,8 +293,6 @@ class SchedulerMixin:
     @staticmethod
     def _launcher_alive(record: JobRecord) -> bool:
         """True while the process that recorded the intent still lives (it may still start it)."""
-        from nemo_run.core import processes
-
         who = record.data.get(LAUNCHER) or {}
         return bool(who) and processes.is_same_process_alive(
             who["pid"], who.get("start_ticks") or -1, who.get("boot_id", "")
@@ -397,9 +334,7 @@ class SchedulerMixin:
         """A finished job stays as it ended. Otherwise note the request, ask the backend to stop,
         and only once it accepted record CANCELLED; a failed stop raises (BackendError), leaves
         the real state in place, and a later cancel tries again."""
-        from torchx.specs import is_terminal
-
-        desc = self.describe(app_id)  # type: ignore[attr-defined]
+        desc = self.describe(app_id)
         if desc is None or is_terminal(desc.state):
             return
         record = self._store().update(self.backend, app_id, data={CANCEL_REQUESTED: time.time()})
@@ -421,4 +356,4 @@ class SchedulerMixin:
     def cancel(self, app_id: str) -> None:
         """Cancel a job; a finished job stays as it ended; an unknown id raises UnknownJobError."""
         self._require_known(app_id)
-        self._cancel_existing(app_id)  # type: ignore[attr-defined]
+        self._cancel_existing(app_id)

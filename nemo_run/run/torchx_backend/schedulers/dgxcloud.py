@@ -127,7 +127,7 @@ class DGXRequest(MountedJobRequest):
         )
 
 
-class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
     """Run:ai workloads as torchx apps, durable through the job store."""
 
     label = "DGX Cloud"
@@ -166,14 +166,16 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  #
 
     # -- dry run ----------------------------------------------------------------------------
     def _check_request(self, request: MountedJobRequest) -> None:
-        args = request.body("", "")["spec"]["args"]  # type: ignore[attr-defined]
+        if not isinstance(request, DGXRequest):  # `request_class` makes every request one
+            raise TypeError(f"expected a DGXRequest, got {type(request).__name__}")
+        args = request.body("", "")["spec"]["args"]
         if len(args) > 10_000:
             raise ConfigError(
                 f"the workload command is {len(args)} characters; Run:ai accepts about 10,000"
             )
 
     # -- schedule ---------------------------------------------------------------------------
-    def schedule(self, dryrun_info: AppDryRunInfo[DGXRequest]) -> str:  # type: ignore[override]
+    def schedule(self, dryrun_info: AppDryRunInfo[DGXRequest]) -> str:
         """Read-only lookups first (a bad project fails with nothing recorded), then the
         intent record, the code, and the create (see `RemoteSchedulerMixin._launch_remote`)."""
         request = dryrun_info.request

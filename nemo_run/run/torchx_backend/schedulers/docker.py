@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -23,8 +22,10 @@ from typing import Any
 from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, ListAppResponse, Stream
 from torchx.schedulers.docker_scheduler import DockerScheduler
 from torchx.schedulers.ids import make_unique
-from torchx.specs import AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
+from torchx.specs import AppDef, AppState, ReplicaStatus, Role, RoleStatus, is_terminal, macros
 
+from nemo_run.config import default_job_dir
+from nemo_run.core.atomic import atomic_writer
 from nemo_run.core.clients.docker import (
     ContainerGoneError,
     ContainerInfo,
@@ -51,7 +52,6 @@ from nemo_run.run.torchx_backend.schedulers.api import (
     TERMINAL_STATES,
     SchedulerMixin,
 )
-from nemo_run.run.torchx_backend.schedulers.local import default_job_dir
 from nemo_run.run.torchx_backend.schedulers.logs import read_lines, split_lines
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         return {(c.labels[LABEL_ROLE], int(c.labels[LABEL_REPLICA])): c for c in found}
 
     # -- dry run ----------------------------------------------------------------------------
-    def _submit_dryrun(self, app: Any, cfg: DockerExecutor) -> AppDryRunInfo[DockerJobRequest]:  # type: ignore[override]
+    def _submit_dryrun(self, app: AppDef, cfg: DockerExecutor) -> AppDryRunInfo[DockerJobRequest]:  # type: ignore[override]
         app_id = make_unique(re.sub(r"[^a-z0-9-]", "-", app.name.lower()).strip("-") or "job")
         log_dir = os.path.join(cfg.job_dir or default_job_dir(), self.session_name, app_id)
         first = app.roles[0]
@@ -304,7 +304,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             if not found:
                 record = self._record_final(app_id, AppState.FAILED.name, msg=NEVER_STARTED)
                 return self._response(record, AppState[record.state], {})
-        replicas = {}
+        replicas: dict[tuple[str, int], dict[str, Any]] = {}
         for spec in expected:
             key = (spec["role"], spec["replica_id"])
             container = found.get(key)
@@ -347,13 +347,14 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                 if latest is not None and latest.data.get("final"):
                     return latest.data["final"]  # another process finished it first
         codes = [r["exit_code"] for r in replicas.values() if r.get("exit_code") is not None]
-        final = {"replicas": _listing(replicas), "ended_at": time.time()}
+        listing, ended_at = _listing(replicas), time.time()
+        final = {"replicas": listing, "ended_at": ended_at}
         record = self._record_final(
             record.app_id,
             state.name,
             final=final,
-            ended_at=final["ended_at"],
-            msg=_outcome_message(final["replicas"]),
+            ended_at=ended_at,
+            msg=_outcome_message(listing),
             exit_code=next((c for c in codes if c != 0), 0) if codes else None,
         )
         self._remove(found.values())
@@ -375,18 +376,13 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             (Stream.COMBINED, (True, True)),
         ):
             target = os.path.join(folder, LOG_FILES[stream])
-            tmp = f"{target}.tmp.{os.getpid()}.{threading.get_ident()}"
-            try:
-                with open(tmp, "wb") as fh:
+            try:  # mode as open() gives; no fsync: the containers still hold the logs meanwhile
+                with atomic_writer(target, mode=0o666, fsync=False) as fh:
                     for chunk in self._engine.logs(container.id, stdout=out, stderr=err):
                         fh.write(chunk)
-                os.replace(tmp, target)
             except ContainerGoneError as e:
                 log.debug("logs of %s unavailable: %s", container.name, e)
                 return False
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
         return True
 
     def _response(
@@ -432,7 +428,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         return resp
 
     # -- list -------------------------------------------------------------------------------
-    def list(self) -> list[ListAppResponse]:  # type: ignore[override]
+    def list(self) -> list[ListAppResponse]:
         out = {}
         for record in self._store().list(self.backend):
             state = AppState[record.state]

@@ -22,6 +22,7 @@ from torchx.specs import AppState
 
 from nemo_run.core.clients import datamover
 from nemo_run.core.clients.http import fingerprint
+from nemo_run.core.clients.lepton import LeptonClient
 from nemo_run.core.execution.lepton import workspace_credentials
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import REMOTE_ID
@@ -150,7 +151,7 @@ class LeptonRequest(MountedJobRequest):
         return self.dryrun_text("POST $LEPTON_WORKSPACE_URL/jobs", self.job("<node group id>", []))
 
 
-class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
     """Lepton batch jobs as torchx apps, durable through the job store."""
 
     label = "Lepton"
@@ -180,13 +181,11 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # t
             del self._clients[refused]  # a token the workspace refused is not kept
         client = self._clients.get(key)
         if client is None:
-            from nemo_run.core.clients.lepton import LeptonClient
-
             client = self._clients[key] = LeptonClient(
                 timeout=timeout, workspace_id=workspace_id, token=token, url=url
             )
         wanted = record.data.get("workspace_id") if record else None
-        if wanted and wanted != client.workspace_id:
+        if record is not None and wanted and wanted != client.workspace_id:
             raise ConfigError(
                 f"job {record.app_id} belongs to Lepton workspace {wanted!r} but the credentials "
                 f"are for {client.workspace_id!r}; set LEPTON_WORKSPACE_ID={wanted}"
@@ -194,7 +193,7 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):  # t
         return client
 
     # -- schedule ---------------------------------------------------------------------------
-    def schedule(self, dryrun_info: AppDryRunInfo[LeptonRequest]) -> str:  # type: ignore[override]
+    def schedule(self, dryrun_info: AppDryRunInfo[LeptonRequest]) -> str:
         """Read-only lookups first (a bad node group fails with nothing recorded), then the
         intent record, the code, and the create (see `RemoteSchedulerMixin._launch_remote`)."""
         request = dryrun_info.request

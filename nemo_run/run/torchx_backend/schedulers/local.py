@@ -38,7 +38,6 @@ their log files themselves).
 
 from __future__ import annotations
 
-import _signal  # returns plain ints: no enum conversion of 64 signals a call
 import dataclasses
 import fcntl
 import gc
@@ -56,7 +55,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from torchx.schedulers.api import (
     AppDryRunInfo,
@@ -71,15 +70,14 @@ from torchx.schedulers.local_scheduler import (
     LocalScheduler,
     PopenRequest,
 )
-from torchx.specs import AppState, ReplicaStatus, Role, RoleStatus
+from torchx.specs import AppDef, AppState, ReplicaStatus, Role, RoleStatus
 
-from nemo_run.config import get_nemorun_home
+from nemo_run.config import default_job_dir
 from nemo_run.core import diskerrors, processes
 from nemo_run.core.execution.local import LocalExecutor
 from nemo_run.core.redact import redact_args, redact_env
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.exceptions import BackendError, ConfigError
-from nemo_run.run.torchx_backend.runopts import DryRun
 from nemo_run.run.torchx_backend.schedulers import local_supervisor
 from nemo_run.run.torchx_backend.schedulers.api import (
     LAUNCH,
@@ -98,6 +96,12 @@ from nemo_run.run.torchx_backend.schedulers.local_supervisor import (
     status_size,
 )
 from nemo_run.run.torchx_backend.schedulers.logs import MAX_LINE, follow_file
+from nemo_run.run.torchx_backend.schedulers.runopts import DryRun
+
+if TYPE_CHECKING:  # `_signal` has no stubs; `signal` has the same functions, typed
+    import signal as _signal
+else:
+    import _signal  # returns plain ints: no enum conversion of 64 signals a call
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +137,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def default_job_dir() -> str:
-    """Where jobs without an experiment keep their logs: `$NEMORUN_HOME/jobs`."""
-    return os.path.join(get_nemorun_home(), "jobs")
+def _proc_stats(pids: Iterable[int]) -> list[processes.ProcStat]:
+    """The stats of those that still exist."""
+    return [s for s in (processes.proc_stat(p) for p in pids) if s is not None]
+
+
+def _log_file(path: str | None) -> str:
+    """A replica's log file: torchx names them all when given a log dir, as it always is here."""
+    if path is None:
+        raise ValueError("a replica without log files: torchx was given no log dir")
+    return os.path.abspath(path)
 
 
 def _marker(app_id: str) -> bytes:
@@ -275,7 +286,7 @@ def _follow_streams(
     except (OSError, ValueError):
         return  # no offsets (a supervisor before them, or one killed at start): nothing safe
     paths = [os.path.join(replica_dir, STREAM_FILES[s]) for s in (Stream.STDOUT, Stream.STDERR)]
-    fds = []
+    fds: list[int | None] = []
     try:
         for path in paths:
             try:
@@ -596,7 +607,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         self._children_lock = threading.Lock()
 
     # -- dry run --------------------------------------------------------------------------
-    def _submit_dryrun(self, app: Any, cfg: LocalExecutor) -> AppDryRunInfo[PopenRequest]:  # type: ignore[override]
+    def _submit_dryrun(self, app: AppDef, cfg: LocalExecutor) -> AppDryRunInfo[PopenRequest]:  # type: ignore[override]
         opts: LocalOpts = {"log_dir": cfg.job_dir or default_job_dir()}
         request = self._to_popen_request(app, opts)
         _check_entrypoints(request)
@@ -625,9 +636,9 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
                         "args": param.args,
                         "env": env,
                         "cwd": param.cwd,
-                        "stdout": os.path.abspath(param.stdout),
-                        "stderr": os.path.abspath(param.stderr),
-                        "combined": os.path.abspath(param.combined),
+                        "stdout": _log_file(param.stdout),
+                        "stderr": _log_file(param.stderr),
+                        "combined": _log_file(param.combined),
                     }
                 )
         roles = [
@@ -829,7 +840,9 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
     @staticmethod
     def _supervisor_alive(data: dict[str, Any]) -> bool:
         pid = data.get("pid")
-        return bool(pid) and processes.is_same_process_alive(
+        if not pid:
+            return False
+        return processes.is_same_process_alive(
             pid, data.get("start_ticks") or -1, data.get("boot_id") or ""
         )
 
@@ -856,14 +869,11 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         leader = None
         if record.log_dir:
             holders = processes.find_fd_holders(os.path.join(record.log_dir, STATUS_FILE), 1)
-            stats = [processes.proc_stat(p) for p in holders]
-            leader = next((s for s in stats if s is not None and s.pid == s.pgrp), None)
+            leader = next((s for s in _proc_stats(holders) if s.pid == s.pgrp), None)
         if leader is not None:
             stats = [leader]
         else:
-            marker = _marker(record.app_id)
-            stats = [processes.proc_stat(p) for p in processes.find_env_marker(marker)]
-            stats = [s for s in stats if s is not None]
+            stats = _proc_stats(processes.find_env_marker(_marker(record.app_id)))
             if not stats:
                 return None
             leader = next((s for s in stats if s.pid == s.pgrp), None)
@@ -948,7 +958,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         return resp
 
     # -- list -----------------------------------------------------------------------------
-    def list(self) -> list[ListAppResponse]:  # type: ignore[override]
+    def list(self) -> list[ListAppResponse]:
         out = []
         for record in self._store().list(self.backend):
             state = AppState[record.state]

@@ -12,7 +12,8 @@ It starts one of two ways (see `local.py`), and behaves the same after that:
 
 Either way the spec is never on disk, because replica environments may carry credentials. It
 imports only built-in modules (no json, re or subprocess: those tripled an exec'd start-up;
-`_signal`, not `signal`, which imports enum). Every replica shares its process group and its
+`_signal`, not `signal`, which imports enum), and nothing of the package: what it shares with
+it (writing a file atomically) it keeps a copy of. Every replica shares its process group and its
 `NEMORUN_APP_ID` environment marker, so the whole job can be found and cancelled.
 
 Nothing a replica writes passes through this process: replicas write `stdout.log` and
@@ -39,7 +40,6 @@ without the `end` line is not final (a reader may see a rewrite half done).
 
 from __future__ import annotations
 
-import _signal as signal  # built in; `signal` imports enum: +5 ms a job
 import gc
 import marshal
 import os
@@ -50,7 +50,10 @@ from _collections_abc import Callable  # loaded at start-up already (by os)
 
 TYPE_CHECKING = False  # not imported from typing: importing typing would slow the start-up
 if TYPE_CHECKING:
+    import signal  # `_signal` has no stubs; `signal` has the same functions, typed
     from typing import Any, NoReturn
+else:
+    import _signal as signal  # built in; `signal` imports enum: +5 ms a job
 
 STATUS_FILE = "status"
 SUPERVISOR_LOG = "supervisor.log"  # this process's stderr: why it could not do its work
@@ -138,7 +141,8 @@ def spawn(args: list[str], env: dict[str, str], cwd: str | None, stdout: str, st
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Write-temp-then-rename; the temp file is removed when any step fails (e.g. no space)."""
+    """Write-temp-then-rename; the temp file is removed when any step fails (e.g. no space).
+    The package's `core.atomic.atomic_write`, copied: this process imports no package module."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -178,7 +182,9 @@ class Status:
         except OSError as e:
             _log(f"cannot open the status file: {describe_error(e)}")
 
-    def write(self, terminated: bool, exits: list[tuple[int, int, int, str]], reason: str) -> None:
+    def write(
+        self, terminated: bool, exits: list[tuple[int, int | None, int, str]], reason: str
+    ) -> None:
         lines = [f"terminated {int(terminated)}"]
         for k, code, restarts, role in exits:
             lines.append(f"exit {k} {code} {restarts} {' '.join(role.splitlines())}")
@@ -495,7 +501,7 @@ def serve(sock_fd: int = STARTER_FD, first_only: bool = False, policy: int = -1)
     SCHED_OTHER only in not preempting the process that wakes them: the launcher hands a job
     over and finishes its launch before the spare runs. A spare given a job returns to
     `policy` (the launcher's; -1: this process's own), so replicas get the usual one."""
-    import _socket  # only the starter needs it
+    import _socket  # noqa: PLC0415 - only the forked path needs it (see the docstring)
 
     global POLICY
     POLICY = os.sched_getscheduler(0) if policy < 0 else policy
@@ -548,7 +554,7 @@ def wait_as_spare(launcher_end: int, own_end: int) -> NoReturn:
     waits there for one job (the spec, and the status file's descriptor) and
     supervises it. Its end closing first (the launcher exited, or gave up mid-request) ends
     it having started nothing. Its signals stay blocked until it has a job."""
-    import _socket
+    import _socket  # noqa: PLC0415 - only the forked path needs it (see the docstring)
 
     code = 0
     try:
@@ -572,7 +578,7 @@ def wait_as_spare(launcher_end: int, own_end: int) -> NoReturn:
 def receive_job(sock_fd: int) -> tuple[bytes | None, list[int]]:
     """One request: HEADER_SIZE bytes of length, the body, the status file's descriptor with
     the first bytes; (None, descriptors) when it is cut short."""
-    import _socket
+    import _socket  # noqa: PLC0415 - only the forked path needs it (see the docstring)
 
     sock = _socket.socket(fileno=sock_fd)
     sock.settimeout(None)

@@ -11,6 +11,7 @@ helper jobs (`core/clients/datamover.py`).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections.abc import Callable, Iterable, Iterator
@@ -99,8 +100,6 @@ class MountedJobRequest:
 
     def dryrun_text(self, request_line: str, body: dict[str, Any]) -> str:
         """The API request (env values masked) and the launch script, as a dry run prints them."""
-        import json
-
         return (
             f"{request_line}\n{json.dumps(mask_env_items(body), indent=2)}\n"
             f"# {self.job_dir}/launch.sh\n{self.launch_script(self.executor.packager.ships_code)}"
@@ -160,7 +159,7 @@ class MountedJobSchedulerMixin(RemoteSchedulerMixin):
         )
 
     # -- dry run -------------------------------------------------------------------------------
-    def _submit_dryrun(self, app: AppDef, cfg: Any) -> AppDryRunInfo[MountedJobRequest]:  # type: ignore[override]
+    def _submit_dryrun(self, app: AppDef, cfg: Any) -> AppDryRunInfo[MountedJobRequest]:
         if len(app.roles) != 1:
             raise ConfigError(
                 f"{self.label} runs one role per job; {app.name!r} has {len(app.roles)}"

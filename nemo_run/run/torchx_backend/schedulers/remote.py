@@ -19,12 +19,14 @@ lookup by name, one list, one stop, one helper delete, and how to read an answer
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from torchx.schedulers.api import DescribeAppResponse, ListAppResponse
 from torchx.specs import AppState, is_terminal
 
 from nemo_run.core.clients.datamover import delete_leftovers
@@ -42,8 +44,6 @@ from nemo_run.run.torchx_backend.schedulers.api import (
 )
 
 if TYPE_CHECKING:
-    from torchx.schedulers.api import DescribeAppResponse, ListAppResponse
-
     from nemo_run.core.store.records import JobRecord
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ LEFTOVERS = "leftover_helpers"
 TIMEOUT = "timeout"  # the executor's timeout: later processes use it for every call
 NEVER_CREATED = "never created"
 _NOT_LISTED = object()  # `_refresh` without a list call
+RemoteId = str | int  # the backend's own id of a job (SkyPilot's are numbers)
 
 
 @dataclass
@@ -93,7 +94,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
         """The jobs one list call returns for the records sharing `record`'s key."""
         raise NotImplementedError
 
-    def _id_of(self, job: Any) -> str:
+    def _id_of(self, job: Any) -> RemoteId:
         raise NotImplementedError
 
     def _name_of(self, job: Any) -> str:
@@ -222,11 +223,9 @@ class RemoteSchedulerMixin(SchedulerMixin):
         return Seen(record, AppState[record.state], msg, reason)
 
     # -- list and batch refresh ------------------------------------------------------------------
-    def list(self) -> list[ListAppResponse]:  # type: ignore[override]
+    def list(self) -> list[ListAppResponse]:  # below, `builtins.list` is the type
         """One list call per group of active records; a job missing from it is looked at by
         GET before it counts as gone, and an unanswered list leaves the states as they were."""
-        from torchx.schedulers.api import ListAppResponse
-
         records = self._store().list(self.backend)
         seen = self._refresh_listed([r for r in records if r.state not in TERMINAL_STATES])
         for record in records:
@@ -237,7 +236,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
             for r in records
         ]
 
-    def refresh_states(self, app_ids: list[str]) -> dict[str, DescribeAppResponse | None]:
+    def refresh_states(self, app_ids: builtins.list[str]) -> dict[str, DescribeAppResponse | None]:
         """Describe many jobs at once for the poller: one list call per group of active jobs
         (e.g. per project), never a GET per job unless one is missing from the list."""
         out: dict[str, DescribeAppResponse | None] = {}
@@ -253,7 +252,7 @@ class RemoteSchedulerMixin(SchedulerMixin):
             out[app_id] = unanswered(resp, seen.unanswered) if seen.unanswered else resp
         return out
 
-    def _refresh_listed(self, records: list[JobRecord]) -> dict[str, Seen]:
+    def _refresh_listed(self, records: builtins.list[JobRecord]) -> dict[str, Seen]:
         """Refresh active records with one list call per group of them."""
         groups: dict[tuple[Any, ...], list[JobRecord]] = {}
         for record in records:
@@ -333,8 +332,8 @@ class RemoteSchedulerMixin(SchedulerMixin):
         experiment_id: str | None,
         log_dir: str | None,
         data: dict[str, Any],
-        ship: Callable[[list[dict[str, Any]], Callable[[], None]], dict[str, Any]],
-        create: Callable[[], str],
+        ship: Callable[[builtins.list[dict[str, Any]], Callable[[], None]], dict[str, Any]],
+        create: Callable[[], RemoteId],
     ) -> str:
         """Intent record, then `ship(leftovers, heartbeat)` (code onto the shared storage;
         returns data to record), then `create()` (returns the backend's id). A definite failure
@@ -375,7 +374,8 @@ class RemoteSchedulerMixin(SchedulerMixin):
         except BaseException as e:  # interrupted during the create: it may have gone through
             self._launch_unconfirmed(app_id, f"interrupted ({type(e).__name__})")
             raise
-        record = self._launch_confirmed(app_id, **{REMOTE_ID: job_id})
+        confirmed: dict[str, Any] = {REMOTE_ID: job_id}
+        record = self._launch_confirmed(app_id, **confirmed)
         if record.state in TERMINAL_STATES and str(record.data.get("msg", "")).startswith(
             NEVER_CREATED
         ):
@@ -388,7 +388,9 @@ class RemoteSchedulerMixin(SchedulerMixin):
             )
         return app_id
 
-    def _abandon(self, app_id: str, error: BaseException, leftovers: list[dict[str, Any]]) -> None:
+    def _abandon(
+        self, app_id: str, error: BaseException, leftovers: builtins.list[dict[str, Any]]
+    ) -> None:
         """Nothing was created: drop the intent, unless helpers are left to delete later."""
         if not leftovers:
             self._launch_failed(app_id)

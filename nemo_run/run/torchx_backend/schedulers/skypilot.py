@@ -46,6 +46,7 @@ from nemo_run.run.torchx_backend.schedulers.api import (
 )
 from nemo_run.run.torchx_backend.schedulers.logs import split_lines
 from nemo_run.run.torchx_backend.schedulers.remote import RemoteSchedulerMixin
+from nemo_run.run.torchx_backend.schedulers.runopts import DryRun
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class SkypilotRequest:
     config: dict[str, Any]
 
     def __str__(self) -> str:
-        import yaml
+        import yaml  # noqa: PLC0415 - comes with skypilot, an optional SDK
 
         config = dict(self.config)
         if config.get("envs"):
@@ -99,7 +100,7 @@ class SkypilotRequest:
         return yaml.safe_dump(config, sort_keys=False)
 
 
-class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # type: ignore[misc]
+class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):
     """SkyPilot jobs as torchx apps, durable through the job store; the state rules are the
     remote backends' (`RemoteSchedulerMixin`), the hooks below are SkyPilot's."""
 
@@ -118,7 +119,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         return self._client_instance
 
     # -- dry run ----------------------------------------------------------------------------
-    def _submit_dryrun(self, app: AppDef, cfg: SkypilotExecutor) -> AppDryRunInfo[SkypilotRequest]:  # type: ignore[override]
+    def _submit_dryrun(self, app: AppDef, cfg: SkypilotExecutor) -> AppDryRunInfo[SkypilotRequest]:
         if len(app.roles) != 1:
             raise ConfigError(f"SkyPilot runs one role per job; {app.name!r} has {len(app.roles)}")
         name = task_name(app.name)
@@ -141,14 +142,14 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         return request.name
 
     # -- schedule ---------------------------------------------------------------------------
-    def schedule(self, dryrun_info: AppDryRunInfo[SkypilotRequest]) -> str:  # type: ignore[override]
+    def schedule(self, dryrun_info: DryRun[SkypilotRequest]) -> str:  # type: ignore[override]
         request = dryrun_info.request
         ex = request.executor
         cluster = ex.cluster_name or f"nemo-{request.name}"[:40]
         data = {
             "cluster": cluster,
             NODES: ex.num_nodes,
-            "role": dryrun_info.app.roles[0].name,  # a DryRun (SchedulerMixin)
+            "role": dryrun_info.app.roles[0].name,
             "run": request.config.get("run", ""),
             "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", ""),
         }
@@ -206,7 +207,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):  # typ
         except ClusterGoneError:
             return []
 
-    def _id_of(self, job: QueuedJob) -> int:  # type: ignore[override]
+    def _id_of(self, job: QueuedJob) -> int:
         return job.job_id
 
     def _name_of(self, job: QueuedJob) -> str:

@@ -336,9 +336,14 @@ def test_forked_supervisor_has_its_own_session_and_is_not_the_launchers_child(tm
             assert int(ppid) != os.getpid()
             assert int(pgrp) == pid and int(session) == pid
             status = os.path.join(get_store().get("local_persistent", app_id).log_dir, "status")
+
             # (a replica being spawned holds it too, for an instant: it leads no group)
-            holders = processes.find_fd_holders(status, 1)
-            assert [p for p in holders if (st := processes.proc_stat(p)) and st.pgrp == p] == [pid]
+            def leaders(status: str = status) -> list[int]:
+                holders = processes.find_fd_holders(status, 1)
+                return [p for p in holders if (st := processes.proc_stat(p)) and st.pgrp == p]
+
+            # the supervisor takes the status file as its stdout just after the hand-over
+            wait_for(lambda leaders=leaders, pid=pid: leaders() == [pid], what="supervisor stdout")
     finally:
         open(gate, "w").close()  # no job is left waiting, whatever failed
     for app_id in ids:

@@ -21,7 +21,9 @@ from nemo_run.core.execution.skypilot import SkypilotExecutor
 from nemo_run.core.packaging.base import Packager
 from nemo_run.exceptions import ConfigError
 from nemo_run.run.torchx_backend.runner import Runner
-from nemo_run.run.torchx_backend.runopts import (
+from nemo_run.run.torchx_backend.schedulers.backends import BACKENDS
+from nemo_run.run.torchx_backend.schedulers.local import create_scheduler
+from nemo_run.run.torchx_backend.schedulers.runopts import (
     STR_DICT,
     STR_LIST,
     DryRun,
@@ -30,8 +32,6 @@ from nemo_run.run.torchx_backend.runopts import (
     executor_runopts,
     option_specs,
 )
-from nemo_run.run.torchx_backend.schedulers.api import BACKENDS
-from nemo_run.run.torchx_backend.schedulers.local import create_scheduler
 
 
 def opts(cls: type) -> dict[str, Any]:

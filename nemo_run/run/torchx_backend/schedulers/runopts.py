@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import functools
 import json
 import typing
 from collections.abc import Mapping
@@ -28,12 +27,13 @@ from torchx.schedulers.api import AppDryRunInfo
 from torchx.specs import runopts
 from torchx.util.types import to_dict
 
+from nemo_run.core.execution.base import Executor
+from nemo_run.core.execution.fields import type_hints
+from nemo_run.core.execution.launcher import Launcher
 from nemo_run.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from torchx.specs import AppDef
-
-    from nemo_run.core.execution.base import Executor
 
 T = TypeVar("T")
 # torchx compares cfg types by identity with typing's List[str] / Dict[str, str] (its CLI and
@@ -60,13 +60,19 @@ class OptionSpec:
 
 
 # -- derivation ---------------------------------------------------------------------------------
-@functools.cache
+_option_specs: dict[type, tuple[OptionSpec, ...]] = {}
+
+
 def option_specs(executor_cls: type) -> tuple[OptionSpec, ...]:
     """The run options of `executor_cls`, derived from its dataclass fields (once per class)."""
-    # the annotation resolution the executor's own type check uses (`check_field_types`)
-    from nemo_run.core.execution.fields import _type_hints
+    found = _option_specs.get(executor_cls)
+    if found is None:
+        found = _option_specs[executor_cls] = _derive_specs(executor_cls)
+    return found
 
-    hints = _type_hints(executor_cls)
+
+def _derive_specs(executor_cls: type) -> tuple[OptionSpec, ...]:
+    hints = type_hints(executor_cls)  # as the executor's own type check (`check_field_types`)
     specs = []
     for f in dataclasses.fields(executor_cls):
         if not f.init or f.name.startswith("_") or f.name in NOT_OPTIONS:
@@ -226,8 +232,6 @@ def apply_to_roles(app: AppDef, executor: Executor) -> None:
     (a role's own values win), its retries and its launcher. The replica count stays the
     component's, so a spawning executor (local, Docker) must leave ntasks_per_node at 1 unless a
     launcher fans out per node."""
-    from nemo_run.core.execution.launcher import Launcher
-
     launcher = executor.get_launcher()
     wraps = type(launcher) is not Launcher
     per_task = executor.nnodes() * executor.nproc_per_node()
@@ -254,7 +258,7 @@ def apply_to_roles(app: AppDef, executor: Executor) -> None:
 def _from_json(executor_cls: type, spec: OptionSpec, text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         shown = "" if spec.secret else f" {text!r}"
         raise ConfigError(
             f"{executor_cls.__name__}.{spec.name} takes JSON on the command line; "

@@ -10,8 +10,8 @@ import pytest
 from torchx.specs import AppState
 
 import nemo_run as run
-from nemo_run.run.torchx_backend import poller
-from nemo_run.run.torchx_backend.poller import REMOTE, Schedule, Watcher
+from nemo_run.run.torchx_backend.schedulers import watcher as watchers
+from nemo_run.run.torchx_backend.schedulers.watcher import REMOTE, Schedule, Watcher
 from tests.run.torchx_backend.schedulers.test_remote_faults import (  # noqa: F401
     app_id_of,
     dgx_emulator,
@@ -75,12 +75,12 @@ def test_a_newly_tracked_job_is_refreshed_at_once():
     assert sched.calls == [["a"], ["a", "b"]]
 
 
-@pytest.mark.parametrize("seconds", [8])
+@pytest.mark.parametrize("seconds", [5])
 def test_waiting_on_a_cloud_job_costs_a_few_state_requests(emu, seconds, monkeypatch):  # noqa: F811
-    """An attached run of an 8 s job: the driver's waiting goes through the watcher, whose
+    """An attached run of a 5 s job: the driver's waiting goes through the watcher, whose
     intervals grow (0, 2, 4, 8 s...): a handful of state requests, not one every 0.2 s."""
     monkeypatch.delenv("NEMORUN_REMOTE_POLL")
-    monkeypatch.setattr(poller, "_watchers", {})
+    monkeypatch.setattr(watchers, "_watchers", {})
     before = emu.state()["requests"]
     result = run.run(
         run.Script(inline=f"sleep {seconds}; echo done"), executor=emu.executor(), name="timed"
@@ -93,17 +93,17 @@ def test_waiting_on_a_cloud_job_costs_a_few_state_requests(emu, seconds, monkeyp
 
 def test_many_cloud_jobs_waited_on_together_cost_one_list_per_interval(emu, monkeypatch):  # noqa: F811
     monkeypatch.delenv("NEMORUN_REMOTE_POLL")
-    monkeypatch.setattr(poller, "_watchers", {})
+    monkeypatch.setattr(watchers, "_watchers", {})
     with run.Experiment("many") as exp:
         for i in range(12):
-            exp.add(run.Script(inline="sleep 3"), executor=emu.executor(), name=f"t{i}")
+            exp.add(run.Script(inline="sleep 2"), executor=emu.executor(), name=f"t{i}")
         exp.run(detach=True)
     before = emu.state()["requests"]
     states = exp.wait(timeout=120)
     assert {s["state"] for s in states.values()} == {"SUCCEEDED"}
     after = emu.state()["requests"]
     grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    refreshes = poller.watcher(emu.backend).refreshes
+    refreshes = watchers.watcher(emu.backend).refreshes
     assert sum(v for k, v in grew.items() if _is_state_request(emu, k)) <= refreshes + 2, grew
     assert refreshes <= 6
 
@@ -116,10 +116,10 @@ def _is_state_request(emu, key: str) -> bool:  # noqa: F811
 
 def test_the_remote_schedule_can_be_set_and_is_checked(monkeypatch):
     monkeypatch.setenv("NEMORUN_REMOTE_POLL", "0.5,2,4")
-    assert poller.schedule_for("dgx_cloud") == Schedule(0.5, 2.0, 4.0)
-    assert poller.schedule_for("local_persistent") == poller.LOCAL
+    assert watchers.schedule_for("dgx_cloud") == Schedule(0.5, 2.0, 4.0)
+    assert watchers.schedule_for("local_persistent") == watchers.LOCAL
     monkeypatch.setenv("NEMORUN_REMOTE_POLL", "fast")
     from nemo_run.exceptions import ConfigError
 
     with pytest.raises(ConfigError, match="FIRST,FACTOR,CAP"):
-        poller.schedule_for("lepton")
+        watchers.schedule_for("lepton")
