@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nemo_run.core.clients.http import (
@@ -94,6 +95,30 @@ def _bounded_session(deadlines: threading.local) -> Any:
             return super().request(method, url, *args, **kwargs)
 
     return BoundedSession()
+
+
+STARTING = "Starting"  # the state of a job the workspace reports none for yet
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A Lepton job as plain data: the id the workspace assigned, our name, its state (a
+    `LeptonJobState` value such as "Running")."""
+
+    id: str
+    name: str
+    state: str
+
+
+def job_info(job: Any) -> JobInfo:
+    """Plain data from the SDK's `LeptonJob` (callers never see SDK types)."""
+    metadata, status = getattr(job, "metadata", None), getattr(job, "status", None)
+    raw = getattr(status, "state", None) if status is not None else None
+    return JobInfo(
+        id=str(getattr(metadata, "id_", None) or ""),
+        name=str(getattr(metadata, "name", None) or ""),
+        state=str(getattr(raw, "value", raw)) if raw is not None else STARTING,
+    )
 
 
 class LeptonClient:
@@ -180,25 +205,26 @@ class LeptonClient:
         )
 
     # -- jobs (addressed by the id the workspace assigns; names are what we choose) --------
-    def get_job(self, job_id: str) -> Any | None:
+    def get_job(self, job_id: str) -> JobInfo | None:
         """The job (live or archived), or None on a 404 (which alone does not prove it is gone)."""
         try:
-            return self._call(f"getting job {job_id}", lambda: self.api.job.get(job_id))
+            return job_info(self._call(f"getting job {job_id}", lambda: self.api.job.get(job_id)))
         except BackendError as e:
             if e.status == 404:
                 return None
             raise
 
-    def find_job(self, name: str) -> Any | None:
+    def find_job(self, name: str) -> JobInfo | None:
         """The job whose name is exactly `name`, live or archived (the filter matches
         substrings); None when the listing answered without it."""
         jobs = self._call(
             f"looking up job {name}",
             lambda: self.api.job.list_all(q=name, job_query_mode=ALIVE_AND_ARCHIVE),
         )
-        return next((j for j in jobs if j.metadata and j.metadata.name == name), None)
+        found = (job_info(j) for j in jobs)
+        return next((j for j in found if j.name == name), None)
 
-    def create_job(self, job: dict[str, Any]) -> Any:
+    def create_job(self, job: dict[str, Any]) -> JobInfo:
         """Create once. Raises BackendError when nothing was created (a refusal of the first
         try), UnconfirmedError when it may exist but no lookup could say so."""
         from leptonai.api.v2.types.job import LeptonJob  # noqa: PLC0415 - optional SDK, loaded when used
@@ -215,7 +241,8 @@ class LeptonClient:
             deadline = deadline_after(self.timeout)
             self._deadlines.at = deadline
             try:
-                return self.api.job.create(spec)
+                created = self.api.job.create(spec)
+                return job_info(created) if created is not None else JobInfo("", name, STARTING)
             except Exception as e:
                 status = _status(e)
                 error = self._error(f"creating job {name}", e)
@@ -227,16 +254,17 @@ class LeptonClient:
                 pause = self.retry.delay(attempt, _retry_after(e))
             finally:
                 self._deadlines.at = None
-            found = self._settle(name, last)
-            if not isinstance(found, str):
-                return found
-            last = found
-        found = self._settle(name, last)
-        if not isinstance(found, str):
-            return found
+            settled = self._settle(name, last)
+            if isinstance(settled, JobInfo):
+                return settled
+            last = settled
+        settled = self._settle(name, last)
+        if isinstance(settled, JobInfo):
+            return settled
+        found = settled
         raise UnconfirmedError(f"creating Lepton job {name} could not be confirmed ({found})")
 
-    def _settle(self, name: str, last: str) -> Any:
+    def _settle(self, name: str, last: str) -> JobInfo | str:
         """The job an earlier try created, or (a str) why it is still unclear."""
         try:
             existing = self.find_job(name)
@@ -244,18 +272,18 @@ class LeptonClient:
             return f"{last}; looking it up: {e}"
         return existing if existing is not None else f"{last}; not found by name"
 
-    def list_jobs(self) -> list[Any]:
+    def list_jobs(self) -> list[JobInfo]:
         """The live jobs (an archived one is left out: it is not gone; get_job finds it).
         Pages are read until one comes back short: one request for most workspaces (the
         SDK's own paging always asks once more, for an empty page)."""
-        jobs: list[Any] = []
+        jobs: list[JobInfo] = []
         page = 1
         while True:
             batch = self._call(
                 "listing jobs",
                 functools.partial(self.api.job.list_all, page=page, page_size=LIST_PAGE_SIZE),
             )
-            jobs.extend(batch)
+            jobs.extend(job_info(j) for j in batch)
             if len(batch) < LIST_PAGE_SIZE:
                 return jobs
             page += 1

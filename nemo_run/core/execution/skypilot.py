@@ -11,24 +11,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nemo_run.core.clients.skypilot import import_sky
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import check_at_least
-from nemo_run.exceptions import ConfigError, MissingDependencyError
+from nemo_run.exceptions import ConfigError
 
 _ACCELERATOR = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*(:\d+(\.\d+)?)?$")
 _REMOTE_SOURCE = re.compile(r"^[a-z0-9+]+://")  # s3://, gs://, https://, ...
 # Set by SkyPilot on every node; the launch command derives torchrun's rendezvous from them.
 HEAD_NODE_IP = '$(echo "$SKYPILOT_NODE_IPS" | head -n1)'
-
-
-def import_sky() -> Any:
-    try:
-        import sky  # noqa: PLC0415 - optional SDK, loaded when used
-    except ImportError as e:
-        raise MissingDependencyError(
-            "the skypilot backend needs skypilot: pip install 'nemo_run[skypilot]'"
-        ) from e
-    return sky
 
 
 @dataclass(kw_only=True)

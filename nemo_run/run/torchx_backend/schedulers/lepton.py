@@ -22,7 +22,7 @@ from torchx.specs import AppState
 
 from nemo_run.core.clients import datamover
 from nemo_run.core.clients.http import fingerprint
-from nemo_run.core.clients.lepton import LeptonClient
+from nemo_run.core.clients.lepton import JobInfo, LeptonClient
 from nemo_run.core.execution.lepton import workspace_credentials
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import REMOTE_ID
@@ -224,7 +224,7 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
 
         def create() -> str:
             created = client.create_job(request.job(group_id, node_ids))
-            return created.metadata.id_ or request.name
+            return created.id or request.name
 
         log_dir = request.job_dir if ex.launched_from_cluster else None
         return self._launch_remote(
@@ -245,13 +245,13 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
             job = request.job(
                 group_id, node_ids, env=env, command=["sh", "-c", script], replicas=1, name=name
             )
-            return {"id": client.create_job(job).metadata.id_ or name, "name": name}
+            return {"id": client.create_job(job).id or name, "name": name}
 
         def status(entry: dict[str, Any]) -> str:
             job = client.get_job(entry["id"])
             if job is None:
                 return datamover.GONE
-            state = state_of(job.status.state) if job.status else AppState.PENDING
+            state = state_of(job.state)
             if state == AppState.SUCCEEDED:
                 return datamover.DONE
             return (
@@ -270,31 +270,30 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
             found = client.find_job(entry["name"])
             if found is None:
                 return
-            job_id = found.metadata.id_
+            job_id = found.id
         client.delete_job(job_id)
 
     # -- the hooks of RemoteSchedulerMixin ---------------------------------------------------
-    def _get(self, record: JobRecord) -> Any | None:
+    def _get(self, record: JobRecord) -> JobInfo | None:
         return self._client(record).get_job(record.data[REMOTE_ID])
 
-    def _lookup(self, record: JobRecord) -> Any | None:
+    def _lookup(self, record: JobRecord) -> JobInfo | None:
         return self._client(record).find_job(record.app_id)
 
     def _list_key(self, record: JobRecord) -> tuple[Any, ...]:
         return (record.data.get("workspace_id"), record.data.get(TIMEOUT))
 
-    def _list_live(self, record: JobRecord) -> list[Any]:
+    def _list_live(self, record: JobRecord) -> list[JobInfo]:
         return self._client(record).list_jobs()
 
-    def _id_of(self, job: Any) -> str:
-        return str(job.metadata.id_ or "") if job.metadata else ""
+    def _id_of(self, job: JobInfo) -> str:
+        return job.id
 
-    def _name_of(self, job: Any) -> str:
-        return str(job.metadata.name or "") if job.metadata else ""
+    def _name_of(self, job: JobInfo) -> str:
+        return job.name
 
-    def _observe(self, job: Any) -> tuple[AppState, str, str]:
-        raw = getattr(job.status.state, "value", job.status.state) if job.status else "Starting"
-        return state_of(raw), str(raw), f"state {raw}"
+    def _observe(self, job: JobInfo) -> tuple[AppState, str, str]:
+        return state_of(job.state), job.state, f"state {job.state}"
 
     def _stop_remote(self, record: JobRecord) -> bool:
         return self._client(record).stop_job(record.data[REMOTE_ID])
