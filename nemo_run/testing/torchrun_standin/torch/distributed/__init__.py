@@ -1,0 +1,1 @@
+"""Not torch.distributed: see nemo_run.testing.torchrun_standin."""
