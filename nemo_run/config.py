@@ -24,6 +24,7 @@ _MOVED: dict[str, str] = {
     "is_env_name": "nemo_run.core.envvars",
     "Config": "nemo_run.core.configurable",
     "Partial": "nemo_run.core.configurable",
+    "ConfigurableMixin": "nemo_run.core.config_mixin",
 }
 
 

@@ -36,6 +36,7 @@ SELECTED: dict[str, tuple[str, ...]] = {
     "/api/v1/org-unit/projects": ("get",),
     "/api/v1/workloads": ("get",),
     "/api/v1/workloads/{workloadId}": ("get",),
+    "/api/v1/workloads/{workloadId}/pods": ("get",),
 }
 for _kind in WORKLOAD_KINDS:
     SELECTED[f"/api/v1/workloads/{_kind}"] = ("post",)

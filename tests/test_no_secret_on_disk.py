@@ -69,6 +69,7 @@ def test_local_tasks_keep_no_secret_on_disk(nemorun_home, capsys):
 def test_docker_settings_keep_no_secret_on_disk(nemorun_home, docker_image, capsys):
     executor = run.DockerExecutor(
         container_image=docker_image,
+        packager=run.Packager(),
         additional_kwargs={"environment": {"HF_TOKEN": SECRETS["docker"]}, "labels": {"team": "x"}},
     )
     with run.Experiment("docker-secrets") as exp:

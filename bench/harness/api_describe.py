@@ -240,8 +240,34 @@ def init_owner(cls: type) -> type:
     return cls
 
 
+# modules whose public classes may be re-exports of classes defined elsewhere in the package:
+# a class counts as an ancestor under each public name it has (0.11.1 defines
+# `ConfigurableMixin` in `nemo_run.config`; here that name re-exports it)
+ALIAS_MODULES = ("nemo_run", "nemo_run.config")
+
+
+def public_aliases(cls: type) -> list[str]:
+    names = []
+    for module_name in ALIAS_MODULES:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        for name in dir(module):
+            if not name.startswith("_"):
+                try:
+                    value = getattr(module, name)
+                except Exception:  # noqa: BLE001 - a lazy name that cannot load is no alias
+                    continue
+                if value is cls and qualified(cls) != f"{module_name}.{name}":
+                    names.append(f"{module_name}.{name}")
+    return names
+
+
 def mro_names(cls: type) -> list[str]:
-    return [n for n in (qualified(c) for c in cls.__mro__[1:]) if n not in IGNORED_BASES]
+    found = []
+    for klass in cls.__mro__[1:]:
+        found += [qualified(klass), *public_aliases(klass)]
+    return [n for n in found if n not in IGNORED_BASES]
 
 
 def describe_class(cls: type) -> dict[str, Any]:

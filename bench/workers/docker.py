@@ -44,14 +44,14 @@ def docker_app(image: str, entrypoint: str, args: list[str]) -> Any:
 
 
 def docker_executor(image: str, job_dir: str, tag: str) -> Any:
-    """A DockerExecutor for one schedule. The peer needs two settings ours does not: its
-    default packager is a GitArchivePackager (it runs `git rev-parse` in the working directory,
-    which is no git checkout here), and it names the container after `experiment_id`, which
-    must be set (it asserts) and unique among live containers."""
+    """A DockerExecutor for one schedule. Both default to a GitArchivePackager (it needs the
+    working directory to be a git checkout, which it is not here), so both ship nothing. The
+    peer also names the container after `experiment_id`, which must be set (it asserts) and
+    unique among live containers."""
     import nemo_run as run
 
     if is_ours():
-        executor = run.DockerExecutor(container_image=image)
+        executor = run.DockerExecutor(container_image=image, packager=run.Packager())
     else:
         executor = run.DockerExecutor(container_image=image, packager=run.Packager())
         executor.experiment_id = tag

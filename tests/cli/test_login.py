@@ -68,9 +68,9 @@ def test_a_refused_secret_writes_nothing(emulator, nemorun_home):  # noqa: F811
 
 def test_a_bad_url_is_refused_before_any_request(nemorun_home):
     proc = _login(
-        ["--base-url", "http://nowhere", "--client-id", "x", "--client-secret", "y"], nemorun_home
+        ["--base-url", "nowhere/api/v1", "--client-id", "x", "--client-secret", "y"], nemorun_home
     )
-    assert proc.returncode == 2 and "must be the API root ending in /api/v1" in proc.stderr
+    assert proc.returncode == 2 and "is not an http(s) URL" in proc.stderr
 
 
 def test_lepton_login_writes_the_profile_the_scheduler_uses(lepton_emulator, nemorun_home):  # noqa: F811

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from nemo_run.testing.torchrun_standin import CHECK_SCRIPT, STANDIN_PATH
+from nemo_run.testing.torchrun_standin import CHECK_SCRIPT, STANDIN_BIN, STANDIN_PATH
 
 
 def free_port() -> int:
@@ -17,16 +17,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_node(node_addr: str, endpoint: str, nnodes: int, nproc: int) -> subprocess.Popen:
+def start_node(
+    node_addr: str, endpoint: str, nnodes: int, nproc: int, torchrun: bool = False
+) -> subprocess.Popen:
     """One emulated node: its own loopback address, torchrun's exact command line."""
     env = {
         **os.environ,
         "PYTHONPATH": STANDIN_PATH,
+        "PATH": f"{STANDIN_BIN}{os.pathsep}{os.environ['PATH']}",
         "NEMORUN_STANDIN_NODE_ADDR": node_addr,
         "NEMORUN_STANDIN_TIMEOUT": "3",
     }
+    agent = ["torchrun"] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
     args = [
-        sys.executable, "-m", "torch.distributed.run",
+        *agent,
         "--nnodes", str(nnodes), "--nproc-per-node", str(nproc),
         "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
         CHECK_SCRIPT,
@@ -58,7 +62,7 @@ def test_nodes_told_to_meet_at_their_own_localhost_never_meet():
 
 
 def test_one_node_runs_its_processes_with_torchruns_environment():
-    node = start_node("127.0.0.2", "localhost:0", 1, 3)
+    node = start_node("127.0.0.2", "localhost:0", 1, 3, torchrun=True)
     out, err = node.communicate(timeout=30)
     assert node.returncode == 0, err
     assert len(out.splitlines()) == 3 and all("saw world: 0@" in line for line in out.splitlines())

@@ -107,14 +107,17 @@ class JsonHttp:
         query: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        text: bool = False,
     ) -> tuple[int, Any, dict[str, str]]:
-        """One attempt: (status, JSON body or None, headers); TransportError without an answer."""
+        """One attempt: (status, JSON body or None, headers); TransportError without an answer.
+        With `text=True` a successful body is returned as text (e.g. a log), not parsed."""
         data = None if body is None else json.dumps(body).encode()
+        accept = "text/plain, application/json" if text else "application/json"
         request = urllib.request.Request(
             self.url(path, query),
             data=data,
             method=method,
-            headers={"Accept": "application/json", **(headers or {})},
+            headers={"Accept": accept, **(headers or {})},
         )
         if data is not None:
             request.add_header("Content-Type", "application/json")
@@ -126,6 +129,8 @@ class JsonHttp:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise TransportError(f"{method} {self.url(path)}: no answer ({reason})") from e
+        if text and status < 400:
+            return status, raw.decode(errors="replace"), head
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:

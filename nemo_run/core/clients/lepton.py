@@ -46,6 +46,24 @@ def _sdk() -> Any:
     return sdk_client
 
 
+def job_state_enum() -> Any:
+    """The SDK's `LeptonJobState` (leptonai.api.v2; v1 in SDKs before 0.47)."""
+    try:
+        from leptonai.api.v2.types.job import (  # noqa: PLC0415 - optional SDK, loaded when used
+            LeptonJobState,
+        )
+    except ImportError:
+        try:
+            from leptonai.api.v1.types.job import (  # noqa: PLC0415 - optional SDK, older layout
+                LeptonJobState,
+            )
+        except ImportError as e:
+            raise MissingDependencyError(
+                "the lepton backend needs leptonai: pip install 'nemo_run[lepton]'"
+            ) from e
+    return LeptonJobState
+
+
 def _status(error: BaseException) -> int | None:
     response = getattr(error, "response", None)
     return getattr(response, "status_code", None)

@@ -11,9 +11,11 @@ Every call (token, request, retries) ends within `DEADLINE_FACTOR` x the timeout
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 from nemo_run.core.clients.http import (
     CREATE_CALLS,
@@ -90,6 +92,10 @@ class RunAIClient:
                 time.time() + max(lifetime - 30, lifetime / 2),
             )
         return body["accessToken"]
+
+    def token(self) -> str:
+        """A bearer token for this client (cached in memory until shortly before it expires)."""
+        return self._token()
 
     def call(
         self,
@@ -254,6 +260,50 @@ class RunAIClient:
             return False
         self._ok(status, body, f"deleting {kind} workload {workload_id}")
         return True
+
+    # -- pods and their logs ------------------------------------------------------------------
+    def workload(self, workload_id: str) -> dict[str, Any] | None:
+        """The generic workload record (GET /workloads/{id}: with its `namespace`), or None on
+        a 404."""
+        status, body = self.call("GET", f"/workloads/{workload_id}", idempotent=True)
+        if status == 404:
+            return None
+        return self._ok(status, body, f"GET workload {workload_id}")
+
+    def pods(self, workload_id: str) -> list[dict[str, Any]]:
+        """The workload's pods (GET /workloads/{id}/pods), master first, then by index."""
+        status, body = self.call("GET", f"/workloads/{workload_id}/pods", idempotent=True)
+        pods = self._ok(status, body, f"GET pods of workload {workload_id}").get("pods") or []
+        return sorted(pods, key=_pod_order)
+
+    def pod_log(
+        self, kube_apiserver_url: str, namespace: str, pod: str, *, timeout: float | None = None
+    ) -> str:
+        """A pod's log from the cluster's Kubernetes API server
+        (`GET /api/v1/namespaces/{namespace}/pods/{pod}/log`), authenticated with this
+        client's Run:ai token (clusters whose API server trusts Run:ai's identity provider)."""
+        kube = JsonHttp(kube_apiserver_url.rstrip("/"), timeout=timeout or self.http.timeout)
+        path = f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}/log"
+        for refresh in (False, True):
+            headers = {"Authorization": f"Bearer {self._token(refresh=refresh)}"}
+            status, body = kube.request("GET", path, idempotent=True, headers=headers, text=True)
+            if status != 401:
+                break
+        if status >= 400:
+            raise BackendError(
+                f"reading the log of pod {pod} from {kube_apiserver_url} failed ({status}): "
+                f"{error_message(status, body)}",
+                status=status,
+            )
+        return str(body or "")
+
+
+def _pod_order(pod: dict[str, Any]) -> tuple[int, int, str]:
+    """Master (or launcher) pods first, then workers by their index."""
+    name = str(pod.get("name") or "")
+    head = 0 if re.search(r"-(master|launcher)-\d+$", name) else 1
+    index = re.search(r"(\d+)$", name)
+    return head, int(index.group(1)) if index else 0, name
 
 
 def phase_of(workload: dict[str, Any]) -> str | None:

@@ -5,6 +5,11 @@ One mechanism for every executor: a wrong type (`num_gpus=True`, `volumes='/a:/b
 fix, before any process, container or remote call starts. The annotations are the contract:
 `int` means a count, so `bool` is refused even though Python treats it as an int.
 
+Completeness and consistency (a field left empty, a value out of range, two fields that
+contradict) are checked at dry run instead, with the helpers below (`check_required`,
+`check_at_least`, `check_choice`, `check_url`): nemo-run 0.11.1 lets users build an executor
+and set its fields afterwards, so only what was given can be judged on creation.
+
 Predicates are compiled once per class (the check runs at every executor construction);
 messages are built only on the error path. Values of `repr=False` or secret-looking fields
 never appear in a message.
@@ -13,21 +18,26 @@ never appear in a message.
 from __future__ import annotations
 
 import dataclasses
+import os
+import posixpath
+import re
+import shlex
 import sys
 import typing
 from typing import TYPE_CHECKING, Any, Literal, Union
 
-from nemo_run.core.redact import is_secret_name
+from nemo_run.core.redact import ARG_ENV_PREFIX, is_secret_name
 from nemo_run.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable, Collection, Mapping
 
     Accepts = Callable[[Any], bool]
 
 _UNION_TYPE = type(int | str)  # types.UnionType, without importing `types`
 _NONE = type(None)
 _MAX_REPR = 40
+_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s]*)?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +68,43 @@ def check_at_least(obj: Any, name: str, minimum: int, *, expected: str = "") -> 
         raise ConfigError(f"{type(obj).__name__}.{name} must be {want}, got {_short_repr(value)}")
 
 
+def check_required(obj: Any, *names: str) -> None:
+    """Fields a launch needs that 0.11.1 lets users fill in after construction: checked at dry
+    run, naming every empty one at once."""
+    missing = [n for n in names if getattr(obj, n, None) in (None, "", [], {})]
+    if not missing:
+        return
+    owner = type(obj).__name__
+    listed = ", ".join(f"{owner}.{n}" for n in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    raise ConfigError(
+        f"{listed} {verb} required to launch; set {'it' if len(missing) == 1 else 'them'} "
+        f"when creating the executor or before the run (executor.{missing[0]} = ...)"
+    )
+
+
+def check_choice(obj: Any, name: str, choices: Collection[Any]) -> None:
+    """A field that must be one of a few names (e.g. a framework)."""
+    value = getattr(obj, name)
+    if value not in choices:
+        raise ConfigError(
+            f"{type(obj).__name__}.{name}={_short_repr(value)} is not supported; use one of "
+            + ", ".join(repr(c) for c in choices)
+        )
+
+
+def check_url(obj: Any, name: str, example: str) -> str:
+    """An http(s) URL field with a host; returns it without trailing slashes."""
+    value = getattr(obj, name)
+    text = value.strip().rstrip("/") if isinstance(value, str) else ""
+    if not _URL.match(text):
+        raise ConfigError(
+            f"{type(obj).__name__}.{name}={_short_repr(value)} is not an http(s) URL; "
+            f"write e.g. {name}={example!r}"
+        )
+    return text
+
+
 def check_positive_seconds(obj: Any, name: str) -> None:
     """A duration in seconds that must be more than zero (e.g. an HTTP timeout)."""
     value = getattr(obj, name)
@@ -66,6 +113,51 @@ def check_positive_seconds(obj: Any, name: str) -> None:
             f"{type(obj).__name__}.{name} must be a number of seconds > 0, got "
             f"{_short_repr(value)}; e.g. {name}=30"
         )
+
+
+# -- shared by the executors ------------------------------------------------------------------
+CONFIGS_DIR = "/nemo_run/configs"  # where a job reads the files of `package_configs`
+
+
+def in_job_paths(job_dir: str, written: list[str]) -> list[str]:
+    """Files `Executor.package_configs` wrote under `<job_dir>/configs`, as the job sees them
+    (`/nemo_run/configs/<name>`, where 0.11.1's container executors put them)."""
+    base = os.path.join(job_dir, "configs")
+    return [posixpath.join(CONFIGS_DIR, *os.path.relpath(p, base).split(os.sep)) for p in written]
+
+
+def shell_join(
+    args: list[str], expand: Collection[str] = (), secret_env: Mapping[str, str] | None = None
+) -> str:
+    """A shell command line for `args`: every word quoted, except references to the variables
+    named in `expand` (the executor's macros: `--rdzv-endpoint $MASTER_ADDR:29500`,
+    `${RANK}`) and argument i's own secret reference `${NEMORUN_ARG_<i>}` (see
+    `redact.split_secret_args`), which the shell on the node expands, each as one word.
+    A word with blanks in it (an inline script) keeps its `$` as written, for its own shell."""
+    words = []
+    for index, arg in enumerate(args):
+        names = set() if any(c.isspace() for c in arg) else set(expand)
+        own = f"{ARG_ENV_PREFIX}{index}"
+        if secret_env and own in secret_env:
+            names.add(own)
+        words.append(_quote_expanding(arg, names))
+    return " ".join(words)
+
+
+def _quote_expanding(arg: str, names: set[str]) -> str:
+    if not names or "$" not in arg:
+        return shlex.quote(arg)
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    pattern = re.compile(rf"\$(?:\{{({alternatives})\}}|({alternatives})(?![A-Za-z0-9_]))")
+    out, last = "", 0
+    for match in pattern.finditer(arg):
+        if match.start() > last:
+            out += shlex.quote(arg[last : match.start()])
+        out += f'"${{{match.group(1) or match.group(2)}}}"'
+        last = match.end()
+    if last < len(arg):
+        out += shlex.quote(arg[last:])
+    return out or "''"
 
 
 # -- compiling annotations to predicates ------------------------------------------------------
@@ -266,7 +358,8 @@ def _suggest(tp: Any, value: Any) -> str | None:
         )
         if flag is not None:
             return repr(flag)
-    only_str = options - {None, _NONE} == {str}
+    scalars = {a for a in options if isinstance(a, type) and a is not _NONE}
+    only_str = scalars == {str}  # besides None and containers (e.g. `str | list[str]`)
     if only_str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(str(value))
     if list in origins and isinstance(value, (str, tuple)):

@@ -1,8 +1,12 @@
 """`LeptonExecutor`: batch jobs on an NVIDIA DGX Cloud Lepton workspace.
 
-The workspace id, URL and token come from `LEPTON_WORKSPACE_ID`, `LEPTON_WORKSPACE_URL` and
-`LEPTON_WORKSPACE_TOKEN` (or the SDK's `lep login` record) when a call is made; they are never
-fields here, so they can never reach a job record, a log or a dry-run text.
+The fields, their order and defaults are nemo-run 0.11.1's. The workspace id, URL and token
+come from `LEPTON_WORKSPACE_ID`, `LEPTON_WORKSPACE_URL` and `LEPTON_WORKSPACE_TOKEN` (or the
+SDK's `lep login` record) when a call is made; they are never fields here, so they can never
+reach a job record, a log or a dry-run text.
+
+Fields may be set after construction (as 0.11.1 allows): `validate()` checks completeness and
+consistency at dry run, before anything starts; construction checks only the types given.
 """
 
 from __future__ import annotations
@@ -10,12 +14,19 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from nemo_run.core.clients.lepton import LeptonClient, job_state_enum
 from nemo_run.core.credentials import resolve
 from nemo_run.core.envvars import check_env_vars
 from nemo_run.core.execution.base import Executor, ExecutorMacros
-from nemo_run.core.execution.fields import check_at_least, check_positive_seconds
+from nemo_run.core.execution.fields import (
+    check_at_least,
+    check_field_types,
+    check_positive_seconds,
+    check_required,
+    in_job_paths,
+)
 from nemo_run.exceptions import ConfigError
 
 # Mount targets Lepton refuses (the paths themselves; folders below them are allowed).
@@ -49,11 +60,15 @@ RESERVED_MOUNT_PATHS = frozenset(
 )
 _SHAPE = re.compile(r"^[a-z0-9]+(\.[a-z0-9-]+)*$", re.IGNORECASE)
 _QUEUE_PRIORITY = re.compile(r"^(low|mid|high)(-\d{1,4})?$")
+DEFAULT_QUEUE_PRIORITY = "mid-4000"  # 0.11.1's, when preemption is asked for without one
 
 
 @dataclass(kw_only=True)
 class LeptonExecutor(Executor):
     """`nodes` replicas (one per node) of one container image, in a dedicated node group."""
+
+    # Lepton names worker 0 and each worker's index; torchrun meets at a fixed address/port
+    torchrun_rendezvous: ClassVar[str] = "static"
 
     container_image: str = field(
         metadata={"help": "image every replica runs, e.g. nvcr.io/nvidia/nemo:25.02"}
@@ -61,9 +76,21 @@ class LeptonExecutor(Executor):
     nemo_run_dir: str = field(
         metadata={"help": "folder inside a mount for the job's code, launch script and logs"}
     )
+    launched_from_cluster: bool = field(
+        default=False,
+        metadata={
+            "help": "the mount is available where this runs: code and logs are copied directly"
+        },
+    )
     nodes: int = field(default=1, metadata={"help": "replicas, one per node"})
     gpus_per_node: int = field(default=0, metadata={"help": "GPUs per node"})
-    nprocs_per_node: int = field(default=1, metadata={"help": "processes per node"})
+    nprocs_per_node: int = field(
+        default=1,
+        metadata={"help": "processes per node (default: one per GPU when gpus_per_node is set)"},
+    )
+    shared_memory_size: int = field(
+        default=65536, metadata={"help": "shared memory per replica, in MiB"}
+    )
     resource_shape: str = field(
         default="",
         metadata={
@@ -73,47 +100,52 @@ class LeptonExecutor(Executor):
     node_group: str = field(
         default="", metadata={"help": "name of the dedicated node group to run in (required)"}
     )
-    mounts: list[dict[str, Any]] = field(
-        default_factory=list,
-        metadata={"help": 'storage mounts: [{"path": ..., "from": ..., "mount_path": ...}]'},
-    )
-    shared_memory_size: int = field(
-        default=65536, metadata={"help": "shared memory per replica, in MiB"}
+    node_reservation: str = field(
+        default="", metadata={"help": "id of a node reservation to run in"}
     )
     secret_vars: dict[str, str] = field(
         default_factory=dict,
         metadata={"help": "environment variable name -> workspace secret name"},
     )
+    mounts: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={"help": 'storage mounts: [{"path": ..., "from": ..., "mount_path": ...}]'},
+    )
+    lepton_job_dir: str = field(
+        init=False, default="", metadata={"help": "the job's folder on the mount (set at dry run)"}
+    )
     image_pull_secrets: list[str] = field(
         default_factory=list, metadata={"help": "workspace secrets used to pull the image"}
     )
-    node_reservation: str = field(
-        default="", metadata={"help": "id of a node reservation to run in"}
-    )
-    can_be_preempted: bool = field(
-        default=False,
-        metadata={"help": "higher-priority jobs may preempt this one (needs queue_priority)"},
-    )
-    can_preempt: bool = field(
-        default=False,
-        metadata={"help": "this job may preempt lower-priority ones (needs queue_priority)"},
-    )
-    queue_priority: str | None = field(
-        default=None, metadata={"help": "low, mid or high, optionally with a number: mid-4000"}
+    custom_spec: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "fields merged as given into the job spec"}
     )
     pre_launch_commands: list[str] = field(
         default_factory=list,
         metadata={"help": "shell commands run on every replica before the task"},
     )
-    custom_spec: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "fields merged as given into the job spec"}
+    head_resource_shape: str | None = field(
+        default="", metadata={"help": "resource shape of a Ray cluster's head (Ray clusters only)"}
     )
-    launched_from_cluster: bool = field(
+    ray_version: str | None = field(
+        default=None, metadata={"help": "Ray version of a Ray cluster (Ray clusters only)"}
+    )
+    can_be_preempted: bool = field(
         default=False,
+        metadata={"help": "higher-priority jobs may preempt this one"},
+    )
+    can_preempt: bool = field(
+        default=False,
+        metadata={"help": "this job may preempt lower-priority ones"},
+    )
+    queue_priority: str | None = field(
+        default=None,
         metadata={
-            "help": "the mount is available where this runs: code and logs are copied directly"
+            "help": "low, mid or high, optionally with a number: mid-4000 (the default when "
+            "can_preempt or can_be_preempted is set)"
         },
     )
+    # -- ours, beyond 0.11.1 -----------------------------------------------------------------
     timeout: float = field(
         default=30.0,
         metadata={"help": "seconds per HTTP request; a whole call gets about twice that"},
@@ -121,30 +153,30 @@ class LeptonExecutor(Executor):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.container_image.strip():
-            raise ConfigError(
-                "LeptonExecutor.container_image is required, e.g. 'nvcr.io/nvidia/nemo:25.02'"
-            )
+        check_env_vars(self.secret_vars, "LeptonExecutor.secret_vars")  # names, as env_vars
+
+    # -- checks at dry run -------------------------------------------------------------------
+    def validate_task(self, task: Any) -> None:
+        """Before a task is packaged (at dry run): the executor's own settings first."""
+        self.validate()
+        super().validate_task(task)
+
+    def validate(self) -> None:
+        """Everything a launch needs, before anything starts: fields may have been set after
+        construction (the shape and node group usually are), so types are checked again."""
+        check_field_types(self)
+        check_required(self, "container_image", "nemo_run_dir", "resource_shape", "node_group")
         for name in ("nodes", "nprocs_per_node"):
             check_at_least(self, name, 1)
         check_at_least(self, "gpus_per_node", 0)
         check_positive_seconds(self, "timeout")
-        if not self.resource_shape or not _SHAPE.match(self.resource_shape):
+        if not _SHAPE.match(self.resource_shape):
             raise ConfigError(
                 f"LeptonExecutor.resource_shape={self.resource_shape!r} is not a resource shape; "
                 "write e.g. 'gpu.8xh100-80gb' or 'cpu.small'"
             )
-        if not self.node_group:
-            raise ConfigError(
-                "LeptonExecutor.node_group is required: the name of a dedicated node group"
-            )
         check_at_least(self, "shared_memory_size", 0, expected="a size in MiB, an integer >= 0")
         check_env_vars(self.secret_vars, "LeptonExecutor.secret_vars")
-        if (self.can_preempt or self.can_be_preempted) and not self.queue_priority:
-            raise ConfigError(
-                "LeptonExecutor.queue_priority (e.g. 'mid-4000') is required with can_preempt "
-                "or can_be_preempted"
-            )
         if self.queue_priority and not _QUEUE_PRIORITY.match(self.queue_priority):
             raise ConfigError(
                 f"LeptonExecutor.queue_priority={self.queue_priority!r}; use low, mid or high, "
@@ -177,22 +209,72 @@ class LeptonExecutor(Executor):
                 f"mounts ({', '.join(mounts) or 'none given'}): code and logs go there"
             )
 
+    def queue_config(self) -> dict[str, Any] | None:
+        """The job's queue settings: a priority given, or preemption asked for (then with
+        0.11.1's default priority `mid-4000`)."""
+        if not (self.queue_priority or self.can_preempt or self.can_be_preempted):
+            return None
+        return {
+            "priority_class": self.queue_priority or DEFAULT_QUEUE_PRIORITY,
+            "can_preempt": self.can_preempt,
+            "can_be_preempted": self.can_be_preempted,
+        }
+
+    # -- shape of the job ---------------------------------------------------------------------
     def nnodes(self) -> int:
         return self.nodes
 
     def nproc_per_node(self) -> int:
-        return self.nprocs_per_node
+        """One process per GPU unless nprocs_per_node says otherwise (a value other than its
+        default 1 wins); CPU-only jobs run nprocs_per_node processes."""
+        if _count(self.nprocs_per_node) > 1:
+            return self.nprocs_per_node
+        return _count(self.gpus_per_node) or 1
 
     def python_executable(self) -> str:
         return "python3"
 
     def macro_values(self) -> ExecutorMacros:
+        """Derived on every replica from Lepton's own variables (LEPTON_JOB_SERVICE_PREFIX,
+        LEPTON_SUBDOMAIN, LEPTON_JOB_WORKER_INDEX, LEPTON_JOB_TOTAL_WORKERS) by the launch
+        script, as Lepton's lepton_env_to_pytorch.sh does: worker 0's address, the number of
+        workers and this worker's index; NPROC_PER_NODE is set there too."""
         return ExecutorMacros(
             head_node_ip_var="MASTER_ADDR",
             nproc_per_node_var="NPROC_PER_NODE",
             num_nodes_var="WORLD_SIZE",
             node_rank_var="NODE_RANK",
         )
+
+    def package_configs(self, *cfgs: tuple[str, str]) -> list[str]:
+        """Write (name, text) configs under `<job_dir>/configs`; the paths the job reads them
+        from (`/nemo_run/configs/<name>`, as 0.11.1)."""
+        return in_job_paths(self.job_dir, super().package_configs(*cfgs))
+
+    # -- the job, as 0.11.1's executor offers it ------------------------------------------------
+    def _client(self) -> LeptonClient:
+        workspace_id, token, url = workspace_credentials()
+        return LeptonClient(self.timeout, workspace_id=workspace_id, token=token, url=url)
+
+    def status(self, job_id: str) -> Any:
+        """The job's `LeptonJobState` (the SDK's enum); `Unknown` when the workspace does not
+        know the job."""
+        state = job_state_enum()
+        job = self._client().get_job(job_id)
+        return state(job.state) if job is not None else state.Unknown
+
+    def stop_job(self, job_id: str) -> None:
+        """Stop the job (it stays in the workspace); BackendError when Lepton refused."""
+        self._client().stop_job(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Delete the job, as 0.11.1's cancel does; BackendError when Lepton refused."""
+        self._client().delete_job(job_id)
+
+
+def _count(value: Any) -> int:
+    """An int field's value for arithmetic, 0 when it is not an int (validate() says why)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 PROFILE = "lepton"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -52,6 +53,14 @@ class LocalExecutor(Executor):
 
     def python_executable(self) -> str:
         return sys.executable
+
+    def _launcher_program(self, program: str) -> str:
+        """`torchrun` as 0.11.1 writes it, or the one installed beside this interpreter (a
+        venv's bin/) when PATH has none, as for a venv's python run without activating it."""
+        if os.sep in program or shutil.which(program):
+            return program
+        beside = os.path.join(os.path.dirname(sys.executable), program)
+        return beside if os.access(beside, os.X_OK) else program
 
     def validate_task(self, task: Any) -> None:
         if isinstance(task, Script) and task.path and not task.m and not os.path.isfile(task.path):

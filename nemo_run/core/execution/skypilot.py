@@ -1,84 +1,123 @@
 """`SkypilotExecutor`: run tasks on any infrastructure SkyPilot reaches, through its API server.
 
-All validation is local and happens on creation, before any request to the API server;
-`sky` (about 2 s to import) loads only when a task is built.
+The fields, their order and defaults are nemo-run 0.11.1's. Types are checked on creation;
+`validate()` checks the rest at dry run (0.11.1 lets users set fields after construction), all
+locally, before any request to the API server. `sky` (about 2 s to import) loads only when a
+task is built.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_run.core.clients.skypilot import import_sky
 from nemo_run.core.execution.base import Executor, ExecutorMacros
-from nemo_run.core.execution.fields import check_at_least
+from nemo_run.core.execution.fields import (
+    CONFIGS_DIR,
+    check_at_least,
+    check_field_types,
+    in_job_paths,
+    shell_join,
+)
+from nemo_run.core.packaging.base import Packager
+from nemo_run.core.packaging.git import GitArchivePackager
 from nemo_run.exceptions import ConfigError
 
 _ACCELERATOR = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*(:\d+(\.\d+)?)?$")
 _REMOTE_SOURCE = re.compile(r"^[a-z0-9+]+://")  # s3://, gs://, https://, ...
 # Set by SkyPilot on every node; the launch command derives torchrun's rendezvous from them.
 HEAD_NODE_IP = '$(echo "$SKYPILOT_NODE_IPS" | head -n1)'
+# Resource fields whose list value means "any one of these" (entry i of each list: option i).
+ANY_OF_FIELDS = (
+    "cloud",
+    "region",
+    "zone",
+    "cpus",
+    "memory",
+    "instance_type",
+    "use_spot",
+    "disk_size",
+    "disk_tier",
+)
+RESOURCE_FIELDS = (*ANY_OF_FIELDS, "infra", "network_tier")
 
 
 @dataclass(kw_only=True)
 class SkypilotExecutor(Executor):
-    """A SkyPilot task: `num_nodes` nodes with the given resources, on an existing or new cluster."""
+    """A SkyPilot task: `num_nodes` nodes with the given resources, on an existing or new cluster.
 
+    A list value of cloud, region, zone, gpus, cpus, memory, instance_type, use_spot,
+    disk_size or disk_tier means any one of them (SkyPilot's `any_of`)."""
+
+    # The shell variables of a task's nodes, as 0.11.1 names them: the run script sets
+    # head_node_ip and num_nodes from SkyPilot's SKYPILOT_NODE_IPS and SKYPILOT_NUM_NODES.
+    HEAD_NODE_IP_VAR = "head_node_ip"
+    NPROC_PER_NODE_VAR = "SKYPILOT_NUM_GPUS_PER_NODE"
+    NUM_NODES_VAR = "num_nodes"
+    NODE_RANK_VAR = "SKYPILOT_NODE_RANK"
+    HET_GROUP_HOST_VAR = "het_group_host"
+
+    packager: Packager = field(
+        default_factory=GitArchivePackager,  # as 0.11.1: the committed tree of the launch repo
+        metadata={"help": "how code reaches the job (default: GitArchivePackager())"},
+    )
     container_image: str | None = field(
         default=None, metadata={"help": "Docker image the task runs in"}
     )
-    infra: str | None = field(
+    cloud: str | list[str] | None = field(
+        default=None, metadata={"help": "cloud (or a list: any of them); or use infra"}
+    )
+    region: str | list[str] | None = field(
+        default=None, metadata={"help": "region (or a list: any of them)"}
+    )
+    zone: str | list[str] | None = field(
+        default=None, metadata={"help": "zone (or a list: any of them)"}
+    )
+    gpus: str | list[str] | None = field(
         default=None,
-        metadata={
-            "help": "where to run: cloud/region/zone, e.g. aws/us-east-1, k8s, slurm/localcluster"
-        },
-    )
-    cloud: str | None = field(default=None, metadata={"help": "older spelling of infra: the cloud"})
-    region: str | None = field(
-        default=None, metadata={"help": "older spelling of infra: the region (needs cloud)"}
-    )
-    zone: str | None = field(
-        default=None, metadata={"help": "older spelling of infra: the zone (needs cloud)"}
-    )
-    gpus: str | None = field(
-        default=None, metadata={"help": "accelerator: NAME or NAME:COUNT, e.g. H100 or A100:8"}
+        metadata={"help": "accelerator: NAME or NAME:COUNT, e.g. H100 or A100:8 (or a list)"},
     )
     gpus_per_node: int | None = field(
         default=None, metadata={"help": "accelerators per node, with gpus=NAME"}
     )
-    cpus: int | float | str | None = field(
+    cpus: int | float | str | list[int | float | str] | None = field(
         default=None, metadata={"help": "vCPUs per node, e.g. 4, or 4+ for at least 4"}
     )
-    memory: int | float | str | None = field(
+    memory: int | float | str | list[int | float | str] | None = field(
         default=None, metadata={"help": "memory per node in GB, e.g. 32, or 32+ for at least 32"}
     )
-    instance_type: str | None = field(
+    instance_type: str | list[str] | None = field(
         default=None, metadata={"help": "cloud instance type, e.g. p4d.24xlarge"}
     )
     num_nodes: int = field(default=1, metadata={"help": "nodes the task runs on"})
-    use_spot: bool | None = field(
-        default=False, metadata={"help": "use spot instances (None: SkyPilot's default)"}
+    use_spot: bool | list[bool] | None = field(
+        default=None, metadata={"help": "use spot instances (None: SkyPilot's default)"}
     )
-    disk_size: int | None = field(default=None, metadata={"help": "disk per node, in GB"})
+    disk_size: int | list[int] | None = field(
+        default=None, metadata={"help": "disk per node, in GB"}
+    )
+    disk_tier: str | list[str] | None = field(
+        default=None, metadata={"help": "disk tier: low, medium, high, ultra or best"}
+    )
     ports: list[int | str] | tuple[int | str, ...] | None = field(
-        default_factory=list, metadata={"help": "ports to open, e.g. 8080 or 10000-10010"}
+        default=None, metadata={"help": "ports to open, e.g. 8080 or 10000-10010"}
     )
-    # remote path -> local path or bucket URL
     file_mounts: dict[str, str] | None = field(
-        default_factory=dict, metadata={"help": "remote path -> local path or bucket URL"}
+        default=None, metadata={"help": "remote path -> local path or bucket URL"}
     )
-    # remote path -> storage spec
-    storage_mounts: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata={"help": "remote path -> SkyPilot storage spec"}
-    )
-    setup: str | None = field(
-        default="", metadata={"help": "shell commands SkyPilot runs on each node before the task"}
+    storage_mounts: dict[str, dict[str, Any]] | None = field(
+        default=None, metadata={"help": "remote path -> SkyPilot storage spec"}
     )
     cluster_name: str | None = field(
         default=None,
         metadata={"help": "cluster to run on, reused while up (default: nemo-<task name>)"},
+    )
+    setup: str | None = field(
+        default=None, metadata={"help": "shell commands SkyPilot runs on each node before the task"}
     )
     autodown: bool = field(
         default=False, metadata={"help": "tear the cluster down when the job ends"}
@@ -86,35 +125,61 @@ class SkypilotExecutor(Executor):
     idle_minutes_to_autostop: int | None = field(
         default=None, metadata={"help": "stop the cluster after this many idle minutes"}
     )
+    torchrun_nproc_per_node: int | None = field(
+        default=None, metadata={"help": "torchrun's processes per node (default: the GPUs)"}
+    )
+    cluster_config_overrides: dict[str, Any] | None = field(
+        default=None, metadata={"help": "SkyPilot's _cluster_config_overrides for the cluster"}
+    )
+    infra: str | None = field(
+        default=None,
+        metadata={
+            "help": "where to run: cloud/region/zone, e.g. aws/us-east-1, k8s, slurm/localcluster"
+        },
+    )
+    network_tier: str | None = field(
+        default=None, metadata={"help": "network tier: standard or best"}
+    )
     retry_until_up: bool = field(
         default=False, metadata={"help": "keep retrying provisioning until resources are found"}
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    # -- checks at dry run -------------------------------------------------------------------
+    def validate_task(self, task: Any) -> None:
+        """Before a task is packaged (at dry run): the executor's own settings first."""
+        self.validate()
+        super().validate_task(task)
+
+    def validate(self) -> None:
+        """Everything a launch needs, before any request to the API server: fields may have
+        been set after construction, so the types are checked again; local sources of
+        file_mounts must exist."""
+        check_field_types(self)
         check_at_least(self, "num_nodes", 1)
-        if self.infra and (self.cloud or self.region or self.zone):
-            raise ConfigError(
-                "SkypilotExecutor: give either infra='cloud/region/zone' or the older "
-                "cloud/region/zone fields, not both"
-            )
-        if (self.region or self.zone) and not self.cloud:
-            raise ConfigError(
-                "SkypilotExecutor.region/zone need cloud=... (or use infra='cloud/region/zone')"
-            )
-        if self.gpus is not None and not _ACCELERATOR.match(self.gpus):
-            raise ConfigError(
-                f"SkypilotExecutor.gpus={self.gpus!r} is not an accelerator; write NAME or "
-                "NAME:COUNT, e.g. 'H100' or 'A100:8'"
-            )
-        if self.gpus_per_node is not None:
-            check_at_least(self, "gpus_per_node", 1)
-            if not self.gpus or ":" in self.gpus:
-                raise ConfigError(
-                    "SkypilotExecutor.gpus_per_node needs gpus='NAME' without a count "
-                    "(or give gpus='NAME:COUNT' alone)"
-                )
+        for name in ("gpus_per_node", "torchrun_nproc_per_node"):
+            check_at_least(self, name, 1)
         check_at_least(self, "idle_minutes_to_autostop", 0)
+        clashing = [n for n in ("cloud", "region", "zone") if getattr(self, n) is not None]
+        if self.infra and clashing:
+            raise ConfigError(
+                f"SkypilotExecutor: give either infra={self.infra!r} or "
+                f"{'/'.join(clashing)}, not both (infra='cloud/region/zone' says it all)"
+            )
+        for gpu in _as_list(self.gpus):
+            if not _ACCELERATOR.match(gpu):
+                raise ConfigError(
+                    f"SkypilotExecutor.gpus={gpu!r} is not an accelerator; write NAME or "
+                    "NAME:COUNT, e.g. 'H100' or 'A100:8'"
+                )
+            if self.gpus_per_node is not None and ":" in gpu:
+                raise ConfigError(
+                    f"SkypilotExecutor.gpus={gpu!r} has a count and gpus_per_node="
+                    f"{self.gpus_per_node} gives another; write gpus='NAME' with gpus_per_node, "
+                    "or gpus='NAME:COUNT' alone"
+                )
+        self._check_file_mounts()
+
+    def _check_file_mounts(self) -> None:
         for remote, source in (self.file_mounts or {}).items():
             if not remote:
                 raise ConfigError(
@@ -131,67 +196,131 @@ class SkypilotExecutor(Executor):
         return self.num_nodes
 
     def nproc_per_node(self) -> int:
-        return self.gpus_per_node or (
-            int(float(self.gpus.split(":")[1])) if self.gpus and ":" in self.gpus else 1
-        )
+        """torchrun_nproc_per_node when given, else the GPUs per node (gpus_per_node, or the
+        COUNT of gpus='NAME:COUNT'), else 1."""
+        for value in (self.torchrun_nproc_per_node, self.gpus_per_node):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        for gpu in _as_list(self.gpus):
+            count = gpu.partition(":")[2]
+            if count.replace(".", "", 1).isdigit() and float(count) >= 1:
+                return int(float(count))
+        return 1
 
     def python_executable(self) -> str:
         return "python3"
 
     def macro_values(self) -> ExecutorMacros:
+        """Variables on every node of the task (SkyPilot's, and the two the run script sets)."""
         return ExecutorMacros(
-            head_node_ip_var="head_node_ip",
-            nproc_per_node_var="SKYPILOT_NUM_GPUS_PER_NODE",
-            num_nodes_var="num_nodes",
-            node_rank_var="SKYPILOT_NODE_RANK",
+            head_node_ip_var=self.HEAD_NODE_IP_VAR,
+            nproc_per_node_var=self.NPROC_PER_NODE_VAR,
+            num_nodes_var=self.NUM_NODES_VAR,
+            node_rank_var=self.NODE_RANK_VAR,
+            het_group_host_var=self.HET_GROUP_HOST_VAR,
         )
 
-    def accelerators(self) -> str | None:
-        if self.gpus and self.gpus_per_node:
-            return f"{self.gpus}:{self.gpus_per_node}"
-        return self.gpus
+    def package_configs(self, *cfgs: tuple[str, str]) -> list[str]:
+        """Write (name, text) configs under `<job_dir>/configs`; the paths the task reads them
+        from (`/nemo_run/configs/<name>`, mounted there by `to_task`)."""
+        return in_job_paths(self.job_dir, super().package_configs(*cfgs))
 
-    def infra_string(self) -> str | None:
-        if self.infra:
-            return self.infra
-        parts = [p for p in (self.cloud, self.region, self.zone) if p]
-        return "/".join(parts) or None
+    def accelerators(self) -> str | dict[str, int] | None:
+        """SkyPilot's `accelerators`: 'NAME:COUNT' as given, or {NAME: COUNT} for each name
+        (several names: any of them), COUNT being gpus_per_node (default 1)."""
+        names = _as_list(self.gpus)
+        if not names:
+            return None
+        if isinstance(self.gpus, str) and ":" in self.gpus:
+            return self.gpus
+        out: dict[str, int] = {}
+        for gpu in names:
+            name, _, count = gpu.partition(":")
+            out[name] = int(float(count)) if count else (self.gpus_per_node or 1)
+        return out
 
     # -- the SkyPilot objects (imports sky) ------------------------------------------------------
-    def to_resources(self) -> Any:
-        sky = import_sky()
-        kwargs: dict[str, Any] = {
-            "infra": self.infra_string(),
-            "accelerators": self.accelerators(),
-            "cpus": self.cpus,
-            "memory": self.memory,
-            "instance_type": self.instance_type,
-            "use_spot": self.use_spot,
-            "disk_size": self.disk_size,
-            "ports": list(self.ports or ()) or None,
-            "image_id": f"docker:{self.container_image}" if self.container_image else None,
-        }
-        return sky.Resources(**{k: v for k, v in kwargs.items() if v is not None})
+    def resources_config(self) -> dict[str, Any]:
+        """SkyPilot's `resources:` section for this executor: list values become `any_of`
+        options (entry i of each list makes option i), and a value 'none' means unset."""
+        config: dict[str, Any] = {}
+        any_of: list[dict[str, Any]] = []
+        for name in RESOURCE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    while len(any_of) <= i:
+                        any_of.append({})
+                    if not _is_none(item):
+                        any_of[i][name] = item
+            elif value is not None and not _is_none(value):
+                config[name] = value
+        accelerators = self.accelerators()
+        if accelerators:
+            config["accelerators"] = accelerators
+        if self.container_image:
+            image = self.container_image
+            config["image_id"] = image if image.startswith("docker:") else f"docker:{image}"
+        if self.ports:
+            config["ports"] = [str(p) for p in self.ports]
+        if any_of:
+            config["any_of"] = any_of
+        if self.cluster_config_overrides:
+            config["_cluster_config_overrides"] = dict(self.cluster_config_overrides)
+        return config
 
-    def to_task(self, name: str, run: str, envs: dict[str, str], workdir: str | None = None) -> Any:
-        """A real `sky.Task` for `run` (a shell command) with this executor's resources and mounts."""
+    def to_resources(self) -> Any:
+        """The `sky.Resources` choices (a set: one per any_of option); a ConfigError when
+        SkyPilot refuses them."""
+        sky = import_sky()
+        try:
+            return sky.Resources.from_yaml_config(self.resources_config())
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"SkypilotExecutor: SkyPilot refuses these resources: {e}") from e
+
+    def run_script(self, cmd: list[str]) -> str:
+        """The task's `run`: head node address and node count from SkyPilot's variables, then
+        the command (references to the node variables expand on each node)."""
+        macros = self.macro_values()
+        names = [
+            macros.head_node_ip_var,
+            macros.nproc_per_node_var,
+            macros.num_nodes_var,
+            macros.node_rank_var,
+        ]
+        link = getattr(self.packager, "code_link", None)  # symlink_from_remote_dir: code there
+        return "\n".join(
+            [
+                "set -o pipefail",
+                *([f"cd {shlex.quote(link)}"] if link else []),
+                f"export {self.HEAD_NODE_IP_VAR}={HEAD_NODE_IP}",
+                f'export {self.NUM_NODES_VAR}="$SKYPILOT_NUM_NODES"',
+                shell_join(cmd, names),
+            ]
+        )
+
+    def to_task(
+        self, name: str, cmd: list[str] | None = None, env_vars: dict[str, str] | None = None
+    ) -> Any:
+        """A real `sky.Task` running `cmd` with this executor's resources and mounts."""
         sky = import_sky()
         task = sky.Task(
             name=name,
-            run=run,
+            run=self.run_script(cmd) if cmd else None,
             setup=self.setup or None,
-            envs=envs or None,
-            workdir=workdir,
+            envs={**self.env_vars, **(env_vars or {})} or None,
             num_nodes=self.num_nodes,
         )
         task.set_resources(self.to_resources())
-        if self.file_mounts:
-            task.set_file_mounts(
-                {
-                    k: os.path.expanduser(v) if not _REMOTE_SOURCE.match(v) else v
-                    for k, v in self.file_mounts.items()
-                }
-            )
+        mounts = {
+            k: os.path.expanduser(v) if not _REMOTE_SOURCE.match(v) else v
+            for k, v in (self.file_mounts or {}).items()
+        }
+        configs = os.path.join(self.job_dir, "configs") if self.job_dir else ""
+        if configs and os.path.isdir(configs):
+            mounts.setdefault(CONFIGS_DIR, configs)
+        if mounts:
+            task.set_file_mounts(mounts)
         if self.storage_mounts:
             task.set_storage_mounts(
                 {
@@ -200,3 +329,14 @@ class SkypilotExecutor(Executor):
                 }
             )
         return task
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else [value]
+
+
+def _is_none(value: Any) -> bool:
+    """0.11.1 reads the text 'none' as unset (e.g. region=['us-east-1', 'none'])."""
+    return isinstance(value, str) and value.lower() == "none"

@@ -1,53 +1,157 @@
-"""Packagers decide how a task's code reaches a remote target: each writes one tar archive.
+"""Packagers decide how a task's code reaches where it runs: each writes one `.tar.gz` archive.
 
 The base `Packager` ships nothing (the image or host already has the code). Subclasses write
-`<job_dir>/<name>.tar` with the code at the archive's top level; executors then extract it
-to `/nemo_run/code` (Docker mounts the job dir at `/nemo_run`) or upload it.
+`<job_dir>/<name>.tar.gz`, as nemo-run 0.11.1 does; backends extract it into the job's `code`
+folder (Docker mounts the job folder at `/nemo_run`, so the code is at `/nemo_run/code`) or
+upload it. With `symlink_from_remote_dir` nothing is shipped: the job's code folder is that
+folder, already on the target. `extract` below unpacks archives, refusing any that would write
+outside their destination.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import stat
 import tarfile
+import time
 from dataclasses import dataclass
-from typing import Literal, NoReturn, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypedDict, TypeVar
 
+from nemo_run.core.config_mixin import ConfigurableMixin
+from nemo_run.core.execution.fields import check_field_types
 from nemo_run.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+P = TypeVar("P", bound="Packager")
+ARCHIVE_SUFFIX = ".tar.gz"
+COMPRESS_LEVEL = 6  # gzip's own default: level 9 costs twice the time for ~1% on source trees
 
 
 @dataclass(kw_only=True)
-class Packager:
-    """Ships nothing; local jobs run in the caller's working tree and environment."""
+class Packager(ConfigurableMixin):
+    """Ships nothing: the job runs code that is already where it runs (image, host, mount).
+
+    The base of every packager. `debug` asks launchers for their debug flags;
+    `symlink_from_remote_dir` names a folder already on the target that becomes the job's
+    code folder instead of a shipped archive (for packagers that ship code)."""
 
     debug: bool = False
+    symlink_from_remote_dir: str | None = None
 
-    def package(self, path: str, job_dir: str, name: str) -> str | None:
-        """Write the code archive for `path` into `job_dir`; returns its path, or None if nothing."""
+    def __post_init__(self) -> None:
+        self.symlink_from_remote_dir = as_text(self.symlink_from_remote_dir)
+        check_field_types(self)
+        self._check_link()
+
+    def package(self, path: str | os.PathLike[str], job_dir: str, name: str) -> str | None:
+        """Ship nothing (None). Packagers that ship code write `<job_dir>/<name>.tar.gz` from
+        `path` (the folder launched from) and return its path."""
         return None
+
+    def setup(self) -> None:
+        """Runs before the job starts (0.11.1's hook); nothing to prepare by default."""
+
+    def check(self, path: str | os.PathLike[str]) -> None:
+        """Raise now the ConfigError that packaging `path` would raise later, so a bad setting
+        fails before anything starts (fields can be changed after construction). With a
+        `code_link` nothing is packaged, so only the link is checked."""
+        self._check_link()
+        if self.code_link is None:
+            self._check_code(os.path.abspath(os.fspath(path)))
+
+    def _check_code(self, path: str) -> None:
+        """What `package(path, ...)` would refuse, found without writing anything."""
 
     @property
     def ships_code(self) -> bool:
         """True for packagers that produce an archive (any that override `package`)."""
         return type(self).package is not Packager.package
 
+    @property
+    def code_link(self) -> str | None:
+        """The folder on the target used as the job's code folder instead of an archive:
+        `symlink_from_remote_dir` for packagers that ship code, else None (as in 0.11.1, the
+        base Packager with a link still ships, and links, nothing)."""
+        return self.symlink_from_remote_dir if self.ships_code else None
+
     def archive_path(self, job_dir: str, name: str) -> str:
         """Where this package goes: unique per job dir, so parallel experiments never collide."""
         os.makedirs(job_dir, exist_ok=True)
-        return os.path.join(job_dir, f"{name}.tar")
+        return os.path.join(job_dir, f"{name}{ARCHIVE_SUFFIX}")
+
+    def _check_link(self) -> None:
+        link = self.symlink_from_remote_dir
+        if link is None:
+            return
+        if not isinstance(link, str) or not os.path.isabs(link) or has_control(link):
+            raise ConfigError(
+                f"{type(self).__name__}.symlink_from_remote_dir={link!r} must be the absolute "
+                "path of a folder on the target (e.g. '/lustre/me/code'), or None to ship code"
+            )
 
 
-def add_files(tar: tarfile.TarFile, root: str, relative_paths: list[str], prefix: str = "") -> None:
-    """Add files (relative to `root`) under `prefix` in the archive, skipping ones already there."""
-    present = set(tar.getnames())
-    for rel in sorted(set(relative_paths)):
-        arcname = os.path.normpath(os.path.join(prefix, rel)) if prefix else os.path.normpath(rel)
-        if arcname in present:
-            continue
-        tar.add(os.path.join(root, rel), arcname=arcname, recursive=False)
-        present.add(arcname)
+def code_archive(packager: Packager, path: str | os.PathLike[str], job_dir: str) -> str | None:
+    """The archive a backend ships for a job, `<job_dir>/code.tar.gz`; None when nothing is
+    shipped (the base Packager, or `code_link` set: the code is already on the target)."""
+    if packager.code_link is not None:
+        packager.check(path)  # only the link: nothing is packaged
+        return None
+    return packager.package(path, job_dir, "code")
+
+
+def folder_entry(name: str, mode: int = 0o755) -> tarfile.TarInfo:
+    """A folder member made up for the archive (0.11.1's archives list every folder)."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, int(time.time())
+    return info
+
+
+def parent_folders(name: str) -> list[str]:
+    """The folders above a relative member name, outermost first, the root as '.'."""
+    if name in ("", "."):
+        return []
+    parts = name.split("/")[:-1]
+    return [".", *("/".join(parts[: n + 1]) for n in range(len(parts)))]
+
+
+def rename(member: tarfile.TarInfo, name: str) -> None:
+    """Give a member read from one archive a new name for another; its pax `path` and
+    `linkpath` records (long names) would otherwise override the new name when written."""
+    member.name = name
+    member.pax_headers = {
+        k: v for k, v in member.pax_headers.items() if k not in ("path", "linkpath")
+    }
+
+
+def host_code_link(packager: Packager) -> str | None:
+    """`code_link` for a backend whose target is this host (Docker): the folder must exist
+    here, or the engine would make an empty one and the job would run no code."""
+    link = packager.code_link
+    if link is not None:
+        packager.check(os.getcwd())  # with a link set, only the link itself is checked
+        if not os.path.isdir(link):
+            raise ConfigError(
+                f"{type(packager).__name__}.symlink_from_remote_dir={link!r} is not a folder on "
+                "this host, where the containers run; create it, fix the path, or set it to "
+                "None to ship the code"
+            )
+    return link
+
+
+def as_text(value: Any) -> Any:
+    """Path objects as their text (0.11.1 accepts them where it expects path strings)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def has_control(text: str) -> bool:
+    """NUL, newlines and other control characters: never part of a path a script can carry."""
+    return any(ord(c) < 32 or c == "\x7f" for c in text)
 
 
 # --- Safe extraction -------------------------------------------------------------------------
@@ -400,3 +504,6 @@ def extract(archive: str, destination: str) -> None:
         if os.path.realpath(destination) != root:
             raise ConfigError(f"archive {archive}: {destination} changed while being extracted to")
         _Extractor(tar, planner).run(steps)
+
+
+__all__ = ["Packager"]

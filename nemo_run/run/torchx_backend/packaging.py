@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from torchx import specs
 
-from nemo_run.core.execution.base import Executor
+from nemo_run.core.execution.base import Executor, launch_command
+from nemo_run.core.execution.local import LocalExecutor
 from nemo_run.core.runners.partial import encode
 from nemo_run.core.script import Script
 from nemo_run.exceptions import ConfigError
@@ -59,40 +61,41 @@ def command_for(task: Any, executor: Executor) -> tuple[str, list[str], dict[str
 
 
 def package(name: str, task: Any, executor: Executor, role_name: str | None = None) -> specs.AppDef:
-    """The AppDef for `task` on `executor`, checked before anything runs."""
+    """The AppDef for `task` on `executor`, checked before anything runs: the task's command,
+    wrapped by the executor's launcher (torchrun, ft_launcher, nsys) as 0.11.1 renders it, with
+    the executor's macros applied (so several nodes meet at the platform's head node)."""
     if not name or not isinstance(name, str):
         raise ConfigError("name must be a non-empty string")
     executor.validate_task(task)
+    if not isinstance(executor, LocalExecutor):  # local jobs run in place: nothing is shipped
+        executor.packager.check(os.getcwd())  # what packaging would refuse, refused now
     entrypoint, args, task_env, is_python = command_for(task, executor)
     launcher = executor.get_launcher()
-    entrypoint, args = launcher.wrap(
-        entrypoint,
-        args,
-        python=executor.python_executable(),
-        is_python=is_python,
-        nnodes=executor.nnodes(),
-        nproc_per_node=executor.nproc_per_node(),
-    )
+    if executor.supports_launcher_transform():
+        script = launcher.transform([entrypoint, *args])
+        if script is not None:
+            entrypoint, args, task_env, is_python = command_for(script, executor)
     env = {**executor.env_vars, **task_env}
-    macros = executor.macro_values()
-    if macros is not None:
-        args, env = macros.apply(args, env)
-    wrapped = type(launcher).__name__ != "Launcher"
-    spawned = executor.spawns_replicas and not wrapped  # one process per rank, started by us
+    command = launch_command(executor, entrypoint, args, env, is_python=is_python)
+    spawned = executor.spawns_replicas and not launcher.fans_out  # one process per rank, by us
     replicas = executor.nnodes() * executor.nproc_per_node() if spawned else executor.nnodes()
     if replicas > 1 and spawned:
-        env.setdefault("RANK", specs.macros.replica_id)
-        env.setdefault("LOCAL_RANK", specs.macros.replica_id)
-        env.setdefault("WORLD_SIZE", str(replicas))
+        command.env.setdefault("RANK", specs.macros.replica_id)
+        command.env.setdefault("LOCAL_RANK", specs.macros.replica_id)
+        command.env.setdefault("WORLD_SIZE", str(replicas))
     role = specs.Role(
         name=role_name or name,
         image="",
-        entrypoint=entrypoint,
-        args=args,
-        env=env,
+        entrypoint=command.entrypoint,
+        args=command.args,
+        env=command.env,
         num_replicas=replicas,
         max_retries=executor.retries,
+        port_map=command.port_map,
     )
+    macros = executor.macro_values()
+    if macros is not None:
+        role = macros.apply(role)
     return specs.AppDef(name=_app_name(name), roles=[role])
 
 

@@ -10,7 +10,11 @@ Served (API base ``<url>/api/v1``; every route except the token grant needs
 * ``POST /api/v1/workloads/{trainings,distributed,workspaces}`` -> 202 and the workload;
   ``GET``/``DELETE .../{workloadId}``; ``POST .../{workloadId}/suspend`` and ``/resume``.
 * ``GET /api/v1/workloads`` (``filterBy``, ``sortBy``, ``sortOrder``, ``offset``, ``limit``,
-  ``deleted``, ``search``) and ``GET /api/v1/workloads/{workloadId}``.
+  ``deleted``, ``search``), ``GET /api/v1/workloads/{workloadId}`` and
+  ``GET /api/v1/workloads/{workloadId}/pods``.
+* Besides Run:ai's API, the one Kubernetes API route a client reads logs with (as the
+  cluster's API server, ``kube_apiserver_url`` = the emulator's URL, accepting Run:ai tokens):
+  ``GET /api/v1/namespaces/{namespace}/pods/{pod}/log`` -> the pod's log as text.
 
 Outside the API, for tests: ``/_emulator/faults`` (POST rules, GET, DELETE),
 ``POST /_emulator/expire-tokens``, ``GET /_emulator/state``, ``POST /_emulator/reset``.
@@ -42,11 +46,14 @@ from urllib.parse import parse_qs
 from nemo_run.testing.common import http
 from nemo_run.testing.common.http import MAX_BODY_BYTES, EmulatorBase, Response
 from nemo_run.testing.dgxcloud.validate import ApiSpec, Issue
-from nemo_run.testing.dgxcloud.workloads import Workload, WorkloadManager, now_iso
+from nemo_run.testing.dgxcloud.workloads import Workload, WorkloadManager, now_iso, pod_name
 
 MAX_ARGS_CHARS = 10_000  # the real service rejects longer spec.args
 DNS1123_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 TOKEN_PATH = "/api/v1/token"
+# The one Kubernetes API route served besides Run:ai's (logs through `kube_apiserver_url`)
+KUBE_POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+KUBE_POD_LOG_TEMPLATE = "/api/v1/namespaces/{namespace}/pods/{pod}/log"
 KINDS = {"trainings": "Training", "distributed": "Distributed", "workspaces": "Workspace"}
 # Run:ai's defaults per workload type: priority, priority class and category
 TYPE_DEFAULTS = {
@@ -336,6 +343,8 @@ class Emulator(EmulatorBase):
         self.url = f"http://{host}:{port}"
 
     def request_key(self, method: str, path: str) -> str:
+        if KUBE_POD_LOG.match(path):
+            return f"{method} {KUBE_POD_LOG_TEMPLATE}"
         route = self.spec.route(method, path)
         return f"{method} {route.template or path}"
 
@@ -364,6 +373,13 @@ class Emulator(EmulatorBase):
         too_large: bool,
     ) -> tuple[str, Response]:
         """Answer one ``/api`` request; returns the counter key and the response."""
+        kube = KUBE_POD_LOG.match(path)
+        if kube:
+            key = f"{method} {KUBE_POD_LOG_TEMPLATE}"
+            try:
+                return key, self._pod_log(method, headers, kube.group(1), kube.group(2))
+            except ApiError as e:
+                return key, e.response()
         route = self.spec.route(method, path)
         key = f"{method} {route.template or path}"
         try:
@@ -428,6 +444,9 @@ class Emulator(EmulatorBase):
         if parts == ["workloads", "{workloadId}"]:
             w = self._find(route.params["workloadId"], None)
             return Response(200, self.workload_json(w))
+        if parts == ["workloads", "{workloadId}", "pods"]:
+            w = self._find(route.params["workloadId"], None)
+            return Response(200, {"pods": self.pods_json(w)})
         kind = parts[1]
         if len(parts) == 2:
             return self._create(kind, payload, subject)
@@ -672,6 +691,47 @@ class Emulator(EmulatorBase):
         if w.kind == "distributed":
             out["distributedFramework"] = spec.get("distributedFramework") or "PyTorch"
         return out
+
+    def pods_json(self, w: Workload) -> list[dict]:
+        """The ``Pod1`` objects of a workload's replicas (none before they start)."""
+        out = []
+        for replica in list(w.replicas):
+            running = replica.exit_code() is None
+            phase = "Running" if running else "Succeeded" if replica.exit_code() == 0 else "Failed"
+            ts = now_iso(w.phase_updated_at)
+            out.append(
+                {
+                    "name": pod_name(w.name, w.kind, w.body, replica.rank),
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{w.id}/{replica.rank}")),
+                    "workloadId": w.id,
+                    "clusterId": w.project["clusterId"],
+                    "projectId": w.project["id"],
+                    "priorityClassName": TYPE_DEFAULTS[w.kind][1],
+                    "createdAt": now_iso(w.created_at),
+                    "containers": [{"name": "main", "image": w.spec.get("image") or ""}],
+                    "k8sPhase": phase,
+                    "tenantId": TENANT_ID,
+                    "k8sPhaseUpdatedAt": ts,
+                    "updatedAt": ts,
+                }
+            )
+        return out
+
+    def _pod_log(self, method: str, headers, namespace: str, pod: str) -> Response:
+        """``GET /api/v1/namespaces/{namespace}/pods/{pod}/log`` of the cluster's Kubernetes
+        API server (the emulator serves it too, with Run:ai's tokens): the replica's log."""
+        if method != "GET":
+            raise ApiError(405, f"Method {method} is not allowed on {KUBE_POD_LOG_TEMPLATE}")
+        self.authenticate(headers)
+        for w in self.manager.all():
+            if w.project["status"]["namespace"] != namespace:
+                continue
+            for replica in list(w.replicas):
+                if pod_name(w.name, w.kind, w.body, replica.rank) == pod:
+                    path = self.manager.log_dir(w.id) / f"{replica.rank}.log"
+                    data = path.read_bytes() if path.exists() else b""
+                    return Response(200, stream=iter([data] if data else []))
+        raise ApiError(404, f'pods "{pod}" not found in namespace "{namespace}"')
 
     @staticmethod
     def _conditions(w: Workload) -> list[dict]:

@@ -1,8 +1,9 @@
 """Running emulated Run:ai workloads for real, as host processes or as Docker containers.
 
-Each accepted workload becomes one or more replicas (one for a training or a workspace,
-``numWorkers`` for a distributed workload, ranks ``0..n-1``). A replica runs
-``spec.command`` (split like a shell would) followed by ``shlex.split(spec.args)``; with no
+Each accepted workload becomes one or more replicas (one for a training or a workspace;
+for a distributed workload ``numWorkers`` workers, plus a master pod of rank 0 when the
+request asks for one with ``masterSpecSameAsWorker: true`` or a ``masterSpec``; ranks
+``0..n-1``). A replica runs ``spec.command`` (split like a shell would) followed by ``shlex.split(spec.args)``; with no
 command, ``spec.args`` is the whole command line. ``spec.environmentVariables`` (``name`` and
 ``value``) are set; a distributed replica also gets ``RANK``, ``NODE_RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT`` and ``PYTHONUNBUFFERED=1``, as the PyTorch operator sets them.
@@ -123,6 +124,32 @@ def _env_pairs(items: list[dict] | None) -> dict[str, str]:
     return env
 
 
+def has_master(kind: str, body: dict) -> bool:
+    """A distributed workload has a master pod besides its ``numWorkers`` workers when it
+    asks for one: ``masterSpecSameAsWorker: true`` or a ``masterSpec``."""
+    return kind == "distributed" and (
+        body.get("masterSpecSameAsWorker") is True or bool(body.get("masterSpec"))
+    )
+
+
+def replica_count(kind: str, body: dict) -> int:
+    """Pods of a workload: one, or the master (if any) plus ``numWorkers`` workers."""
+    if kind != "distributed":
+        return 1
+    workers = int((body.get("spec") or {}).get("numWorkers") or 1)
+    return workers + (1 if has_master(kind, body) else 0)
+
+
+def pod_name(name: str, kind: str, body: dict, rank: int) -> str:
+    """The pod of rank ``rank``, named as the training operator names them: ``<name>-0-0`` for
+    a training, ``<name>-master-0`` and ``<name>-worker-<i>`` for a distributed workload."""
+    if kind != "distributed":
+        return f"{name}-{rank}-0"
+    if has_master(kind, body):
+        return f"{name}-master-0" if rank == 0 else f"{name}-worker-{rank - 1}"
+    return f"{name}-worker-{rank}"
+
+
 def build_plan(workload_id: str, name: str, kind: str, body: dict, data_dir: Path) -> LaunchPlan:
     """Turn a validated creation request into replicas to start."""
     spec = body.get("spec") or {}
@@ -136,10 +163,8 @@ def build_plan(workload_id: str, name: str, kind: str, body: dict, data_dir: Pat
             Mount(claim, data_dir / "pvcs" / claim, pvc["path"], bool(pvc.get("readOnly")))
         )
     base_env = _env_pairs(spec.get("environmentVariables"))
-    count = 1
     distributed = kind == "distributed"
-    if distributed:
-        count = int(spec.get("numWorkers") or 1)
+    count = replica_count(kind, body)
     master = body.get("masterSpec") if distributed else None
     use_master = bool(master) and body.get("masterSpecSameAsWorker") is not True
     replicas = []
@@ -392,9 +417,7 @@ class Workload:
         return sum(1 for r in self.replicas if r.exit_code() is None)
 
     def replica_count(self) -> int:
-        if self.kind == "distributed":
-            return int(self.spec.get("numWorkers") or 1)
-        return 1
+        return replica_count(self.kind, self.body)
 
 
 class WorkloadManager(ManagerBase):

@@ -26,7 +26,8 @@ Storage: each ``spec.mounts`` item is the host folder
 * Docker mode: one container per replica from ``spec.container.image`` on the local engine
   (never pulled: a missing image fails the replica), labelled ``nemo_run.lepton-emulator=<job
   id>``, hostname ``worker-<index>``, on a bridge network of the job's own where it is also
-  reachable as ``worker-<index>.<job id>-job-svc``; mounts are bind mounts at ``mount_path``
+  reachable as ``worker-<index>.<job id>-job-svc`` and, as Lepton names workers for
+  ``lepton_env_to_pytorch.sh``, ``<service prefix>-<index>.<subdomain>``; mounts are bind mounts at ``mount_path``
   (read-only with ``mount_options.read_only``). Kernel limits apply for real (an environment
   string over 128 KiB cannot be exec'd: the replica fails). Exited containers are kept until
   the job is deleted or restarted.
@@ -259,6 +260,7 @@ class DockerBackend(DockerEngine):
         network = self._network(plan.job_id)
         host = f"{WORKER_PREFIX}-{plan.index}"
         subdomain = plan.lepton_env["LEPTON_SUBDOMAIN"]
+        service = plan.lepton_env["LEPTON_JOB_SERVICE_PREFIX"]
         env: dict[str, str] = {}
         if plan.torch_env is not None:
             master = f"{WORKER_PREFIX}-0.{subdomain}"
@@ -273,7 +275,7 @@ class DockerBackend(DockerEngine):
             "network": network.name,
             "networking_config": {
                 network.name: self.client.api.create_endpoint_config(
-                    aliases=[f"{host}.{subdomain}", host]
+                    aliases=[f"{host}.{subdomain}", host, f"{service}-{plan.index}.{subdomain}"]
                 )
             },
             "mounts": [

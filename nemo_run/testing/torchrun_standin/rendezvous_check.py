@@ -37,7 +37,7 @@ def serve(port: int, world_size: int) -> list[dict]:
     server.bind(("", port))
     server.listen(world_size)
     server.settimeout(TIMEOUT_S)
-    peers = []
+    peers: list[socket.socket] = []
     world = [me()]
     while len(peers) < world_size - 1:
         conn, _ = server.accept()

@@ -192,12 +192,12 @@ def test_every_field_refuses_a_wrong_type(cls, name):
         (
             run.SkypilotExecutor,
             {"gpus": 8},
-            r"gpus must be a string \(or None\), got 8 \(int\); write gpus='8'",
+            r"gpus must be a string or a list of strings \(or None\), got 8 \(int\); write gpus='8'",
         ),
         (
             run.SkypilotExecutor,
             {"use_spot": "true"},
-            r"use_spot must be True or False \(or None\).*write use_spot=True",
+            r"use_spot must be True or False or a list of booleans \(or None\).*write use_spot=True",
         ),
         (
             run.SkypilotExecutor,
@@ -212,7 +212,7 @@ def test_every_field_refuses_a_wrong_type(cls, name):
         (
             run.SkypilotExecutor,
             {"cpus": True},
-            r"cpus must be an integer, a number or a string \(or None\)",
+            r"cpus must be an integer, a number, a string or a list of .* \(or None\)",
         ),
     ],
 )

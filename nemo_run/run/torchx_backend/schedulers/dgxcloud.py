@@ -6,6 +6,10 @@ The app id is the workload's unique name (a DNS label); the handle is
 base URL, project, client id (never the secret) and the executor's timeout, so any later
 process can describe, list and cancel it with credentials from the environment or a 0600
 profile. What answers, silences and 404s mean is decided in `remote.py`, shared with Lepton.
+
+Logs are read from the PVC where it is mounted here (`launched_from_cluster`); elsewhere, with
+`kube_apiserver_url` set, from the pods through the cluster's Kubernetes API
+(`/api/v1/namespaces/{namespace}/pods/{pod}/log`, the workload's pods listed by Run:ai).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import logging
 import os
 import shlex
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,11 +34,14 @@ from nemo_run.core.execution.dgxcloud import (
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
     PROFILE,
+    DGXCloudState,
+    api_root,
     credentials_or_error,
 )
+from nemo_run.core.packaging.base import code_archive
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import REMOTE_ID
-from nemo_run.exceptions import ConfigError
+from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import map_state, unique_name
 from nemo_run.run.torchx_backend.schedulers.mounted import (
     MountedJobRequest,
@@ -44,25 +52,30 @@ from nemo_run.run.torchx_backend.schedulers.remote import TIMEOUT
 log = logging.getLogger(__name__)
 
 BACKEND = "dgx_cloud"
+KUBE_APISERVER_URL = "kube_apiserver_url"  # record key: where pod logs are read from
 NAME_LIMIT = 40  # Run:ai derives pod and service names from it; keep room for their suffixes
 DEFAULT_TIMEOUT = 30.0  # seconds per HTTP attempt, for records written before the timeout was kept
 
-DGX_STATES: dict[str, AppState] = {
-    "Creating": AppState.SUBMITTED,
-    "Initializing": AppState.PENDING,
-    "Resuming": AppState.PENDING,
-    "Pending": AppState.PENDING,
-    "Deleting": AppState.CANCELLED,
-    "Running": AppState.RUNNING,
-    "Updating": AppState.RUNNING,
-    "Stopped": AppState.CANCELLED,
-    "Stopping": AppState.RUNNING,  # still going down; Stopped follows
-    "Degraded": AppState.RUNNING,
-    "Failed": AppState.FAILED,
-    "Completed": AppState.SUCCEEDED,
-    "Terminating": AppState.RUNNING,
-    "Unknown": AppState.UNKNOWN,
+# Run:ai phases -> torchx states. `Unknown` reads PENDING, as in 0.11.1, so a phase Run:ai
+# cannot tell for a moment never counts as an outcome; the others are ours on purpose
+# (docs/compatibility.md): a degraded workload still runs, a stopping one is not over yet.
+DGX_STATES: dict[DGXCloudState, AppState] = {
+    DGXCloudState.CREATING: AppState.SUBMITTED,
+    DGXCloudState.INITIALIZING: AppState.PENDING,
+    DGXCloudState.RESUMING: AppState.PENDING,
+    DGXCloudState.PENDING: AppState.PENDING,
+    DGXCloudState.DELETING: AppState.CANCELLED,
+    DGXCloudState.RUNNING: AppState.RUNNING,
+    DGXCloudState.UPDATING: AppState.RUNNING,
+    DGXCloudState.STOPPED: AppState.CANCELLED,
+    DGXCloudState.STOPPING: AppState.RUNNING,  # still going down; Stopped follows
+    DGXCloudState.DEGRADED: AppState.RUNNING,  # some pods unhealthy, the workload goes on
+    DGXCloudState.FAILED: AppState.FAILED,
+    DGXCloudState.COMPLETED: AppState.SUCCEEDED,
+    DGXCloudState.TERMINATING: AppState.RUNNING,
+    DGXCloudState.UNKNOWN: AppState.PENDING,
 }
+_STATES_BY_PHASE: dict[str, AppState] = {state.value: app for state, app in DGX_STATES.items()}
 
 
 def __getattr__(name: str) -> Any:
@@ -77,7 +90,7 @@ def workload_name(app_name: str) -> str:
 
 
 def state_of_phase(phase: str | None) -> AppState:
-    return map_state(DGX_STATES, phase or "", "DGX Cloud")
+    return map_state(_STATES_BY_PHASE, phase or "", "DGX Cloud")
 
 
 @dataclass
@@ -85,6 +98,7 @@ class DGXRequest(MountedJobRequest):
     """One workload to create; `str()` is the dry-run text (body and launch script)."""
 
     rank_var: ClassVar[str] = "rank"
+    job_dir_field: ClassVar[str] = "pvc_job_dir"
 
     @property
     def mount_dir(self) -> str:
@@ -95,7 +109,15 @@ class DGXRequest(MountedJobRequest):
         return "distributed" if self.executor.nodes > 1 else "trainings"
 
     def prelude(self) -> list[str]:
-        return ['rank="${NODE_RANK:-${RANK:-0}}"']
+        """The pod's rank for its log, and defaults for the variables a PyTorch distributed
+        workload's pods get from Run:ai (a single-pod training gets none): shell variables
+        only, so the task's environment is what Run:ai gave it."""
+        nproc = self.executor.nproc_per_node()
+        return [
+            'rank="${NODE_RANK:-${RANK:-0}}"',
+            ': "${MASTER_ADDR:=localhost}" "${MASTER_PORT:=29500}" "${WORLD_SIZE:=1}" "${RANK:=0}"',
+            f': "${{NPROC_PER_NODE:={nproc}}}"',
+        ]
 
     def body(self, project_id: str, cluster_id: str) -> dict[str, Any]:
         ex = self.executor
@@ -108,20 +130,25 @@ class DGXRequest(MountedJobRequest):
             ],
             "storage": {"pvc": [dict(p) for p in ex.pvcs]},
         }
+        # a large /dev/shm, as 0.11.1 asks (NCCL and data loader workers need more than 64 MiB)
+        spec["compute"] = {"largeShmRequest": True}
         if ex.gpus_per_node:
-            spec["compute"] = {"gpuDevicesRequest": ex.gpus_per_node}
+            spec["compute"]["gpuDevicesRequest"] = ex.gpus_per_node
+        body: dict[str, Any] = {"name": self.name, "projectId": project_id, "clusterId": cluster_id}
         if self.kind == "distributed":
-            spec.update(
-                distributedFramework=ex.distributed_framework,
-                numWorkers=ex.nodes,
-                minReplicas=ex.nodes,
-                maxReplicas=ex.nodes,
-            )
+            spec["distributedFramework"] = ex.distributed_framework
+            spec["numWorkers"] = ex.nodes
+            if ex.distributed_framework == "PyTorch":
+                # a PyTorch workload is a master pod plus numWorkers workers: nodes pods in all
+                spec["numWorkers"] = ex.nodes - 1
+                body["masterSpecSameAsWorker"] = True
         spec.update(ex.custom_spec)
-        return {"name": self.name, "projectId": project_id, "clusterId": cluster_id, "spec": spec}
+        return {**body, "spec": spec}
 
     def __str__(self) -> str:
-        base_url = self.executor.base_url or "$DGX_CLOUD_BASE_URL"
+        base_url = (
+            api_root(self.executor.base_url) if self.executor.base_url else "$DGX_CLOUD_BASE_URL"
+        )
         return self.dryrun_text(
             f"POST {base_url}/workloads/{self.kind}", self.body("<project id>", "<cluster id>")
         )
@@ -169,9 +196,12 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
         if not isinstance(request, DGXRequest):  # `request_class` makes every request one
             raise TypeError(f"expected a DGXRequest, got {type(request).__name__}")
         args = request.body("", "")["spec"]["args"]
-        if len(args) > 10_000:
+        limit = request.executor.MAX_ARGS_CHARS
+        if len(args) > limit:
             raise ConfigError(
-                f"the workload command is {len(args)} characters; Run:ai accepts about 10,000"
+                f"the workload command is {len(args)} characters; DGXCloudExecutor."
+                f"MAX_ARGS_CHARS={limit} (Run:ai accepts about 10,000): use a shorter "
+                "pvc_nemo_run_dir"
             )
 
     # -- schedule ---------------------------------------------------------------------------
@@ -191,12 +221,13 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
             "client_id": client_id,
             "project_id": project_id,
             "project_name": ex.project_name,
+            KUBE_APISERVER_URL: ex.kube_apiserver_url.rstrip("/") or None,
             TIMEOUT: ex.timeout,
         }
 
         def ship(leftovers: list[dict[str, Any]], beat: Callable[[], None]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="nemo_run_dgx_") as scratch:
-                archive = ex.packager.package(os.getcwd(), scratch, "code")
+                archive = code_archive(ex.packager, os.getcwd(), scratch)
                 moved = self._ship_code(
                     request,
                     archive,
@@ -271,6 +302,43 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
 
     def _ui_url(self, record: JobRecord) -> str | None:
         return record.data.get("base_url", "").removesuffix("/api/v1") or None
+
+    # -- logs where the PVC is not mounted -------------------------------------------------------
+    def _remote_lines(
+        self, record: JobRecord, k: int, should_tail: bool, path: str
+    ) -> Iterator[str]:
+        """Pod k's log through the cluster's Kubernetes API server (`kube_apiserver_url`),
+        re-read until the workload ends; without that URL, where the log file is."""
+        kube = record.data.get(KUBE_APISERVER_URL)
+        workload_id = record.data.get(REMOTE_ID)
+        if not kube or not workload_id:
+            yield from super()._remote_lines(record, k, should_tail, path)
+            return
+        client, seen, delay = self._client_for(record), 0, 0.2
+        namespace = ""
+        while True:
+            finished = not should_tail or self._finished(record.app_id)
+            try:
+                namespace = namespace or str((client.workload(workload_id) or {}).get("namespace"))
+                pods = client.pods(workload_id)
+                text = client.pod_log(kube, namespace, pods[k]["name"]) if k < len(pods) else ""
+            except BackendError as e:
+                if finished:
+                    yield (
+                        f"nemo_run: the Kubernetes API at {kube} did not give the log of "
+                        f"{record.app_id} ({e}); it is on the PVC at {path}\n"
+                    )
+                    return
+                text = None  # not answering now: try again
+            if text is not None:
+                end = len(text) if finished else text.rfind("\n") + 1  # whole lines until the end
+                if end > seen:
+                    yield from text[seen:end].splitlines(keepends=True)
+                    seen, delay = end, 0.2
+            if finished:
+                return
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> DGXCloudScheduler:

@@ -42,7 +42,7 @@ from nemo_run.core.execution.docker import (
     parse_ulimit,
     parse_volume,
 )
-from nemo_run.core.packaging.base import extract
+from nemo_run.core.packaging.base import code_archive, extract, host_code_link
 from nemo_run.core.store import JobRecord
 from nemo_run.exceptions import BackendError, ConfigError
 from nemo_run.run.torchx_backend.schedulers.api import (
@@ -62,6 +62,8 @@ LABEL_ROLE = "nemo_run.role"
 LABEL_REPLICA = "nemo_run.replica_id"
 LABEL_SESSION = "nemo_run.session"
 DEFAULT_NETWORK = "nemo_run"
+ENGINE_NETWORKS = frozenset({"host", "none", "bridge"})  # the engine's own: never created
+_REFERENCE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 STOP_TIMEOUT_S = 5
 CONTAINER_STATES = {
     "created": AppState.SUBMITTED,
@@ -138,37 +140,51 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
 
     # -- dry run ----------------------------------------------------------------------------
     def _submit_dryrun(self, app: AppDef, cfg: DockerExecutor) -> AppDryRunInfo[DockerJobRequest]:  # type: ignore[override]
+        cfg.validate()  # fields may have been set after construction: check them all now
+        if cfg.run_as_group and len(cfg.resource_group) != len(app.roles):
+            raise ConfigError(
+                f"DockerExecutor.merge grouped {len(cfg.resource_group)} executors but the job has "
+                f"{len(app.roles)} tasks; merge one executor per task (or a single one)"
+            )
         app_id = make_unique(re.sub(r"[^a-z0-9-]", "-", app.name.lower()).strip("-") or "job")
         log_dir = os.path.join(cfg.job_dir or default_job_dir(), self.session_name, app_id)
-        first = app.roles[0]
-        rank0 = _hostname(_container_name(app_id, first.name, 0))
-        volumes: dict[str, dict[str, str]] = {log_dir: {"bind": CONTAINER_JOB_DIR, "mode": "rw"}}
-        for volume in cfg.volumes:
-            source, target, mode = parse_volume(volume)
-            volumes[source] = {"bind": target, "mode": mode}
-        extra = dict(cfg.additional_kwargs)
+        # the first container, by its name on the job's network, is where torchrun's nodes
+        # meet; on the host's network (no container names there) it is this host
+        rank0 = (
+            "localhost"
+            if cfg.network == "host"
+            else _hostname(_container_name(app_id, app.roles[0].name, 0))
+        )
+        link = host_code_link(cfg.packager)  # symlink_from_remote_dir: a host folder is the code
         retries = max(role.max_retries for role in app.roles)
-        if retries and extra.get("auto_remove"):
-            raise ConfigError(
-                "DockerExecutor: retries need a restart policy, which Docker refuses with "
-                "auto_remove=True; drop auto_remove from additional_kwargs"
-            )
         containers = []
-        for role in app.roles:
+        for index, role in enumerate(app.roles):
+            ex = cfg.role_executor(index)
+            volumes: dict[str, dict[str, str]] = {
+                log_dir: {"bind": CONTAINER_JOB_DIR, "mode": "rw"}
+            }
+            for volume in ex.volumes:
+                source, target, mode = parse_volume(volume)
+                volumes[source] = {"bind": target, "mode": mode}
+            if link:
+                volumes[link] = {"bind": CONTAINER_CODE_DIR, "mode": "rw"}
+            extra = dict(ex.additional_kwargs)
+            if retries and extra.get("auto_remove"):
+                raise ConfigError(
+                    "DockerExecutor: retries need a restart policy, which Docker refuses with "
+                    "auto_remove=True; drop auto_remove from additional_kwargs"
+                )
             for k in range(role.num_replicas):
                 replica = macros.Values(
                     img_root="", app_id=app_id, replica_id=str(k), rank0_env="TORCHX_RANK0_HOST"
                 ).apply(role)
                 name = _container_name(app_id, role.name, k)
-                env = {
-                    "TORCHX_RANK0_HOST": rank0,
-                    "MASTER_ADDR": rank0,
-                    **replica.env,
-                    "NEMORUN_APP_ID": app_id,
-                }
+                node = _node_variables(ex, rank0)
+                env = {"TORCHX_RANK0_HOST": rank0, "MASTER_ADDR": rank0, **node, **replica.env}
+                env = {key: _expand(value, env, node) for key, value in env.items()}
+                env["NEMORUN_APP_ID"] = app_id
                 kwargs: dict[str, Any] = {
                     "name": name,
-                    "hostname": _hostname(name),
                     "environment": env,
                     "labels": {
                         LABEL_APP_ID: app_id,
@@ -176,37 +192,39 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                         LABEL_REPLICA: str(k),
                         LABEL_SESSION: self.session_name,
                     },
-                    "network": cfg.network or DEFAULT_NETWORK,
+                    "network": ex.network or DEFAULT_NETWORK,
                     "volumes": volumes,
                     "init": True,  # an init as PID 1 forwards SIGTERM, so cancel does not wait out the grace
+                    "hostname": _hostname(name),
                 }
                 if cfg.packager.ships_code:
                     kwargs["working_dir"] = CONTAINER_CODE_DIR
                 for key, value in (
-                    ("shm_size", cfg.shm_size),
-                    ("runtime", cfg.runtime),
-                    ("ipc_mode", cfg.ipc_mode),
-                    ("healthcheck", cfg.healthcheck),
+                    ("shm_size", ex.shm_size),
+                    ("runtime", ex.runtime),
+                    ("ipc_mode", ex.ipc_mode),
+                    ("healthcheck", ex.healthcheck or None),  # {} (the default): none
                 ):
                     if value is not None:
                         kwargs[key] = value
-                if cfg.privileged:
+                if ex.privileged:
                     kwargs["privileged"] = True
-                if cfg.ulimits:
-                    kwargs["ulimits"] = list(cfg.ulimits)
-                if cfg.num_gpus:
-                    kwargs["gpus"] = cfg.num_gpus
+                if ex.ulimits:
+                    kwargs["ulimits"] = list(ex.ulimits)
+                if ex.num_gpus:
+                    kwargs["gpus"] = ex.num_gpus
                 if retries:
                     kwargs["restart_policy"] = {"Name": "on-failure", "MaximumRetryCount": retries}
                 for key, value in extra.items():  # labels and env merge; ours identify the job
                     if key in ("labels", "environment") and isinstance(value, dict):
                         value = {**value, **kwargs[key]}
                     kwargs[key] = value
+                command = [replica.entrypoint, *replica.args]
                 containers.append(
                     DockerContainer(
                         name=name,
-                        image=cfg.container_image,
-                        command=[replica.entrypoint, *replica.args],
+                        image=ex.container_image,
+                        command=[_expand(word, env, node) for word in command],  # no shell
                         role=role.name,
                         replica_id=k,
                         hostname=kwargs["hostname"],
@@ -248,9 +266,12 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             raise_if_disk_trouble(e, request.log_dir, "creating the job folder")
             raise
         try:
-            archive = request.executor.packager.package(os.getcwd(), request.log_dir, "code")
+            archive = code_archive(request.executor.packager, os.getcwd(), request.log_dir)
             if archive:
                 extract(archive, os.path.join(request.log_dir, "code"))
+            configs = os.path.join(request.executor.job_dir, "configs")
+            if request.executor.job_dir and os.path.isdir(configs):  # from package_configs()
+                shutil.copytree(configs, os.path.join(request.log_dir, "configs"))
             for container in request.containers:
                 self._engine.run(_spec(container))
         except BaseException:
@@ -264,7 +285,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
         """Images present (or pullable) and GPUs supported, before any container exists."""
         for image in sorted({c.image for c in request.containers}):
             self._engine.ensure_image(image)
-        gpus = request.executor.num_gpus
+        gpus = next((c.kwargs["gpus"] for c in request.containers if c.kwargs.get("gpus")), None)
         if gpus:
             runtimes = self._engine.runtimes()
             if "nvidia" not in runtimes and request.executor.runtime != "nvidia":
@@ -272,9 +293,9 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                     f"DockerExecutor.num_gpus={gpus} but this engine has no GPU runtime (runtimes: "
                     f"{', '.join(sorted(runtimes))}); install the NVIDIA container toolkit or drop num_gpus"
                 )
-        network = request.containers[0].kwargs.get("network")
-        if network:
-            self._engine.ensure_network(network)
+        for network in sorted({c.kwargs.get("network") or "" for c in request.containers}):
+            if network and network not in ENGINE_NETWORKS:
+                self._engine.ensure_network(network)
 
     @staticmethod
     def _quietly(call: Any, *args: Any) -> bool:
@@ -562,6 +583,32 @@ def _outcome_message(replicas: list[dict[str, Any]]) -> str:
 
 def _listing(replicas: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": role, "replica_id": k, **info} for (role, k), info in replicas.items()]
+
+
+def _node_variables(executor: DockerExecutor, rank0: str) -> dict[str, str]:
+    """The executor's macro variables (`macro_values()`) for a one-node job: the first
+    container's address, one node, node rank 0 and the processes per node."""
+    names = executor.macro_values()
+    return {
+        names.head_node_ip_var: rank0,
+        names.num_nodes_var: "1",
+        names.node_rank_var: "0",
+        names.nproc_per_node_var: str(executor.nproc_per_node()),
+    }
+
+
+def _expand(text: str, env: dict[str, str], node: dict[str, str]) -> str:
+    """References `$NAME` / `${NAME}` to the node variables replaced by their values in the
+    container's environment: commands run without a shell. Other references, and those in
+    text with blanks (an inline script, run by its own shell), stay as written."""
+    if "$" not in text or any(c.isspace() for c in text):
+        return text
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return env.get(name, node[name]) if name in node else match.group(0)
+
+    return _REFERENCE.sub(value, text)
 
 
 def _spec(container: DockerContainer) -> ContainerSpec:

@@ -9,21 +9,23 @@ record. What answers, silences and 404s mean is decided in `remote.py`, shared w
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torchx.schedulers.api import AppDryRunInfo, Scheduler
 from torchx.specs import AppState
 
 from nemo_run.core.clients import datamover
 from nemo_run.core.clients.http import fingerprint
-from nemo_run.core.clients.lepton import JobInfo, LeptonClient
+from nemo_run.core.clients.lepton import JobInfo, LeptonClient, job_state_enum
 from nemo_run.core.execution.lepton import workspace_credentials
+from nemo_run.core.packaging.base import code_archive
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import REMOTE_ID
 from nemo_run.exceptions import ConfigError
@@ -41,7 +43,10 @@ NAME_LIMIT = 36
 HELPER_TIMEOUT_S = 600.0
 DEFAULT_TIMEOUT = 30.0  # seconds per HTTP attempt (LeptonExecutor.timeout, when it has one)
 
-LEPTON_STATES: dict[str, AppState] = {
+# Lepton job states (`LeptonJobState` values) -> torchx states. Keyed by the SDK's enum in
+# `LEPTON_STATES` (built when first read, as leptonai is optional); `Unknown` is UNKNOWN here,
+# never FAILED as in 0.11.1: a state Lepton cannot tell for a moment is not an outcome.
+_STATES_BY_NAME: dict[str, AppState] = {
     "Starting": AppState.PENDING,
     "Running": AppState.RUNNING,
     "Failed": AppState.FAILED,
@@ -61,9 +66,20 @@ LEPTON_STATES: dict[str, AppState] = {
 }
 
 
+@functools.cache
+def lepton_states() -> dict[Any, AppState]:
+    """`LEPTON_STATES`: the table keyed by the SDK's `LeptonJobState` (a `str` enum, so the
+    API's strings find their entries too); MissingDependencyError without leptonai."""
+    return {
+        member: _STATES_BY_NAME.get(member.value, AppState.UNKNOWN) for member in job_state_enum()
+    }
+
+
 def __getattr__(name: str) -> Any:
     if name == "LEPTON_JOB_DIRS":  # the store file in use now, resolved on every access
         return store_path()
+    if name == "LEPTON_STATES":
+        return lepton_states()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -73,27 +89,33 @@ def job_name(app_name: str) -> str:
 
 
 def state_of(raw: Any) -> AppState:
-    return map_state(LEPTON_STATES, raw, "Lepton")
+    return map_state(_STATES_BY_NAME, raw, "Lepton")
 
 
 @dataclass
 class LeptonRequest(MountedJobRequest):
     """One Lepton job to create; `str()` is the dry-run text (job spec and launch script)."""
 
+    job_dir_field: ClassVar[str] = "lepton_job_dir"
+
     @property
     def mount_dir(self) -> str:
         return self.executor.nemo_run_dir
 
     def prelude(self) -> list[str]:
-        """Rank and rendezvous from Lepton's own variables (it sets no torch ones)."""
+        """Rank and rendezvous from Lepton's own variables, as Lepton's
+        lepton_env_to_pytorch.sh derives them (worker 0 is `<service prefix>-0.<subdomain>`);
+        values already set (by the user's env) are kept."""
+        nproc = self.executor.nproc_per_node()
         return [
             'export NODE_RANK="${LEPTON_JOB_WORKER_INDEX:-${NODE_RANK:-0}}"',
             'export WORLD_SIZE="${LEPTON_JOB_TOTAL_WORKERS:-${WORLD_SIZE:-1}}"',
-            'if [ -z "${MASTER_ADDR:-}" ] && [ -n "${LEPTON_SUBDOMAIN:-}" ]; then',
-            '  export MASTER_ADDR="${LEPTON_JOB_WORKER_HOSTNAME_PREFIX:-worker}-0.'
-            '${LEPTON_SUBDOMAIN}"',
+            'if [ -z "${MASTER_ADDR:-}" ] && [ -n "${LEPTON_JOB_WORKER_INDEX:-}" ]; then',
+            '  export MASTER_ADDR="${LEPTON_JOB_SERVICE_PREFIX:-${LEPTON_JOB_NAME}}-0.'
+            '${LEPTON_SUBDOMAIN:-${LEPTON_JOB_NAME}-job-svc}"',
             "fi",
             'export MASTER_ADDR="${MASTER_ADDR:-localhost}" MASTER_PORT="${MASTER_PORT:-29400}"',
+            f'export NPROC_PER_NODE="${{NPROC_PER_NODE:-{nproc}}}"',
         ]
 
     def setup_commands(self) -> list[str]:
@@ -135,12 +157,9 @@ class LeptonRequest(MountedJobRequest):
             spec["affinity"]["allowed_nodes_in_node_group"] = node_ids
         if nodes > 1:
             spec["intra_job_communication"] = True
-        if ex.queue_priority or ex.can_preempt or ex.can_be_preempted:
-            spec["queue_config"] = {
-                "priority_class": ex.queue_priority,
-                "can_preempt": ex.can_preempt,
-                "can_be_preempted": ex.can_be_preempted,
-            }
+        queue = ex.queue_config()
+        if queue:
+            spec["queue_config"] = queue
         if ex.node_reservation:
             spec["reservation_config"] = {"reservation_id": ex.node_reservation}
         if command is None:
@@ -210,7 +229,7 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
 
         def ship(leftovers: list[dict[str, Any]], beat: Callable[[], None]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="nemo_run_lepton_") as scratch:
-                archive = ex.packager.package(os.getcwd(), scratch, "code")
+                archive = code_archive(ex.packager, os.getcwd(), scratch)
                 moved = self._ship_code(
                     request,
                     archive,

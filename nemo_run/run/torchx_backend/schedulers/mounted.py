@@ -23,13 +23,13 @@ from torchx.schedulers.api import AppDryRunInfo, DescribeAppResponse, Stream
 from torchx.specs import AppDef, AppState, macros
 
 from nemo_run.core.clients.datamover import DataMover, HelperOps, build_payload
+from nemo_run.core.execution.fields import shell_join
 from nemo_run.core.packaging.base import extract
 from nemo_run.core.redact import (
     MASK,
     is_secret_arg_env,
     is_secret_name,
     mask_references,
-    shell_join_references,
     split_secret_args,
 )
 from nemo_run.core.store.records import NODES, REMOTE_DIR
@@ -54,6 +54,7 @@ class MountedJobRequest:
     secret_env: dict[str, str] = field(default_factory=dict)
 
     rank_var: ClassVar[str] = "NODE_RANK"  # the shell variable naming the node's rank
+    job_dir_field: ClassVar[str] = ""  # the executor field told the job's folder at dry run
 
     @property
     def mount_dir(self) -> str:
@@ -77,6 +78,22 @@ class MountedJobRequest:
         """Shell lines that set `rank_var` (and whatever else the platform needs) first."""
         return []
 
+    def node_variables(self) -> list[str]:
+        """The executor's macro variables (head node address, node rank, ...) and MASTER_PORT
+        (set by the prelude, named by torchrun's static rendezvous): references to them in
+        the command expand on each node; everything else is quoted."""
+        macros = self.executor.macro_values()
+        if macros is None:
+            return []
+        names = [
+            macros.head_node_ip_var,
+            macros.nproc_per_node_var,
+            macros.num_nodes_var,
+            macros.node_rank_var,
+            "MASTER_PORT",
+        ]
+        return [n for n in names if n]
+
     def setup_commands(self) -> list[str]:
         """User commands to run before the task (e.g. `pre_launch_commands`)."""
         return []
@@ -91,9 +108,12 @@ class MountedJobRequest:
             f"mkdir -p {shlex.quote(self.job_dir)}/logs",
             *self.setup_commands(),
         ]
-        if with_code:
+        link = self.executor.packager.code_link  # symlink_from_remote_dir: code on the storage
+        if link:
+            lines.append(f"ln -sfn {shlex.quote(link)} {shlex.quote(self.job_dir)}/code")
+        if with_code or link:
             lines.append(f"cd {shlex.quote(self.job_dir)}/code")
-        command = shell_join_references(self.cmd, self.secret_env)
+        command = shell_join(self.cmd, self.node_variables(), self.secret_env)
         log = f"{self.job_dir}/logs/rank${{{self.rank_var}}}.log"
         lines.append(f'{command} 2>&1 | tee "{log}"')
         return "\n".join(lines) + "\n"
@@ -160,6 +180,7 @@ class MountedJobSchedulerMixin(RemoteSchedulerMixin):
 
     # -- dry run -------------------------------------------------------------------------------
     def _submit_dryrun(self, app: AppDef, cfg: Any) -> AppDryRunInfo[MountedJobRequest]:
+        cfg.validate()  # fields may have been set after construction: check them all now
         if len(app.roles) != 1:
             raise ConfigError(
                 f"{self.label} runs one role per job; {app.name!r} has {len(app.roles)}"
@@ -175,6 +196,8 @@ class MountedJobSchedulerMixin(RemoteSchedulerMixin):
             app=app, cmd=cmd, executor=cfg, name=name, secret_env=secret_env
         )
         self._check_request(request)
+        if request.job_dir_field:
+            setattr(cfg, request.job_dir_field, request.job_dir)
         return AppDryRunInfo(request, str)
 
     def _app_id_of(self, request: MountedJobRequest) -> str:

@@ -27,9 +27,9 @@ from torchx.schedulers.api import AppDryRunInfo
 from torchx.specs import runopts
 from torchx.util.types import to_dict
 
-from nemo_run.core.execution.base import Executor
+from nemo_run.core.execution.base import Executor, launch_command
 from nemo_run.core.execution.fields import type_hints
-from nemo_run.core.execution.launcher import Launcher
+from nemo_run.core.packaging.base import Packager
 from nemo_run.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -103,6 +103,9 @@ def cfg_type(annotation: Any) -> tuple[Any, bool] | None:
         options = options[:1]  # list[X] | tuple[X, ...]: the list form
     if options == [float, int] or options == [int, float]:
         return float, False
+    scalars = [a for a in options if typing.get_origin(a) not in _CONTAINERS]
+    if len(options) > 1 and len(scalars) == 1:
+        options = scalars  # X | list[X] (a list: any one of them): the single value form
     if len(options) != 1:
         return None
     tp = options[0]
@@ -223,7 +226,9 @@ def executor_from_cfg(executor_cls: type[Executor], cfg: Mapping[str, Any]) -> E
             f"{executor_cls.__name__} needs {', '.join(missing)}: give them as run options "
             f"(torchx run -cfg {given})"
         )
-    return executor_cls(**kwargs)
+    # a torchx component brings its own command and no code (no workspace): ship nothing, as
+    # before executors defaulted to GitArchivePackager (which needs a git repository)
+    return executor_cls(packager=Packager(), **kwargs)
 
 
 def apply_to_roles(app: AppDef, executor: Executor) -> None:
@@ -233,26 +238,28 @@ def apply_to_roles(app: AppDef, executor: Executor) -> None:
     component's, so a spawning executor (local, Docker) must leave ntasks_per_node at 1 unless a
     launcher fans out per node."""
     launcher = executor.get_launcher()
-    wraps = type(launcher) is not Launcher
     per_task = executor.nnodes() * executor.nproc_per_node()
-    if executor.spawns_replicas and not wraps and per_task != 1:
+    if executor.spawns_replicas and not launcher.fans_out and per_task != 1:
         raise ConfigError(
             f"{type(executor).__name__}.ntasks_per_node={per_task}: a torchx component sets its "
             f"own replica count; leave ntasks_per_node at 1 and pass the count to the component "
             f"(e.g. utils.sh --num_replicas {per_task}), or add launcher=torchrun"
         )
+    macros = executor.macro_values()
     for role in app.roles:
-        role.env = {**executor.env_vars, **role.env}
+        command = launch_command(
+            executor,
+            role.entrypoint,
+            list(role.args),
+            {**executor.env_vars, **role.env},
+            is_python=False,
+        )
+        role.entrypoint, role.args, role.env = command.entrypoint, command.args, command.env
+        role.port_map = {**role.port_map, **command.port_map}
         role.max_retries = max(role.max_retries, executor.retries)
-        if wraps:
-            role.entrypoint, role.args = launcher.wrap(
-                role.entrypoint,
-                list(role.args),
-                python=executor.python_executable(),
-                is_python=False,
-                nnodes=executor.nnodes(),
-                nproc_per_node=executor.nproc_per_node(),
-            )
+        if macros is not None:
+            applied = macros.apply(role)
+            role.args, role.env = applied.args, applied.env
 
 
 def _from_json(executor_cls: type, spec: OptionSpec, text: str) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,8 +32,8 @@ from nemo_run.core.clients.skypilot import (
     ServerUnreachableError,
     SkyPilotClient,
 )
-from nemo_run.core.execution.skypilot import HEAD_NODE_IP, SkypilotExecutor
-from nemo_run.core.packaging.base import extract
+from nemo_run.core.execution.skypilot import SkypilotExecutor
+from nemo_run.core.packaging.base import code_archive, extract
 from nemo_run.core.redact import redact_env, redact_text
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import NODES, REMOTE_ID
@@ -120,22 +119,19 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):
 
     # -- dry run ----------------------------------------------------------------------------
     def _submit_dryrun(self, app: AppDef, cfg: SkypilotExecutor) -> AppDryRunInfo[SkypilotRequest]:
+        cfg.validate()  # fields may have been set after construction: check them all now
         if len(app.roles) != 1:
             raise ConfigError(f"SkyPilot runs one role per job; {app.name!r} has {len(app.roles)}")
         name = task_name(app.name)
         role = macros.Values(
-            img_root="", app_id=name, replica_id="$SKYPILOT_NODE_RANK", rank0_env="head_node_ip"
+            img_root="",
+            app_id=name,
+            replica_id="$SKYPILOT_NODE_RANK",
+            rank0_env=SkypilotExecutor.HEAD_NODE_IP_VAR,
         ).apply(app.roles[0])
         app.roles = [role]
-        run = "\n".join(
-            [
-                "set -o pipefail",
-                f"export head_node_ip={HEAD_NODE_IP}",
-                'export num_nodes="$SKYPILOT_NUM_NODES"',
-                shlex.join([role.entrypoint, *role.args]),
-            ]
-        )
-        config = cfg.to_task(name=name, run=run, envs=dict(role.env)).to_yaml_config()
+        task = cfg.to_task(name, [role.entrypoint, *role.args], dict(role.env))
+        config = task.to_yaml_config()
         return AppDryRunInfo(SkypilotRequest(executor=cfg, name=name, config=config), str)
 
     def _app_id_of(self, request: SkypilotRequest) -> str:
@@ -150,7 +146,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):
             "cluster": cluster,
             NODES: ex.num_nodes,
             "role": dryrun_info.app.roles[0].name,
-            "run": request.config.get("run", ""),
+            "run": redact_text(request.config.get("run") or ""),
             "api_server": os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", ""),
         }
         return self._launch_remote(
@@ -168,7 +164,7 @@ class SkypilotScheduler(RemoteSchedulerMixin, Scheduler[dict[str, str]]):
         ex = request.executor
         with tempfile.TemporaryDirectory(prefix="nemo_run_sky_") as scratch:
             config = dict(request.config)
-            archive = ex.packager.package(os.getcwd(), scratch, "code")
+            archive = code_archive(ex.packager, os.getcwd(), scratch)
             if archive:
                 code = os.path.join(scratch, "code")
                 extract(archive, code)

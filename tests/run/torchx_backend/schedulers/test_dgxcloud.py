@@ -147,8 +147,9 @@ def test_states_cover_every_runai_phase():
         "Unknown",
     }
     assert set(DGX_STATES) == phases
+    # 0.11.1's: a phase Run:ai cannot tell for a moment reads PENDING, never an outcome
     assert (
-        DGX_STATES["Unknown"] == AppState.UNKNOWN and DGX_STATES["Completed"] == AppState.SUCCEEDED
+        DGX_STATES["Unknown"] == AppState.PENDING and DGX_STATES["Completed"] == AppState.SUCCEEDED
     )
 
 
@@ -339,7 +340,7 @@ def test_two_mb_repository_through_the_data_mover(emulator, tmp_path, monkeypatc
         container_image=docker_image,
         pvcs=[{"claimName": "remote-pvc", "path": "/nemo_run"}],
         pvc_nemo_run_dir="/nemo_run/jobs",
-        packager=run.PatternPackager(include_pattern=["**/*.py", "main.sh"]),
+        packager=run.PatternPackager(include_pattern=["**/*.py", "main.sh"], relative_path=""),
     )
     result = run.run(run.Script(inline="bash main.sh"), executor=ex, name="bigrepo")
     assert result.ok
@@ -360,6 +361,70 @@ def test_distributed_runs_every_rank(emulator):
     sched = create_scheduler("t")
     seen = sorted(line for k in range(2) for line in sched.log_iter(app_id_of(result), "dist", k))
     assert seen == ["rank 0 of 2\n", "rank 1 of 2\n"]
+
+
+def test_node_variables_in_arguments_expand_on_each_pod(emulator):
+    """References to the executor's macro variables (what torchrun's rendezvous flags become)
+    expand in the pod; a single-pod training gets the launch script's defaults."""
+    task = run.Script(
+        inline='echo "node $1 of $2 at $3 x$4"',
+        args=["$RANK", "${WORLD_SIZE}", "$MASTER_ADDR", "$NPROC_PER_NODE"],
+    )
+    ex = local_pvc_executor(emulator, nodes=2, nprocs_per_node=3)
+    result = run.run(task, executor=ex, name="macros")
+    sched = create_scheduler("t")
+    lines = sorted(
+        line for k in range(2) for line in sched.log_iter(app_id_of(result), "macros", k)
+    )
+    heads = {line.split(" at ")[1].split()[0] for line in lines}
+    assert [line.split(" at ")[0] for line in lines] == ["node 0 of 2", "node 1 of 2"]
+    assert (
+        len(heads) == 1 and "$" not in heads.pop() and all(line.endswith("x3\n") for line in lines)
+    )
+    single = run.run(task, executor=local_pvc_executor(emulator, gpus_per_node=0), name="one")
+    assert list(sched.log_iter(app_id_of(single), "one")) == ["node 0 of 1 at localhost x1\n"]
+
+
+def test_distributed_pytorch_is_a_master_and_workers(emulator):
+    """nodes=N is N pods: the master plus N-1 workers, as Run:ai's PyTorch operator runs them."""
+    ex = local_pvc_executor(emulator, nodes=3, gpus_per_node=0)
+    text = run.run(run.Script(inline="true"), executor=ex, name="shape", dryrun=True).dryrun
+    body = json.loads(text[text.index("{") : text.index("\n}\n") + 2])
+    assert body["masterSpecSameAsWorker"] is True and body["spec"]["numWorkers"] == 2
+    assert body["spec"]["compute"] == {"largeShmRequest": True}
+    assert "minReplicas" not in body["spec"]
+
+
+def test_logs_through_the_kubernetes_api_where_the_pvc_is_not_mounted(emulator):
+    ex = local_pvc_executor(emulator, nodes=2, kube_apiserver_url=emulator.url)
+    result = run.run(run.Script(inline='echo "pod $RANK"'), executor=ex, name="kube")
+    app_id = app_id_of(result)
+    get_store().update("dgx_cloud", app_id, data={"launched_from_cluster": False})
+    sched = create_scheduler("t")
+    assert [list(sched.log_iter(app_id, "kube", k)) for k in range(2)] == [
+        ["pod 0\n"],
+        ["pod 1\n"],
+    ]
+    requests = emulator.control("GET", "state")["requests"]
+    assert requests["GET /api/v1/namespaces/{namespace}/pods/{pod}/log"] == 2
+    assert requests["GET /api/v1/workloads/{workloadId}/pods"] >= 2
+
+
+def test_executor_calls_as_0_11_1_offers_them(emulator):
+    from nemo_run.core.execution.dgxcloud import DGXCloudState
+    from nemo_run.core.store.records import REMOTE_ID
+
+    ex = local_pvc_executor(emulator)
+    token = ex.get_auth_token()
+    project_id, cluster_id = ex.get_project_and_cluster_id(token)
+    assert token and project_id and cluster_id
+    result = run.run(run.Script(inline="sleep 300"), executor=ex, name="calls", detach=True)
+    workload_id = get_store().get("dgx_cloud", app_id_of(result)).data[REMOTE_ID]
+    wait_for(lambda: ex.status(workload_id) == DGXCloudState.RUNNING, timeout=60, what="run")
+    ex.cancel(workload_id)
+    wait_for(lambda: ex.status(workload_id) == DGXCloudState.STOPPED, timeout=60, what="stop")
+    assert ex.status("no-such-workload") is None  # refused (not a UUID): not an outcome
+    assert ex.status("0b6a9c1e-0000-4000-8000-000000000000") is None  # 404
 
 
 def test_transient_errors_are_not_failures(emulator):
@@ -438,9 +503,11 @@ def test_profile_must_be_private(nemorun_home, monkeypatch):
         ({"pvc_nemo_run_dir": "/elsewhere/jobs"}, "is not under any PVC path"),
         ({"pvcs": []}, "pvcs needs at least one"),
         ({"pvcs": [{"claimName": "c"}]}, r"pvcs\[0\] needs 'claimName' and an absolute 'path'"),
-        ({"base_url": "https://x.run.ai"}, "must be the API root ending in /api/v1"),
-        ({"distributed_framework": "Horovod"}, "use one of PyTorch"),
+        ({"base_url": "x.run.ai/api/v1"}, "is not an http.s. URL"),
+        ({"distributed_framework": "Horovod"}, "use one of 'PyTorch'"),
         ({"container_image": ""}, "container_image is required"),
+        ({"project_name": ""}, "project_name is required"),
+        ({"kube_apiserver_url": "k8s:6443"}, "kube_apiserver_url='k8s:6443' is not an http"),
     ],
 )
 def test_executor_rejects_bad_input(kwargs, message):
@@ -450,5 +517,8 @@ def test_executor_rejects_bad_input(kwargs, message):
         "pvcs": [{"claimName": "c", "path": "/n"}],
         "pvc_nemo_run_dir": "/n/jobs",
     }
+    ex = run.DGXCloudExecutor(**{**base, **kwargs})  # as 0.11.1: checked at launch
     with pytest.raises(ConfigError, match=message):
-        run.DGXCloudExecutor(**{**base, **kwargs})
+        ex.validate()
+    with pytest.raises(ConfigError, match=message):
+        run.run(run.Script(inline="true"), executor=ex, name="x", dryrun=True)

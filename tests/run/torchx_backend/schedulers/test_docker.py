@@ -32,7 +32,7 @@ def app_id_of(result: run.RunResult) -> str:
 
 
 def executor(image: str, **kwargs) -> run.DockerExecutor:
-    return run.DockerExecutor(container_image=image, **kwargs)
+    return run.DockerExecutor(container_image=image, **{"packager": run.Packager(), **kwargs})
 
 
 def wait_terminal(app_id: str) -> AppState:
@@ -226,18 +226,22 @@ def test_close_stops_only_when_asked(docker_image):
         ({"volumes": ["/data:/x:rx"]}, "unknown mode 'rx'"),
         ({"ulimits": ["nofile"]}, "ulimits entry 'nofile' is malformed"),
         ({"ulimits": ["nofile=1:x"]}, "malformed"),
+        ({"ulimits": ["nofile:1024:2048", "memlock:-1:-1", "core=0"]}, None),
         ({"shm_size": "lots"}, "shm_size='lots' is malformed"),
         ({"num_gpus": -2}, "num_gpus must be -1"),
         ({"healthcheck": {"interval": 1}}, "healthcheck needs a 'test'"),
     ],
 )
 def test_executor_validation(kwargs, message):
-    kwargs = {"container_image": "img", **kwargs}
+    kwargs = {"container_image": "img", "packager": run.Packager(), **kwargs}
+    ex = run.DockerExecutor(**kwargs)  # as 0.11.1: the settings are checked at launch
     if message is None:
-        run.DockerExecutor(**kwargs)
+        ex.validate()
         return
     with pytest.raises(ConfigError, match=message):
-        run.DockerExecutor(**kwargs)
+        ex.validate()
+    with pytest.raises(ConfigError, match=message):
+        run.run(run.Script(inline="true"), executor=ex, dryrun=True)
 
 
 def test_hostnames_are_valid_labels():
@@ -245,3 +249,33 @@ def test_hostnames_are_valid_labels():
     assert len(long) <= 63 and long.replace("-", "").isalnum()
     assert _hostname("X_Y.z") == "x-y-z"
     assert _hostname("a" * 70 + "-0") != _hostname("a" * 70 + "-1")
+
+
+def test_merged_roles_configs_ulimits_and_node_variables_on_the_engine(docker_image, tmp_path):
+    """0.11.1's group of executors (merge), package_configs and NAME:SOFT:HARD ulimits reach
+    the containers; node variables in arguments become values (no shell runs the command)."""
+    from torchx import specs
+
+    first = executor(docker_image, ulimits=["nofile:1024:2048"])
+    second = executor(docker_image)
+    merged = run.DockerExecutor.merge([first, second], 2)
+    merged.job_dir = str(tmp_path / "job")
+    assert merged.package_configs(("c.yaml", "hello")) == ["/nemo_run/configs/c.yaml"]
+    roles = [
+        specs.Role(
+            "a",
+            image="",
+            entrypoint="bash",
+            args=["-c", 'echo "$0 $(cat /nemo_run/configs/c.yaml) $(ulimit -n)"', "$MASTER_ADDR"],
+        ),
+        specs.Role(
+            "b", image="", entrypoint="bash", args=["-c", 'echo "$0 $1"', "$NODE_RANK", "${NNODES}"]
+        ),
+    ]
+    sched = create_scheduler("t")
+    info = sched.submit_dryrun(specs.AppDef("grp", roles), merged)
+    head = info.request.containers[0].hostname
+    app_id = sched.schedule(info)
+    assert wait_terminal(app_id) == AppState.SUCCEEDED
+    assert list(sched.log_iter(app_id, "a")) == [f"{head} hello 1024\n"]
+    assert list(sched.log_iter(app_id, "b")) == ["0 1\n"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import string
 import urllib.request
 
@@ -102,6 +103,70 @@ def test_every_lepton_state_is_mapped_and_unknown_is_not_failed():
 
     assert {s.value for s in LeptonJobState} <= set(LEPTON_STATES)
     assert LEPTON_STATES[LeptonJobState.Unknown.value] == AppState.UNKNOWN
+
+
+def test_lepton_states_are_keyed_by_the_sdk_enum():
+    from leptonai.api.v2.types.job import LeptonJobState
+
+    assert set(LEPTON_STATES) == set(LeptonJobState)
+    assert all(isinstance(key, LeptonJobState) for key in LEPTON_STATES)
+    assert LEPTON_STATES[LeptonJobState.Running] == AppState.RUNNING
+    assert LEPTON_STATES["Completed"] == AppState.SUCCEEDED  # a str enum: the API's strings too
+
+
+def test_node_variables_come_from_leptons_own(tmp_path, monkeypatch):
+    """Lepton sets only LEPTON_* variables: the launch script derives worker 0's address, the
+    worker count and index as lepton_env_to_pytorch.sh does, and references to them in the
+    arguments (what torchrun's flags become) expand on each worker."""
+    from nemo_run.testing.lepton import launch
+
+    bare = launch(
+        "--mode",
+        "subprocess",
+        "--node-group",
+        "g:2",
+        "--no-torch-env",
+        data_dir=tmp_path,
+        token=TOKEN,
+    )
+    try:
+        for key, value in bare.env().items():
+            monkeypatch.setenv(key, value)
+        host = str(tmp_path / "storage" / "node-nfs" / "shared")
+        ex = run.LeptonExecutor(container_image="unused", nemo_run_dir=f"{host}/nemo")
+        ex.resource_shape, ex.node_group, ex.nodes, ex.gpus_per_node = "cpu.small", "g", 2, 4
+        ex.launched_from_cluster = True
+        ex.mounts = [{"path": "/shared", "from": "node-nfs", "mount_path": host}]
+        task = run.Script(
+            inline='echo "node $1 of $2 at $3:$4 x$5"',
+            args=["$NODE_RANK", "$WORLD_SIZE", "$MASTER_ADDR", "${MASTER_PORT}", "$NPROC_PER_NODE"],
+        )
+        result = run.run(task, executor=ex, name="vars")
+        app_id = app_id_of(result)
+        sched = create_scheduler("t")
+        lines = [line for k in range(2) for line in sched.log_iter(app_id, "vars", k)]
+        # worker 0 as Lepton names it: <service prefix (the job id)>-0.<job id>-job-svc
+        head = rf"({app_id}-[a-z0-9]+)-0\.\1-job-svc:29400"
+        assert len(lines) == 2
+        for k, line in enumerate(sorted(lines)):
+            assert re.fullmatch(rf"node {k} of 2 at {head} x4\n", line), line
+    finally:
+        bare.stop()
+
+
+def test_executor_calls_as_0_11_1_offers_them(emulator):
+    from leptonai.api.v2.types.job import LeptonJobState
+
+    from nemo_run.core.store.records import REMOTE_ID
+
+    ex = shared_executor(emulator)
+    result = run.run(run.Script(inline="sleep 300"), executor=ex, name="calls", detach=True)
+    job_id = get_store().get("lepton", app_id_of(result)).data[REMOTE_ID]
+    wait_for(lambda: ex.status(job_id) == LeptonJobState.Running, timeout=60, what="running")
+    ex.stop_job(job_id)
+    wait_for(lambda: ex.status(job_id) == LeptonJobState.Stopped, timeout=60, what="stopped")
+    ex.cancel(job_id)  # 0.11.1's cancel deletes the job
+    wait_for(lambda: ex.status(job_id) == LeptonJobState.Unknown, timeout=60, what="deleted")
 
 
 def test_job_names_follow_lepton_rules():
@@ -251,8 +316,10 @@ def test_bad_input_before_any_job(emulator, monkeypatch):
         ({"mounts": [{"path": "/s", "mount_path": "relative"}]}, "must be absolute"),
         ({"resource_shape": "8 gpus"}, "is not a resource shape"),
         ({"nemo_run_dir": "/elsewhere"}, "must be inside one of the mounts"),
-        ({"can_preempt": True}, "queue_priority .* is required"),
+        ({"queue_priority": "urgent"}, "use low, mid or high"),
         ({"nodes": 0}, "nodes must be an integer >= 1"),
+        ({"resource_shape": ""}, "resource_shape is required"),
+        ({"node_group": ""}, "node_group is required"),
     ],
 )
 def test_executor_rejects_bad_input(kwargs, message):
@@ -263,8 +330,11 @@ def test_executor_rejects_bad_input(kwargs, message):
         "node_group": "g",
         "mounts": [{"path": "/s", "from": "f", "mount_path": "/ws"}],
     }
+    ex = run.LeptonExecutor(**{**base, **kwargs})  # as 0.11.1: checked at launch
     with pytest.raises(ConfigError, match=message):
-        run.LeptonExecutor(**{**base, **kwargs})
+        ex.validate()
+    with pytest.raises(ConfigError, match=message):
+        run.run(run.Script(inline="true"), executor=ex, name="x", dryrun=True)
 
 
 @pytest.mark.docker
@@ -295,7 +365,7 @@ def test_two_mb_repository_through_helper_jobs(emulator, tmp_path, monkeypatch, 
         resource_shape="cpu.small",
         node_group="nemo-nodes",
         mounts=[{"path": "/big", "from": "node-nfs", "mount_path": "/ws"}],
-        packager=run.PatternPackager(include_pattern=["**/*.py", "main.sh"]),
+        packager=run.PatternPackager(include_pattern=["**/*.py", "main.sh"], relative_path=""),
     )
     result = run.run(run.Script(inline="bash main.sh"), executor=ex, name="bigrepo")
     assert result.ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from typing import Any
 
@@ -107,7 +108,13 @@ def test_remote_options_types_and_defaults():
     assert (dgx["timeout"].opt_type, dgx["timeout"].default) == (float, 30.0)
     assert dgx["distributed_framework"].default == "PyTorch"
     assert dgx["pvcs"].opt_type is str and dgx["pvcs"].default is None
-    assert not any(v.is_required for v in dgx.values())
+    # as 0.11.1: the project, image and PVC folder have no default (credentials may come
+    # from the environment, so they do)
+    assert sorted(k for k, v in dgx.items() if v.is_required) == [
+        "container_image",
+        "project_name",
+        "pvc_nemo_run_dir",
+    ]
     assert sorted(k for k, v in lepton.items() if v.is_required) == [
         "container_image",
         "nemo_run_dir",
@@ -117,7 +124,8 @@ def test_remote_options_types_and_defaults():
         65536,
     )
     assert (sky["cpus"].opt_type, sky["ports"].opt_type) == (str, STR_LIST)
-    assert (sky["use_spot"].opt_type, sky["use_spot"].default) == (bool, False)
+    assert (sky["use_spot"].opt_type, sky["use_spot"].default) == (bool, None)
+    assert (sky["disk_size"].opt_type, sky["gpus"].opt_type) == (int, str)
     assert sky["file_mounts"].opt_type is STR_DICT
     assert sky["storage_mounts"].opt_type is str
 
@@ -243,7 +251,8 @@ def test_submit_dryrun_builds_the_executor_from_run_options(nemorun_home):
     assert info.request.log_dir.startswith(str(nemorun_home / "j"))
     assert info.app.roles[0].max_retries == 2  # applied to the component's role
     assert info._app is info.app  # what torchx's own Runner reads back
-    assert sched.submit_dryrun(echo_app(), None).executor == LocalExecutor()
+    # get_launcher() keeps the default launcher object it made, as in 0.11.1
+    assert sched.submit_dryrun(echo_app(), None).executor == LocalExecutor(launcher=Launcher())
 
 
 def test_submit_dryrun_with_a_bad_value_names_the_field(nemorun_home):
@@ -255,7 +264,12 @@ def test_submit_dryrun_with_a_bad_value_names_the_field(nemorun_home):
     assert list(nemorun_home.iterdir()) == []
 
 
-def test_run_options_apply_env_and_launcher_to_the_components_roles(nemorun_home):
+def test_run_options_apply_env_and_launcher_to_the_components_roles(
+    nemorun_home, tmp_path, monkeypatch
+):
+    (tmp_path / "torchrun").write_text("#!/bin/sh\n")  # the dry run checks it is on PATH
+    (tmp_path / "torchrun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     app = echo_app()
     app.roles[0].env = {"KEEP": "role", "BOTH": "role"}
     info = create_scheduler("s").submit_dryrun(
@@ -267,7 +281,7 @@ def test_run_options_apply_env_and_launcher_to_the_components_roles(nemorun_home
         "BOTH": "role",
         "NEW": "executor",
     }
-    assert role.args[:2] == ["-m", "torch.distributed.run"]
+    assert role.entrypoint == "torchrun" and role.args[:2] == ["--rdzv-backend", "c10d"]
     assert role.args[-3:] == ["--no-python", "echo", "hi"]
 
 

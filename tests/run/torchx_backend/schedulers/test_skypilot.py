@@ -56,7 +56,13 @@ def cluster():
 
 
 def executor(cluster: str, **kwargs) -> run.SkypilotExecutor:
-    return run.SkypilotExecutor(infra=INFRA, cpus=1, memory=1, cluster_name=cluster, **kwargs)
+    return run.SkypilotExecutor(
+        infra=INFRA,
+        cpus=1,
+        memory=1,
+        cluster_name=cluster,
+        **{"packager": run.Packager(), **kwargs},
+    )
 
 
 def app_id_of(result: run.RunResult) -> str:

@@ -34,7 +34,7 @@ def test_a_real_task_round_trips_through_yaml(tmp_path):
         file_mounts={"/data": str(tmp_path)},
         env_vars={"A": "1"},
     )
-    task = ex.to_task("train", "echo hi", {"A": "1"})
+    task = ex.to_task("train", ["echo", "hi"], {"A": "1"})
     config = task.to_yaml_config()
     again = sky.Task.from_yaml_config(config)
     assert again.num_nodes == 2 and again.envs == {"A": "1"} and again.setup == "echo setup"
@@ -43,10 +43,13 @@ def test_a_real_task_round_trips_through_yaml(tmp_path):
         resources.accelerators == {"H100": 8} and resources.infra.to_str() == "slurm/localcluster"
     )
     assert again.file_mounts == {"/data": str(tmp_path)}
+    assert again.run.endswith("\necho hi")
 
 
 def test_dry_run_text_is_the_task_yaml_without_secrets():
-    ex = run.SkypilotExecutor(infra="slurm/localcluster", env_vars={"HF_TOKEN": "hf-abc"})
+    ex = run.SkypilotExecutor(
+        infra="slurm/localcluster", env_vars={"HF_TOKEN": "hf-abc"}, packager=run.Packager()
+    )
     result = run.run(run.Script(inline="echo hi"), executor=ex, dryrun=True)
     import yaml
 
@@ -57,10 +60,9 @@ def test_dry_run_text_is_the_task_yaml_without_secrets():
 
 
 def test_older_cloud_region_zone_fields():
-    assert (
-        run.SkypilotExecutor(cloud="aws", region="us-east-1", zone="us-east-1a").infra_string()
-        == "aws/us-east-1/us-east-1a"
-    )
+    ex = run.SkypilotExecutor(cloud="aws", region="us-east-1", zone="us-east-1a")
+    [resources] = list(ex.to_resources())
+    assert resources.infra.to_str() == "aws/us-east-1/us-east-1a"
 
 
 @pytest.mark.parametrize(
@@ -68,15 +70,15 @@ def test_older_cloud_region_zone_fields():
     [
         ({"gpus": "8x H100"}, "is not an accelerator; write NAME or NAME:COUNT"),
         ({"num_nodes": 0}, "num_nodes must be an integer >= 1"),
-        ({"infra": "aws", "cloud": "gcp"}, "either infra='cloud/region/zone' or the older"),
-        ({"region": "us-east-1"}, "need cloud="),
+        ({"infra": "aws", "cloud": "gcp"}, "either infra='aws' or cloud, not both"),
         ({"file_mounts": {"/remote": "/no/such/local/path"}}, "does not exist locally"),
-        ({"gpus": "H100:8", "gpus_per_node": 4}, "gpus_per_node needs gpus='NAME' without a count"),
+        ({"gpus": "H100:8", "gpus_per_node": 4}, "has a count and gpus_per_node=4 gives another"),
     ],
 )
 def test_bad_input_before_any_request(kwargs, message):
+    ex = run.SkypilotExecutor(packager=run.Packager(), **kwargs)  # as 0.11.1: checked at launch
     with pytest.raises(ConfigError, match=message):
-        run.SkypilotExecutor(**kwargs)
+        run.run(run.Script(inline="true"), executor=ex, dryrun=True)
 
 
 class FakeSky:

@@ -100,7 +100,7 @@ def test_many_cloud_jobs_waited_on_together_cost_one_list_per_interval(emu, monk
         exp.run(detach=True)
     before = emu.state()["requests"]
     states = exp.wait(timeout=120)
-    assert {s["state"] for s in states.values()} == {"SUCCEEDED"}
+    assert {s["state"] for s in states.values()} == {"SUCCEEDED"}, states
     after = emu.state()["requests"]
     grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     refreshes = watchers.watcher(emu.backend).refreshes
