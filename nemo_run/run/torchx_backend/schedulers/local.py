@@ -1,50 +1,65 @@
 """Local backend: jobs are detached process groups on this machine that outlive their launcher.
 
 The app id is torchx's `<name>-<random suffix>`; the handle is
-`local_persistent://<session>/<app id>`. Each job runs under `local_supervisor.py`, which
-writes the replicas' exit codes and a `status` file when they end, so any later process can
-read the real outcome. Every process the job runs carries the `NEMORUN_APP_ID=<app id>`
-environment marker, so the job can be found, watched and cancelled even when nothing else
-about it survived; they share the supervisor's process group.
+`local_persistent://<session>/<app id>`. Jobs run under `local_supervisor.py`, which writes
+the replicas' exit codes and a `status` file when they end, so any later process can read
+the real outcome. Every process a job runs carries the `NEMORUN_APP_ID=<app id>` environment
+marker, so the job can be found, watched and cancelled even when nothing else about it
+survived; a job's processes share a process group of their own (led by its first replica).
 
-No interpreter starts per job. Each launching process has a starter, a copy of it forked at
-its first launch, in a new session, that forks spares: each spare makes its own session and
-process group, then waits for one job. A launch hands a spare the launch spec (`marshal`, in
-memory: never on disk) with the status file's descriptor over a socket pair,
-and the spare becomes the job's supervisor, running the loop of the already imported
-`local_supervisor` module. So the supervisor is not the launcher's child, shares neither its
-session nor its terminal, and outlives it. `NEMORUN_LOCAL_SUPERVISOR=exec` (and any platform
-but Linux) starts `python -S -I local_supervisor` per job instead, the spec on its stdin:
-macOS's system libraries are unsafe in a child that did not exec. Either way the supervisor
-holds the job's status file as its stdout, which names it; an exec'd one also carries the
-job's marker. (The starter and the first supervisor share the launcher's memory pages as they
-were at the fork; later supervisors are forked from a bare interpreter the starter execs.)
-
-Crash story of the starter: killed, it takes no job with it (each supervisor has its own
-session) and leaves no launch ambiguous (a spare has a job only once the launcher has sent it
-one, to a pid it already knows); the next launch forks a new starter. Spares not used end
-when their socket closes, the launcher or the starter having died.
+No interpreter and no process starts per job but the job's own. Each launching process has
+one job host: a bare interpreter (`python -S -I`, running `local_supervisor.serve`) started
+with `posix_spawn` at its first dry run or launch, in a session of its own, its stdio
+/dev/null, holding one end of a socket pair. A launch sends it the launch spec (`marshal`,
+in memory: never on disk) with the status file's descriptor; it starts the replicas with
+`posix_spawn` and supervises every job of its launcher in one poll loop. The launch waits
+for nothing: the request waits in the socket until the host reads it (the first launch
+does not wait for the host's start-up). The host is the launcher's child, but neither
+shares its session nor its terminal, and outlives it: it exits once the launcher's end of
+the socket is closed (the launcher exited) and its last job ended. After `HOST_LAUNCHES`
+launches a launcher starts a new host, and the old one ends with its last job.
+`NEMORUN_LOCAL_SUPERVISOR=exec` (and any platform but Linux) starts a supervisor per job
+instead, `python -S -I local_supervisor`, the spec on its stdin and the status file as its
+stdout; it carries the job's marker.
 
 Launch order, so a kill -9 of the launcher at any instant never leaves a job running without
-a record: the job folder and its reserved, locked `status` file; the intent record
-(`launch: pending`, with the launcher's identity); the supervisor; the confirmation (its pid,
-start ticks and boot id: enough to tell it apart from a later process that reuses the pid).
-`describe` settles a record left pending: it adopts a supervisor found by its status file,
-reads the status of a job that already ended, or reports a job whose launcher died before
-starting it. The state is always the processes' truth: a job whose supervisor was killed
-stays RUNNING while any of its processes lives, and its logs keep flowing (replicas write
-their log files themselves).
+a record: the job folder and its reserved, locked `status` file (reading `pending`); the
+intent record (`launch: pending`, with the launcher's identity); the hand-over to the host;
+the confirmation (the host's pid, start ticks and boot id: enough to tell it apart from a
+later process that reuses the pid; `host: true`). A supervisor that takes a job first
+writes `running <its identity>` in the status file, before starting anything. `describe`
+settles a record left pending: it adopts the supervisor the status file names, reads
+`starting` while the file is locked (by the launcher, or by the request in the host's
+socket), and otherwise reports a job whose launcher died before handing it over. A request
+cut short by the launcher's death is dropped by the host.
+
+Cancel writes a mark in the status file's reserved tail, then SIGTERMs every process with
+the job's marker, and SIGKILLs what is left after a grace period; while a live host holds
+the job, the cancel also waits for the host's final status. The supervisor reads the mark
+before starting anything and before any restart, and then starts and restarts nothing more
+for that job; it also ends the job's process group itself (SIGTERM, SIGKILL after the same
+grace), so a replica that was starting while the canceller looked (its environment not yet
+readable) ends too. A cancel never signals a host: that would stop its other jobs. A launch
+interrupted (Ctrl+C) after the hand-over cancels the job the same way before its record and
+folder go.
+
+Crash story of the host: killed, it takes no job's processes with it, but all the jobs it
+supervised lose their recorder at once. Each reads RUNNING while any process with its
+marker lives (cancel still ends them all), its `stdout.log` and `stderr.log` keep growing
+(replicas write them), and readers continue `combined.log` from them; once its processes
+are gone it reads FAILED: "the job's supervisor (pid N) was killed; its processes ended but
+their exit codes are lost". A job still queued in the dead host's socket never started and
+reads so. The launcher's next launch starts a new host. A bug or an unusable spec in one job
+fails that job only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
-import gc
 import logging
 import marshal
 import os
-import re
 import shutil
 import signal
 import socket
@@ -55,7 +70,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from torchx.schedulers.api import (
     AppDryRunInfo,
@@ -73,7 +88,9 @@ from torchx.schedulers.local_scheduler import (
 from torchx.specs import AppDef, AppState, ReplicaStatus, Role, RoleStatus
 
 from nemo_run.config import default_job_dir
+from nemo_run.config import get_nemorun_home as get_nemorun_home
 from nemo_run.core import diskerrors, processes
+from nemo_run.core.execution.base import Executor as Executor
 from nemo_run.core.execution.local import LocalExecutor
 from nemo_run.core.redact import redact_args, redact_env
 from nemo_run.core.store import JobRecord, store_path
@@ -91,7 +108,7 @@ from nemo_run.run.torchx_backend.schedulers.local_supervisor import (
     OFFSETS_FILE,
     STATUS_END,
     STATUS_FILE,
-    STATUS_RUNNING,
+    STATUS_PENDING,
     SUPERVISOR_LOG,
     status_size,
 )
@@ -114,27 +131,38 @@ SUPERVISOR_BOOT = (
     f"import sys; sys.path.append({os.path.dirname(SUPERVISOR)!r}); "
     "import local_supervisor; sys.exit(local_supervisor.main())"
 )
-STARTER_BOOT = (
+HOST_BOOT = (
     f"import sys; sys.path.append({os.path.dirname(SUPERVISOR)!r}); "
-    "import local_supervisor; local_supervisor.serve(policy=int(sys.argv[1]))"
+    "import local_supervisor; sys.exit(local_supervisor.serve(int(sys.argv[1]), int(sys.argv[2])))"
 )
-# How the supervisor starts: "fork" (the default where it is safe: Linux) or "exec".
+# How jobs are supervised: "host" (the default where it can be: Linux) or "exec" (an
+# interpreter per job); "fork" (the former default) is taken to mean "host".
 SUPERVISOR_MODE_ENV = "NEMORUN_LOCAL_SUPERVISOR"
-SUPERVISOR_MODES = ("fork", "exec")
+SUPERVISOR_MODES = ("host", "exec", "fork")
 CANCEL_GRACE_S = 5.0
 READ_CHUNK = 65536
+# each replica's log files (0.11.1's names for them)
+COMBINED_LOG = "combined.log"
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
 STREAM_FILES = {
-    None: "combined.log",
-    Stream.COMBINED: "combined.log",
-    Stream.STDOUT: "stdout.log",
-    Stream.STDERR: "stderr.log",
+    None: COMBINED_LOG,
+    Stream.COMBINED: COMBINED_LOG,
+    Stream.STDOUT: STDOUT_LOG,
+    Stream.STDERR: STDERR_LOG,
 }
+FCNTL_AVAILABLE = True  # 0.11.1's flag: this backend always locks with fcntl (Linux, macOS)
 
 
 def __getattr__(name: str) -> Any:
     if name == "LOCAL_JOB_DIRS":  # the store file in use now, resolved on every access
         return store_path()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The names `__getattr__` serves too, so `dir()` and API tools see them."""
+    return sorted([*globals(), "LOCAL_JOB_DIRS"])
 
 
 def _proc_stats(pids: Iterable[int]) -> list[processes.ProcStat]:
@@ -283,8 +311,13 @@ def _follow_streams(
     try:
         with open(os.path.join(replica_dir, OFFSETS_FILE), "rb") as fh:
             out_at, err_at, copied = (int(v) for v in fh.read().split()[:3])
+    except FileNotFoundError:
+        combined = os.path.join(replica_dir, STREAM_FILES[None])
+        if os.path.exists(combined) and os.path.getsize(combined) > 0:
+            return  # copied by a supervisor from before offsets files: nothing safe
+        out_at = err_at = copied = 0  # made before the first copy: nothing was copied
     except (OSError, ValueError):
-        return  # no offsets (a supervisor before them, or one killed at start): nothing safe
+        return
     paths = [os.path.join(replica_dir, STREAM_FILES[s]) for s in (Stream.STDOUT, Stream.STDERR)]
     fds: list[int | None] = []
     try:
@@ -333,258 +366,240 @@ def _follow_streams(
                 os.close(fd)
 
 
-# -- starting the supervisor ---------------------------------------------------------------
-# Measured costs (2 CPUs): a new interpreter per job is ~20 ms of CPU. Forking the launcher
-# per job is ~1 ms of page-table copy, then a copy-on-write fault (~3.5 us here) for every
-# page either side writes: ~500 in the launcher and ~500 in the supervisor per job. And any
-# round trip to another process waits for that process to get a CPU: under load, that wait
-# is most of a launch. So each launching process has a starter: a copy of it, forked at its
-# first fork-mode launch, that forks spares, processes that will each supervise one job. A
-# spare is announced (pid, and our end of a socket pair to it) only once it leads its own
-# session and process group; a launch hands the job to a spare already announced (the spec
-# in memory, the status file's descriptor with it) and asks for the next one, so
-# it waits for no other process. The starter forks the first spare from the launcher's image
-# and then (once a second is asked for, or a second later) execs a bare interpreter that forks
-# the rest (far cheaper to fork than the launcher, and small: the first supervisor, like any
-# forked process, shares the launcher's memory pages as they were, and keeps them while its
-# job runs). It exits when the launcher does; so does an unused spare.
-#
-# The launcher may run other threads: fork copies only the calling thread, so the starter
-# (until its exec) and the first spare touch nothing another thread may hold (no logging, no
-# job store, no sqlite, no import): only os and socket calls, marshal and the supervisor
-# module, imported already. Python 3.12+ warns about any fork in a threaded process; this one
-# is safe, so that warning is silenced for this module only.
-warnings.filterwarnings(
-    "ignore",
-    message=r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)",
-    category=DeprecationWarning,
-    module=re.escape(__name__),
-)
+# -- the job host ------------------------------------------------------------------------
+# Measured costs (2 CPUs): a new interpreter per job is ~20 ms of CPU; a supervisor forked
+# per job ~3 ms (copy-on-write faults as Python touches shared pages, and its own files).
+# Under load those compete with the launchers for the CPUs. The host costs one interpreter
+# start per launching process (at its first dry run, off the launch path), and per job only
+# what the job needs: posix_spawn of its replicas (vfork: no page is copied), their log
+# files, a pidfd, and the status written once. A launch sends one message and waits for no
+# other process; the host runs as SCHED_BATCH (see `local_supervisor.spawn_scheduler`), so
+# being woken by a launch does not preempt the launcher.
 ALL_SIGNALS = _signal.valid_signals()
-STARTER_TIMEOUT_S = 30.0  # a starter or spare that does not answer in this time is dropped
-SPARES_AHEAD = 2  # one may still be starting when the next launch comes
+CATCHABLE = local_supervisor.CATCHABLE
+HOST_TIMEOUT_S = 30.0  # a host that takes no request for this long (stopped?) is replaced
+HOST_LAUNCHES = 256  # jobs one host is given: bounds its open files, and what a kill loses
 NO_SIGPIPE = socket.MSG_NOSIGNAL  # a dead peer is an error here, never a signal that kills
 
 
-class _ForkRefused(Exception):
-    """No supervisor can be forked here (fork failed, a subinterpreter...): nothing started."""
-
-
-class _StarterLost(Exception):
-    """The starter died or hung: it started nothing for the launch under way."""
+class _HostRefused(Exception):
+    """No host could be started or given the job here: nothing started."""
 
 
 @dataclasses.dataclass
-class _Starter:
-    """The process that forks spares (our child); `sock` is our end of the socket pair."""
+class _Host:
+    """This process's job host (its child); `sock` is our end of the socket pair."""
 
     pid: int
     sock: socket.socket
-    asked: int = 0  # spares asked for and not announced yet
+    identity: dict[str, Any]
     launches: int = 0
 
 
-_STARTER: _Starter | None = None
-_STARTER_LOCK = threading.Lock()  # one launch at a time on the socket
+_HOST: _Host | None = None
+_HOST_LOCK = threading.Lock()  # one launch at a time on the socket
+_RETIRED: list[int] = []  # hosts we stopped giving jobs to: reaped once they exit
 
 
-def _forget_starter() -> None:
-    """In any child forked from this process: the starter is not its own (each process gets
-    its own), its socket must not keep that starter alive, and the lock may have been held."""
-    global _STARTER, _STARTER_LOCK
-    if _STARTER is not None:
-        _STARTER.sock.close()
-        _STARTER = None
-    _STARTER_LOCK = threading.Lock()
+def _forget_host() -> None:
+    """In any child forked from this process: the host is not its own (each process gets
+    its own), its socket must not keep that host alive, and the lock may have been held."""
+    global _HOST, _HOST_LOCK
+    if _HOST is not None:
+        _HOST.sock.close()
+        _HOST = None
+    _RETIRED.clear()
+    _HOST_LOCK = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_starter)
+os.register_at_fork(after_in_child=_forget_host)
 
 
 def _supervisor_mode() -> str:
-    """'fork' unless asked for 'exec', or off Linux. macOS's system libraries (Objective-C
-    runtime, CoreFoundation, libdispatch) are not safe to use in a child that did not exec, and
-    Python's multiprocessing stopped forking there for that reason; nor has macOS the /proc
-    this backend names processes by."""
+    """'host' unless asked for 'exec' ('fork', the former default, means 'host'), or off
+    Linux: a host names itself and is named through /proc, and waits on pidfds; elsewhere
+    a supervisor per job (which needs neither) is the tested way."""
     asked = os.environ.get(SUPERVISOR_MODE_ENV, "").strip().lower()
     if asked and asked not in SUPERVISOR_MODES:
         raise ConfigError(
             f"{SUPERVISOR_MODE_ENV}={asked!r}: expected one of {', '.join(SUPERVISOR_MODES)}"
         )
-    if asked == "exec" or not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+    if asked == "exec" or not sys.platform.startswith("linux"):
         return "exec"
-    return "fork"
+    return "host"
 
 
-def _fork_supervisor(payload: bytes, status_fd: int) -> int:
-    """The pid of a forked supervisor that has the job (its group id too).
-
-    Every signal stays blocked in this thread from before the handover until the pid is
-    known, so a Ctrl+C cannot leave a supervisor started but unnamed; a pending one is raised
-    right after, and then the launch is undone. Raises _ForkRefused when nothing started."""
-    with _STARTER_LOCK:
-        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, ALL_SIGNALS)
-        try:
-            pid = _hand_over(payload, status_fd)
-        except BaseException:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
-            raise
-        try:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)  # a pending Ctrl+C raises here
-        except BaseException:  # the launch is undone: so is the job, before its record goes
-            _kill_supervisor(pid)
-            raise
-        return pid
-
-
-def _hand_over(payload: bytes, status_fd: int) -> int:
-    """Give the job to a spare; a lost starter is replaced, a spare that died before taking
-    the job is skipped (neither started anything)."""
-    global _STARTER
-    message = len(payload).to_bytes(local_supervisor.HEADER_SIZE, "little") + payload
-    for _ in range(SPARES_AHEAD + 2):  # announced spares may have died since
-        if _STARTER is None:
-            _STARTER = _start_starter()
-        starter = _STARTER
-        try:
-            pid, spare = _take_spare(starter)
-        except _StarterLost as e:
-            log.debug("the supervisor starter (pid %s) was lost: %s", starter.pid, e)
-            _STARTER = None
-            _drop_starter(starter)
-            continue
-        try:
-            sent = socket.send_fds(spare, [message], [status_fd], NO_SIGPIPE)  # one wake-up
-            if sent < len(message):
-                spare.sendall(message[sent:], NO_SIGPIPE)
-        except OSError as e:  # it died, or hangs: a job cut short is dropped by the spare
-            log.debug("spare supervisor %s did not take the job: %s", pid, e)
-            continue
-        finally:
-            spare.close()
-        starter.launches += 1
-        try:  # a process that launched twice launches more: have the next spares ready (two:
-            # one may still be starting), so the next launch waits for nothing
-            while starter.launches > 1 and starter.asked < SPARES_AHEAD:
-                _ask_spare(starter)
-        except OSError:
-            pass  # the next launch finds the starter lost
-        return pid
-    raise _ForkRefused("no spare supervisor could be had")
-
-
-def _ask_spare(starter: _Starter) -> None:
-    starter.sock.sendall(b"S", NO_SIGPIPE)
-    starter.asked += 1
-
-
-def _take_spare(starter: _Starter) -> tuple[int, socket.socket]:
-    """The next spare's announcement (asked for now if it was not): its pid, and a socket to
-    it. Raises _StarterLost, or _ForkRefused when the starter cannot fork."""
-    fds: list[int] = []
-    try:
-        if not starter.asked:
-            _ask_spare(starter)
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk, received, _, _ = socket.recv_fds(starter.sock, 64, 1)
-            fds += received
-            if not chunk:
-                raise _StarterLost("it exited")
-            line += chunk
-    except OSError as e:  # reset, broken pipe, timeout
-        for fd in fds:
-            os.close(fd)
-        raise _StarterLost(f"{type(e).__name__}: {e}") from e
-    starter.asked -= 1
-    if line.startswith(b"!") or len(fds) != 1 or not line[:-1].isdigit():
-        for fd in fds:
-            os.close(fd)
-        if line.startswith(b"!"):
-            raise _ForkRefused(line[1:].decode(errors="replace").strip())
-        raise _StarterLost(f"unexpected announcement {line[:80]!r}")
-    spare = socket.socket(fileno=fds[0])
-    spare.settimeout(STARTER_TIMEOUT_S)
-    return int(line), spare
-
-
-def _start_starter() -> _Starter:
-    """Fork the starter (this thread's signals are blocked by the caller)."""
+def _start_host() -> _Host:
+    """posix_spawn the host: a new session, stdio /dev/null, our socket's other end at
+    HOST_FD, every signal at its default; nothing of this process is copied."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    ours.settimeout(STARTER_TIMEOUT_S)
-    launcher = os.getpid()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # no collection (no finalizer of ours) may run in the child before it starts
+    ours.settimeout(HOST_TIMEOUT_S)
+    moved = os.dup(theirs.fileno()) if theirs.fileno() == local_supervisor.HOST_FD else -1
+    source = moved if moved >= 0 else theirs.fileno()
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
     try:
-        pid = os.fork()
-    except (OSError, RuntimeError) as e:
+        pid = os.posix_spawn(
+            sys.executable,
+            [
+                sys.executable,
+                "-S",
+                "-I",
+                "-c",
+                HOST_BOOT,
+                str(local_supervisor.HOST_FD),
+                str(policy),
+            ],
+            {"PATH": os.environ.get("PATH", os.defpath)},
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+                (os.POSIX_SPAWN_DUP2, source, local_supervisor.HOST_FD),
+            ],
+            setsid=True,
+            setsigdef=CATCHABLE,
+            setsigmask=(),
+        )
+    except (OSError, ValueError) as e:
         ours.close()
-        theirs.close()
-        raise _ForkRefused(f"{type(e).__name__}: {e}") from e
+        raise _HostRefused(f"cannot start the job host: {type(e).__name__}: {e}") from e
     finally:
-        if gc_was_enabled and os.getpid() == launcher:
-            gc.enable()
-    if pid == 0:
-        _run_starter(theirs.fileno())  # never returns
-    theirs.close()
-    return _Starter(pid, ours)
+        theirs.close()
+        if moved >= 0:
+            os.close(moved)
+    stat = processes.proc_stat(pid)
+    identity = {
+        "pid": pid,
+        "start_ticks": stat.start_ticks if stat else None,
+        "boot_id": processes.boot_id(),
+        "host": True,
+    }
+    return _Host(pid, ours, identity)
 
 
-def _drop_starter(starter: _Starter) -> None:
-    """Make sure a lost starter is gone, and reap it (it is our child). The spares it forked
-    and we did not take see their sockets close, and exit."""
-    try:
-        os.kill(starter.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    starter.sock.close()
-    try:
-        os.waitpid(starter.pid, 0)
-    except ChildProcessError:
-        pass
+def _ensure_host() -> _Host:
+    """The host the next launch goes to (started now if there is none, or the last one had
+    its share of jobs). Called with _HOST_LOCK held."""
+    global _HOST
+    _reap_retired()
+    if _HOST is not None and _HOST.launches >= HOST_LAUNCHES:
+        _retire(_HOST)
+        _HOST = None
+    if _HOST is None:
+        _HOST = _start_host()
+    return _HOST
 
 
-def _kill_supervisor(pid: int) -> None:
-    """Undo a launch: the supervisor's process group (it leads one from its announcement)."""
-    for kill in (os.killpg, os.kill):
+def _prestart_host() -> None:
+    """At a dry run: the host boots while the caller goes on, so a launch never waits."""
+    if _supervisor_mode() != "host":
+        return
+    with _HOST_LOCK:
         try:
-            kill(pid, signal.SIGKILL)
-            return
+            _ensure_host()
+        except _HostRefused as e:  # the launch tries again, then falls back to exec
+            log.debug("%s", e)
+
+
+def _retire(host: _Host) -> None:
+    """No more jobs for `host`: it sees the socket close and ends with its last job."""
+    host.sock.close()
+    _RETIRED.append(host.pid)
+
+
+def _reap_retired() -> None:
+    for pid in list(_RETIRED):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _RETIRED.remove(pid)
+
+
+def _send_to_host(message: bytes, status_fd: int) -> dict[str, Any]:
+    """Give the job to the host; its identity. A host found dead (or not reading) is
+    replaced and the job sent again: a request it got only part of, it drops."""
+    global _HOST
+    for _ in range(3):
+        host = _ensure_host()
+        try:
+            sent = socket.send_fds(host.sock, [message], [status_fd], NO_SIGPIPE)
+            if sent < len(message):
+                host.sock.sendall(message[sent:], NO_SIGPIPE)
+        except OSError as e:  # it died, or hangs: start another
+            log.debug("job host %s did not take the job: %s", host.pid, e)
+            _retire(host)
+            _HOST = None
+            continue
+        host.launches += 1
+        return host.identity
+    raise _HostRefused("no job host took the job")
+
+
+def _withdraw(status_fd: int, app_id: str) -> None:
+    """Undo a hand-over (the launch was interrupted): mark the job cancelled, so its
+    supervisor starts nothing more, and end whatever it started already."""
+    _mark_cancelled_fd(status_fd)
+    marker = _marker(app_id)
+    for pid in processes.find_env_marker(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
 
 
-def _run_starter(sock_fd: int) -> NoReturn:
-    """The starter, in the launcher's child: a new session (the launcher's Ctrl+C or hang-up
-    does not reach it), stdio /dev/null, the socket at fd 3 and no other descriptor. It forks
-    the first spare from this copy of the launcher; asked for a second (or after a second
-    idle, so no copy of the launcher lives on), it execs a bare interpreter to fork that one
-    and the rest (a request waits in the socket meanwhile). A process that launches once and
-    exits never pays for that interpreter."""
+def _mark_cancelled_fd(fd: int) -> bool:
+    """Write the cancel mark in a status file that is not final; False when it cannot be."""
     try:
-        gc.freeze()  # the launcher's objects are never collected here: none of their
-        # finalizers runs (one could close a descriptor number now reused)
-        os.dup2(sock_fd, local_supervisor.STARTER_FD)
-        null = os.open(os.devnull, os.O_RDWR)
-        for target in (0, 1, 2):
-            os.dup2(null, target)
-        local_supervisor.close_fds_from(3, keep=local_supervisor.STARTER_FD)
-        os.setsid()
-        if local_supervisor.serve(first_only=True) and sys.executable:
-            policy = str(local_supervisor.POLICY)  # the launcher's, for the supervisors
-            try:
-                os.execve(
-                    sys.executable,
-                    [sys.executable, "-S", "-I", "-c", STARTER_BOOT, policy],
-                    # every symbol bound once here, not again in each supervisor forked
-                    {"PATH": os.environ.get("PATH", os.defpath), "LD_BIND_NOW": "1"},
-                )
-            except OSError:  # no interpreter to exec: fork them all from this copy
-                local_supervisor.serve()
-    except BaseException:  # noqa: BLE001, S110 - the launcher sees the socket close
-        pass
+        at = local_supervisor.cancel_offset(os.fstat(fd).st_size)
+        head = os.pread(fd, len(local_supervisor.STATUS_PENDING), 0)
+        if at is None or not head.startswith((b"pending", local_supervisor.STATUS_TAKEN)):
+            return False
+        os.pwrite(fd, local_supervisor.CANCEL_MARK, at)
+        return True
+    except OSError:
+        return False
+
+
+def _mark_cancelled(log_dir: str | None) -> bool:
+    """The cancel mark in the job's status file (see `local_supervisor`)."""
+    if not log_dir:
+        return False
+    try:
+        fd = os.open(os.path.join(log_dir, STATUS_FILE), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return _mark_cancelled_fd(fd)
     finally:
-        os._exit(0)  # never the launcher's code, exit handlers or buffered output
+        os.close(fd)
+
+
+def _status_head(log_dir: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The status file's first word ('pending', 'running', '' once final or unreadable) and
+    the identity of the supervisor that took the job (None before, or for a supervisor
+    older than that line)."""
+    if not log_dir:
+        return "", None
+    try:
+        with open(os.path.join(log_dir, STATUS_FILE), "rb") as fh:
+            words = fh.read(local_supervisor.HEAD_MAX).split(b"\n", 1)[0].split()
+    except OSError:
+        return "", None
+    if not words or words[0] not in (b"pending", local_supervisor.STATUS_TAKEN):
+        return "", None
+    if len(words) < 5 or not words[1].isdigit():
+        return words[0].decode(), None
+    ticks = int(words[2]) if words[2].lstrip(b"-").isdigit() and int(words[2]) >= 0 else None
+    boot = words[3].decode(errors="replace")
+    identity = {
+        "pid": int(words[1]),
+        "start_ticks": ticks,
+        "boot_id": "" if boot == "-" else boot,
+        "host": words[4] == b"host",
+    }
+    return "running", identity
 
 
 class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
@@ -612,6 +627,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         request = self._to_popen_request(app, opts)
         _check_entrypoints(request)
         _supervisor_mode()  # an unknown NEMORUN_LOCAL_SUPERVISOR fails here, before any launch
+        _prestart_host()  # booting while the caller goes on: its launch will not wait for it
         return AppDryRunInfo(request, _format_request)
 
     def _app_id_of(self, request: PopenRequest) -> str:
@@ -670,8 +686,12 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
                 _remove_job_dir(log_dir, top)
                 raise
             try:
-                pid = self._start_supervisor(log_dir, spec, app_id, status_fd)
+                identity = self._start_supervisor(log_dir, spec, app_id, status_fd)
             except BaseException:
+                # A Ctrl+C may be delivered to another thread and raised here at any point,
+                # the request perhaps sent: withdraw the job (harmless when nothing was sent)
+                # before its record and folder go, so nothing of it runs without a record.
+                _withdraw(status_fd, app_id)
                 try:
                     self._launch_failed(app_id)
                 except Exception as e:  # noqa: BLE001 - the record then reads "never started"
@@ -679,13 +699,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
                 _remove_job_dir(log_dir, top)
                 raise
         finally:
-            os.close(status_fd)  # the supervisor holds the lock from here on
-        stat = processes.proc_stat(pid)
-        identity = {
-            "pid": pid,
-            "start_ticks": stat.start_ticks if stat else None,
-            "boot_id": processes.boot_id(),
-        }
+            os.close(status_fd)  # the supervisor (or the request on its way) holds the lock
         try:
             record = self._launch_confirmed(app_id, state=AppState.RUNNING.name, **identity)
         except Exception as e:  # noqa: BLE001 - the job runs; describe adopts it (status file)
@@ -712,7 +726,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             fd = os.open(os.path.join(log_dir, STATUS_FILE), flags, 0o644)
             size = status_size([r["role"] for r in replicas])
-            _write_all(fd, STATUS_RUNNING.ljust(size, b"\n"))
+            _write_all(fd, STATUS_PENDING.ljust(size, b"\n"))
             fcntl.flock(fd, fcntl.LOCK_EX)
             return fd
         except BaseException as e:
@@ -725,22 +739,43 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
 
     def _start_supervisor(
         self, log_dir: str, spec: dict[str, Any], app_id: str, status_fd: int
-    ) -> int:
-        """Start the job's supervisor in its own session, as the leader of its own process
-        group; its pid (also its group id). Forked where that is safe, else an interpreter."""
+    ) -> dict[str, Any]:
+        """Hand the job to this process's job host, or start a supervisor for it (the exec
+        mode, or no host to be had); the supervisor's identity, for the record."""
         payload = marshal.dumps(spec)  # in memory only: replica environments may hold secrets
-        if _supervisor_mode() == "fork":
+        if _supervisor_mode() == "host":
             try:
-                return _fork_supervisor(payload, status_fd)
-            except _ForkRefused as e:  # nothing started: an interpreter may still be started
-                log.debug(
-                    "cannot fork the supervisor of %s (%s); starting an interpreter", app_id, e
-                )
+                return self._hand_over(payload, status_fd, app_id)
+            except _HostRefused as e:  # nothing started: an interpreter may still be started
+                log.debug("no job host for %s (%s); starting an interpreter", app_id, e)
         return self._exec_supervisor(log_dir, payload, app_id, status_fd)
 
-    def _exec_supervisor(self, log_dir: str, payload: bytes, app_id: str, status_fd: int) -> int:
+    @staticmethod
+    def _hand_over(payload: bytes, status_fd: int, app_id: str) -> dict[str, Any]:
+        """Send the job to the host. Every signal stays blocked in this thread from before the
+        hand-over until it is done, so a Ctrl+C cannot cut a request short; one pending is
+        raised right after, and then the job is withdrawn (the launch is undone). Raises
+        _HostRefused when nothing was handed over."""
+        message = len(payload).to_bytes(local_supervisor.HEADER_SIZE, "little") + payload
+        with _HOST_LOCK:
+            mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, ALL_SIGNALS)
+            try:
+                identity = _send_to_host(message, status_fd)
+            except BaseException:
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+                raise
+            try:
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)  # a pending Ctrl+C raises here
+            except BaseException:  # the launch is undone: so is the job, before its record goes
+                _withdraw(status_fd, app_id)
+                raise
+            return identity
+
+    def _exec_supervisor(
+        self, log_dir: str, payload: bytes, app_id: str, status_fd: int
+    ) -> dict[str, Any]:
         """The fallback: `python -S -I local_supervisor`, the spec written to its stdin, its
-        stderr supervisor.log (a forked one creates that file only to write in it)."""
+        stderr supervisor.log, its stdout the status file."""
         path = os.path.join(log_dir, SUPERVISOR_LOG)
         try:
             err_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -770,21 +805,32 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
                 detail = fh.read().strip()
             raise BackendError(f"the local job supervisor exited at start: {detail}") from e
         except BaseException:  # e.g. Ctrl+C mid-handover: the launch is undone, so stop it all
+            _withdraw(status_fd, app_id)
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.kill(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
             proc.wait()
             raise
         with self._children_lock:
             self._children.append(proc)
-        return proc.pid
+        stat = processes.proc_stat(proc.pid)
+        return {
+            "pid": proc.pid,
+            "start_ticks": stat.start_ticks if stat else None,
+            "boot_id": processes.boot_id(),
+        }
 
     def _reap(self) -> None:
-        """Collect exited supervisors this process started, so they do not linger as zombies
-        (forked ones are not its children)."""
+        """Collect exited supervisors this process started (per-job ones, and hosts it gave
+        no more jobs), so they do not linger as zombies."""
         with self._children_lock:
             self._children = [p for p in self._children if p.poll() is None]
+        if _RETIRED and _HOST_LOCK.acquire(blocking=False):
+            try:
+                _reap_retired()
+            finally:
+                _HOST_LOCK.release()
 
     # -- describe -------------------------------------------------------------------------
     def describe(self, app_id: str) -> DescribeAppResponse | None:
@@ -831,6 +877,11 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         lost = self._lost_supervisor_text(data)
         if self._job_processes(record):
             return AppState.RUNNING, f"{lost}; its processes still run", None
+        if _status_head(record.log_dir)[0] == "pending":  # never taken: nothing started
+            if processes.is_locked(os.path.join(record.log_dir or "", STATUS_FILE)):
+                return AppState.SUBMITTED, "starting", None
+            msg = f"never started: its supervisor{self._pid_text(data)} ended before taking it"
+            return AppState.FAILED, msg, {"replicas": []}
         return (
             AppState.FAILED,
             f"{lost}; its processes ended but their exit codes are lost",
@@ -847,25 +898,33 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         )
 
     @staticmethod
-    def _lost_supervisor_text(data: dict[str, Any]) -> str:
-        pid = f" (pid {data['pid']})" if data.get("pid") else ""
+    def _pid_text(data: dict[str, Any]) -> str:
+        return f" (pid {data['pid']})" if data.get("pid") else ""
+
+    def _lost_supervisor_text(self, data: dict[str, Any]) -> str:
+        pid = self._pid_text(data)
         if data.get("boot_id") and data["boot_id"] != processes.boot_id():
             return f"the host rebooted under the job's supervisor{pid}"
         return f"the job's supervisor{pid} was killed"
 
     def _job_processes(self, record: JobRecord) -> list[int]:
-        """Live processes of the job: its process group's members that carry its marker."""
-        marker = _marker(record.app_id)
-        pgid = record.data.get("pid")
-        if pgid:
-            return processes.marked_group_members(pgid, marker)
-        return processes.find_env_marker(marker)
+        """Live processes of the job: those that carry its marker (a job host carries none;
+        a per-job supervisor does)."""
+        return processes.find_env_marker(_marker(record.app_id))
 
     def _adopt(self, record: JobRecord) -> JobRecord | None:
-        """A pending launch whose launcher died after starting the supervisor: record the
-        supervisor as confirmed. It is the group leader holding the job's status file as its
-        stdout (a forked one carries no marker: it has its launcher's environment); once it is
-        gone, the job's processes are found by their marker, and their group named."""
+        """A pending launch whose supervisor took the job (its launcher may have died before
+        confirming it): record that supervisor, named by the status file's first line."""
+        state, identity = _status_head(record.log_dir)
+        if identity is None and state == "running":  # a supervisor older than that line
+            return self._adopt_legacy(record)
+        if identity is None:
+            return None
+        return self._launch_confirmed(record.app_id, state=AppState.RUNNING.name, **identity)
+
+    def _adopt_legacy(self, record: JobRecord) -> JobRecord | None:
+        """As `_adopt`, for a supervisor started before status files named it: the group
+        leader holding the status file as its stdout, else the processes with the marker."""
         leader = None
         if record.log_dir:
             holders = processes.find_fd_holders(os.path.join(record.log_dir, STATUS_FILE), 1)
@@ -886,16 +945,16 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         )
 
     def _unstarted_state(self, record: JobRecord) -> tuple[AppState, str, dict[str, Any] | None]:
-        """A pending launch with no process to show for it: starting, or never started."""
+        """A pending launch no supervisor took: starting, or never started."""
         data = record.data
         if record.log_dir and processes.is_locked(os.path.join(record.log_dir, STATUS_FILE)):
-            return AppState.SUBMITTED, "starting", None  # the launcher, or a starting supervisor
+            return AppState.SUBMITTED, "starting", None  # the launcher, or a request on its way
         if self._launcher_alive(record):
             return AppState.SUBMITTED, "starting", None
         status = _read_status(record.log_dir, data.get("roles", []))
         if status is not None:
             return (*_state_from_status(status), status)
-        if self._supervisor_ran(record):
+        if _status_head(record.log_dir)[0] == "running" and self._supervisor_ran(record):
             msg = (
                 "the job's supervisor was killed; its processes ended but their exit codes are lost"
             )
@@ -904,7 +963,8 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
 
     @staticmethod
     def _supervisor_ran(record: JobRecord) -> bool:
-        """The supervisor creates each replica's offsets file before starting it."""
+        """A supervisor older than status files naming it made each replica's offsets file
+        before starting it."""
         for role in record.data.get("roles", []):
             for k in range(int(role.get("num_replicas", 1))):
                 if os.path.exists(
@@ -1015,45 +1075,35 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
 
     # -- cancel ---------------------------------------------------------------------------
     def _stop(self, record: JobRecord) -> None:
-        if record.data.get(LAUNCH) == LAUNCH_PENDING and not record.data.get("pid"):
-            record = self._await_start(record)
-        if record.data.get("pid"):
-            self._terminate(record)
-
-    def _await_start(self, record: JobRecord) -> JobRecord:
-        """A cancel during a launch: wait (briefly) until the supervisor can be named."""
-        deadline = time.monotonic() + CANCEL_GRACE_S
-        status = os.path.join(record.log_dir or "", STATUS_FILE)
-        while True:
-            current = self._store().get(self.backend, record.app_id) or record
-            if current.data.get("pid"):
-                return current
-            adopted = self._adopt(current)
-            if adopted is not None:
-                return adopted
-            if not processes.is_locked(status) or time.monotonic() > deadline:
-                return current  # nothing started; a launcher still alive sees the cancel
-            time.sleep(0.02)
+        self._terminate(record)
 
     def _terminate(self, record: JobRecord) -> None:
-        """SIGTERM the job's processes, then SIGKILL whatever is left after a grace period."""
+        """Mark the job cancelled in its status file (its supervisor starts and restarts
+        nothing from then on, also when the request is still on its way, and ends the job's
+        process group itself), then SIGTERM the job's processes, and SIGKILL whatever is left
+        after a grace period. Done once none is left and no live job host still supervises
+        the job (one that took it writes its final status once all its processes ended). A
+        job host is never signalled: it supervises other jobs too. A supervisor from before
+        job hosts (the leader of the job's group, without the marker) is, as it was then."""
         data = record.data
-        pgid = data["pid"]
+        if not _mark_cancelled(record.log_dir) and record.log_dir:
+            log.warning("cannot mark %s cancelled in its status file", record.app_id)
         marker = _marker(record.app_id)
+        legacy = data.get("pid") if data.get("pid") and not data.get("host") else None
 
         def members() -> list[int]:
-            leader_alive = self._supervisor_alive(data)
-            return [
-                p
-                for p in processes.group_members(pgid)
-                if (p == pgid and leader_alive) or processes.has_env_marker(p, marker)
-            ]
+            found = processes.find_env_marker(marker)
+            if legacy and legacy not in found and self._supervisor_alive(data):
+                found.append(legacy)
+            return found
+
+        def settled() -> bool:
+            return not members() and not self._host_supervises(record)
 
         for sig, grace in ((signal.SIGTERM, CANCEL_GRACE_S), (signal.SIGKILL, CANCEL_GRACE_S)):
-            targets = members()
-            if not targets:
+            if settled():
                 return
-            for pid in targets:
+            for pid in members():
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
@@ -1061,11 +1111,28 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             deadline, delay = time.monotonic() + grace, 0.005
             while time.monotonic() < deadline:
                 self._reap()
-                if not members():
+                if settled():
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
-        log.warning("processes of job %s survived SIGKILL: %s", record.app_id, members())
+        left = members()
+        if left:
+            log.warning("processes of job %s survived SIGKILL: %s", record.app_id, left)
+        else:
+            log.warning("job %s ended, but its supervisor has not recorded it yet", record.app_id)
+
+    @staticmethod
+    def _host_supervises(record: JobRecord) -> bool:
+        """A live job host took the job and has not written its final status yet."""
+        state, identity = _status_head(record.log_dir)
+        return (
+            state == "running"
+            and identity is not None
+            and identity["host"]
+            and processes.is_same_process_alive(
+                identity["pid"], identity["start_ticks"] or -1, identity["boot_id"]
+            )
+        )
 
     def close(self) -> None:
         """Detached jobs outlive this scheduler: only reap finished supervisors."""

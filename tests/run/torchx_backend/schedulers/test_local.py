@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -195,9 +196,11 @@ def test_reused_pid_is_not_mistaken_for_the_job(tmp_path):
 
 def test_supervisor_killed_reads_as_failed(tmp_path):
     gate, script = gated(tmp_path, "true")
-    app_id = schedule_in_child(script)
-    pid = get_store().get("local_persistent", app_id).data["pid"]
-    os.killpg(pid, signal.SIGKILL)
+    app_id = schedule_in_child(script)  # its launcher exited: the host supervises this job only
+    record = get_store().get("local_persistent", app_id)
+    job = wait_for(lambda: marked(app_id), what="the job's processes")
+    os.kill(record.data["pid"], signal.SIGKILL)  # the host...
+    os.killpg(processes.proc_stat(job[0]).pgrp, signal.SIGKILL)  # ...and the job's group
     sched = create_scheduler("s")
     assert wait_terminal(sched, app_id) == AppState.FAILED
     assert "exit codes are lost" in sched.describe(app_id).msg
@@ -310,11 +313,28 @@ def test_no_env_values_on_disk(tmp_path, monkeypatch):
     assert json.dumps(record.data).find("HF_TOKEN") == -1
 
 
-# -- how the supervisor starts ---------------------------------------------------------------
+# -- the job host ---------------------------------------------------------------------------
 def stat_fields(pid: int) -> list[str]:
     """/proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
     with open(f"/proc/{pid}/stat", "rb") as fh:
         return fh.read().rsplit(b")", 1)[1].decode().split()
+
+
+def marked(app_id: str) -> list[int]:
+    """Live processes carrying the job's marker."""
+    return processes.find_env_marker(f"{local.APP_ID_ENV}={app_id}".encode())
+
+
+def replicas(app_id: str, host: int) -> list[int]:
+    """The job's replica processes: those the host started (not the children they start)."""
+    found = []
+    for pid in marked(app_id):
+        try:
+            if int(stat_fields(pid)[1]) == host:
+                found.append(pid)
+        except OSError:  # a child that just ended
+            pass
+    return found
 
 
 def bash_app(name: str, script: str) -> specs.AppDef:
@@ -322,43 +342,93 @@ def bash_app(name: str, script: str) -> specs.AppDef:
     return specs.AppDef(name=name, roles=[role])
 
 
-def test_forked_supervisor_has_its_own_session_and_is_not_the_launchers_child(tmp_path):
+def test_the_dry_run_starts_the_host_a_bare_interpreter(monkeypatch):
+    monkeypatch.setattr(local, "_HOST", None)  # as in a process that never launched
+    monkeypatch.setattr(local, "_RETIRED", [])
+    sched = create_scheduler("s")
+    sched.submit_dryrun(bash_app("dry", "true"), run.LocalExecutor())
+    host = local._HOST
+    try:
+
+        def command_line() -> list[bytes]:  # empty for an instant: the exec is just done
+            with open(f"/proc/{host.pid}/cmdline", "rb") as fh:
+                return fh.read().split(b"\0")
+
+        argv = wait_for(lambda: len(command_line()) > 4 and command_line(), what="its argv")
+        assert argv[1:3] == [b"-S", b"-I"] and b"local_supervisor.serve" in argv[4]
+        assert int(stat_fields(host.pid)[3]) == host.pid  # a session of its own
+        app_id = sched.schedule(
+            sched.submit_dryrun(bash_app("first", "echo 1"), run.LocalExecutor())
+        )
+        assert (
+            local._HOST is host
+            and get_store().get("local_persistent", app_id).data["pid"] == host.pid
+        )
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+    finally:
+        host.sock.close()  # it ends: nothing more will come
+        os.waitpid(host.pid, 0)
+
+
+def test_a_launchers_jobs_share_one_host_each_in_a_group_of_its_own(tmp_path):
     sched = create_scheduler("s")
     gate, script = gated(tmp_path, "echo done")
+    role = specs.Role(name="main", image="", entrypoint="bash", args=["-c", script])
     try:
         ids = [
             sched.schedule(sched.submit_dryrun(bash_app(f"j{k}", script), run.LocalExecutor()))
-            for k in range(3)
-        ]  # the first from a copy of this process, the others from a bare one
+            for k in range(2)
+        ]
+        two = specs.AppDef(name="two", roles=[dataclasses.replace(role, num_replicas=2)])
+        ids.append(sched.schedule(sched.submit_dryrun(two, run.LocalExecutor())))
+        host = local._HOST.pid
+        _, _, host_group, host_session = stat_fields(host)[:4]
+        assert int(host_group) == host and int(host_session) == host  # its own session
+        assert int(host_session) != int(stat_fields(os.getpid())[3])
+        assert not processes.has_env_marker(host, local.APP_ID_ENV.encode())
+        groups = set()
         for app_id in ids:
-            pid = get_store().get("local_persistent", app_id).data["pid"]
-            _, ppid, pgrp, session = stat_fields(pid)[:4]
-            assert int(ppid) != os.getpid()
-            assert int(pgrp) == pid and int(session) == pid
-            status = os.path.join(get_store().get("local_persistent", app_id).log_dir, "status")
-
-            # (a replica being spawned holds it too, for an instant: it leads no group)
-            def leaders(status: str = status) -> list[int]:
-                holders = processes.find_fd_holders(status, 1)
-                return [p for p in holders if (st := processes.proc_stat(p)) and st.pgrp == p]
-
-            # the supervisor takes the status file as its stdout just after the hand-over
-            wait_for(lambda leaders=leaders, pid=pid: leaders() == [pid], what="supervisor stdout")
+            record = get_store().get("local_persistent", app_id)
+            assert record.data["pid"] == host and record.data["host"] is True
+            count = 2 if app_id == ids[-1] else 1
+            job = wait_for(
+                lambda a=app_id, c=count: len(replicas(a, host)) == c and replicas(a, host)
+            )
+            (group,) = {int(stat_fields(p)[2]) for p in job}  # one group for the whole job
+            assert group in job and group != host and group not in groups
+            assert all(int(stat_fields(p)[3]) == host for p in job)  # in the host's session
+            for pid in job:  # none of the host's descriptors (its socket, other jobs' files)
+                assert sorted(os.listdir(f"/proc/{pid}/fd")) == ["0", "1", "2"]
+            groups.add(group)
+            with open(os.path.join(record.log_dir, "status"), "rb") as fh:
+                assert fh.readline().split()[:2] == [b"running", str(host).encode()]
     finally:
         open(gate, "w").close()  # no job is left waiting, whatever failed
     for app_id in ids:
         assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
         assert list(sched.log_iter(app_id, "main")) == ["done\n"]
+    assert processes.proc_stat(host) is not None  # it outlives its jobs while we live
 
 
-def test_a_clean_forked_job_has_no_supervisor_log():
+def test_a_quiet_job_leaves_only_its_logs_and_status():
+    """No supervisor.log unless there is something to say; no offsets file without output;
+    no exit code file (the status holds every exit code)."""
     sched = create_scheduler("s")
-    app_id = sched.schedule(sched.submit_dryrun(bash_app("clean", "echo ok"), run.LocalExecutor()))
-    assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
-    log_dir = get_store().get("local_persistent", app_id).log_dir
-    assert not os.path.exists(os.path.join(log_dir, "supervisor.log"))  # made when needed
-    assert os.path.exists(os.path.join(log_dir, "main", "0", "combined.offsets"))
-    assert list(sched.log_iter(app_id, "main")) == ["ok\n"]
+    quiet = sched.schedule(sched.submit_dryrun(bash_app("quiet", "true"), run.LocalExecutor()))
+    loud = sched.schedule(sched.submit_dryrun(bash_app("loud", "echo ok"), run.LocalExecutor()))
+    for app_id in (quiet, loud):
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+    quiet_dir = get_store().get("local_persistent", quiet).log_dir
+    files = sorted(
+        os.path.relpath(os.path.join(d, f), quiet_dir)
+        for d, _, fs in os.walk(quiet_dir)
+        for f in fs
+    )
+    assert files == ["main/0/combined.log", "main/0/stderr.log", "main/0/stdout.log", "status"]
+    loud_dir = get_store().get("local_persistent", loud).log_dir
+    assert os.path.exists(os.path.join(loud_dir, "main", "0", "combined.offsets"))
+    assert list(sched.log_iter(loud, "main")) == ["ok\n"]
+    assert list(sched.log_iter(quiet, "main")) == []
 
 
 def test_exec_supervisor_on_request(tmp_path, monkeypatch):
@@ -368,7 +438,8 @@ def test_exec_supervisor_on_request(tmp_path, monkeypatch):
     try:
         app_id = sched.schedule(sched.submit_dryrun(bash_app("ex", script), run.LocalExecutor()))
         pid = get_store().get("local_persistent", app_id).data["pid"]
-        assert processes.has_env_marker(pid, f"{local.APP_ID_ENV}={app_id}".encode())  # exec'd
+        marker = f"{local.APP_ID_ENV}={app_id}".encode()  # an exec'd one carries it (once its
+        wait_for(lambda: processes.has_env_marker(pid, marker))  # exec is done: right after)
     finally:
         open(gate, "w").close()
     assert wait_terminal(sched, app_id) == AppState.FAILED
@@ -385,8 +456,9 @@ def test_unknown_supervisor_mode_fails_the_dry_run(monkeypatch):
 
 
 def test_launches_while_other_threads_use_the_store(tmp_path):
-    """Fork copies only the launching thread: whatever locks the others hold (the job store's
-    sqlite connections here), the starter and the supervisors never need them."""
+    """Launches from a thread that is not the main one while others hold the job store's
+    sqlite connections: the host is started with posix_spawn, nothing of this process runs
+    in it, so no lock another thread holds can block a launch."""
     stop = threading.Event()
 
     def busy(k: int) -> None:
@@ -433,26 +505,26 @@ def launch(name):
     return sched.schedule(sched.submit_dryrun(app, run.LocalExecutor()))
 
 ids = [launch("p1"), launch("p2")]
-parent_starter = local._STARTER.pid
+parent_host = local._HOST.pid
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
     os.close(r)
     child_id = launch("c1")
-    os.write(w, f"{child_id} {local._STARTER.pid}".encode())
+    os.write(w, f"{child_id} {local._HOST.pid}".encode())
     os._exit(0)
 os.close(w)
-child_id, child_starter = os.read(r, 200).decode().split()
+child_id, child_host = os.read(r, 200).decode().split()
 os.waitpid(pid, 0)
 ids += [child_id, launch("p3")]
-print(*ids, parent_starter, child_starter, local._STARTER.pid)
+print(*ids, parent_host, child_host, local._HOST.pid)
 """
 
 
-def test_a_forked_launcher_gets_its_own_starter():
+def test_a_forked_launcher_gets_its_own_host():
     words = run_python(FORKED_LAUNCHER).stdout.split()
-    ids, (parent_starter, child_starter, parent_after) = words[:4], words[4:]
-    assert child_starter != parent_starter == parent_after
+    ids, (parent_host, child_host, parent_after) = words[:4], words[4:]
+    assert child_host != parent_host == parent_after
     sched = create_scheduler("s")
     for app_id in ids:
         assert wait_terminal(sched, app_id) == AppState.SUCCEEDED

@@ -1,13 +1,16 @@
 """Faults of the local backend, with real processes: a killed supervisor, a killed launcher,
-a full or read-only job folder, a launch spec the supervisor cannot use."""
+a full or read-only job folder, a launch spec the supervisor cannot use, a killed job host
+and one job's trouble among others of the same host."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import marshal
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +26,7 @@ import nemo_run as run
 from nemo_run.core import processes
 from nemo_run.core.store import JobRecord, get_store
 from nemo_run.exceptions import DiskError
-from nemo_run.run.torchx_backend.schedulers import local
+from nemo_run.run.torchx_backend.schedulers import local, local_supervisor
 from nemo_run.run.torchx_backend.schedulers.local import create_scheduler
 from tests.helpers import run_python, wait_for
 from tests.run.torchx_backend.schedulers.test_local import schedule_in_child, wait_terminal
@@ -270,15 +273,17 @@ def test_launcher_that_dies_after_starting_the_supervisor_is_adopted(tmp_path):
     proc, app_id = launch_until("_launch_confirmed", tmp_path)
     assert proc.wait(10) == 9
     assert get_store().get(BACKEND, app_id).data["launch"] == "pending"
-    live = marked_processes(app_id)
-    assert live
+    live = wait_for(lambda: marked_processes(app_id), what="the host to start the job")
     assert describe_in_child(app_id)[0] == "RUNNING"
     record = get_store().get(BACKEND, app_id)
     assert record.data["launch"] == "done"
-    supervisor = record.data["pid"]  # the leader of the job's group, holding its status file
-    assert processes.proc_stat(supervisor).pgrp == supervisor
-    assert all(processes.proc_stat(p).pgrp == supervisor for p in live)
-    assert supervisor in processes.find_fd_holders(str(Path(record.log_dir, "status")), 1)
+    host = record.data["pid"]  # the job host that took the job, as the status file names it
+    assert record.data["host"] is True
+    with open(Path(record.log_dir, "status"), "rb") as fh:
+        assert fh.readline().split()[:2] == [b"running", str(host).encode()]
+    assert processes.proc_stat(host).pgrp == host  # in a session of its own
+    (group,) = {processes.proc_stat(p).pgrp for p in live}  # the job's group, not the host's
+    assert group in live and group != host
     create_scheduler("c").cancel(app_id)
     assert not marked_processes(app_id)
     assert create_scheduler("c").describe(app_id).state == AppState.CANCELLED
@@ -417,8 +422,22 @@ def test_job_that_fills_the_disk_says_so(small_disk):
     desc = sched.describe(app_id)
     assert "no space left on device" in desc.msg.lower(), desc.msg
     assert not [name for name in tree(small_disk) if "tmp" in name]
-    pid = get_store().get(BACKEND, app_id).data["pid"]
-    wait_for(lambda: processes.proc_stat(pid) is None or processes.proc_stat(pid).state == "Z")
+    host = get_store().get(BACKEND, app_id).data["pid"]
+    wait_for(lambda: not held_files(host, small_disk), what="the host to let go of the disk")
+
+
+def held_files(pid: int, folder: Path) -> list[str]:
+    """Files (and the working directory) of `pid` inside `folder`: what keeps it mounted."""
+    paths = [f"/proc/{pid}/cwd"] + [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+    held = []
+    for path in paths:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            continue
+        if target.startswith(f"{folder}/") or target == str(folder):
+            held.append(target)
+    return held
 
 
 # -- 5. a launch spec the supervisor cannot use ----------------------------------------------
@@ -477,104 +496,312 @@ def test_unusable_launch_spec_is_recorded_as_the_reason(tmp_path, spec, reason):
     assert reason in desc.msg, desc.msg
 
 
-# -- 6. the starter and its spares -------------------------------------------------------
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    fields = fh.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != b"Z":
-                found.append(int(entry))
-    return found
+# -- 6. the job host ------------------------------------------------------------------------
+def launch(sched, name: str, script: str, retries: int = 0) -> str:
+    app = bash_app(name, script)
+    app.roles[0].max_retries = retries
+    return sched.schedule(sched.submit_dryrun(app, run.LocalExecutor()))
 
 
-def idle_spares() -> list[int]:
-    """Spares of this process's starter that have no job yet (their stdout is /dev/null)."""
-    spares = []
-    for pid in children_of(local._STARTER.pid):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/1") == os.devnull:
-                spares.append(pid)
-        except OSError:
-            pass
-    return spares
+def gone(pid: int) -> bool:
+    stat = processes.proc_stat(pid)
+    return stat is None or stat.state == "Z"
 
 
-def launch(sched, name: str, script: str) -> str:
-    return sched.schedule(sched.submit_dryrun(bash_app(name, script), run.LocalExecutor()))
+def final_status(app_id: str) -> list[str]:
+    """The lines of the job's status file once its supervisor wrote it whole."""
+    path = Path(get_store().get(BACKEND, app_id).log_dir, "status")
+    lines = wait_for(
+        lambda: "end" in (text := path.read_text().split("\n")) and text,
+        what=f"the final status of {app_id}",
+    )
+    return [line for line in lines[: lines.index("end")] if line]
 
 
-def test_killed_starter_takes_no_job_with_it_and_is_replaced(tmp_path):
+def test_kill_9_of_the_host_with_two_jobs_running(tmp_path):
     sched = create_scheduler("t")
     gate = tmp_path / "gate"
-    waiting = f'while [ ! -e "{gate}" ]; do sleep 0.02; done; echo waited'
+    waiting = f'echo started; while [ ! -e "{gate}" ]; do sleep 0.02; done; echo waited'
     try:
-        early = [launch(sched, f"early{k}", waiting) for k in range(3)]
-        starter = local._STARTER.pid
-        os.kill(starter, signal.SIGKILL)
-        later = [launch(sched, f"later{k}", f"echo {k}") for k in range(5)]
-        assert local._STARTER.pid != starter
-        assert describe_in_child(early[0])[0] == "RUNNING"
+        jobs = [launch(sched, f"victim{k}", waiting) for k in range(2)]
+        host = local._HOST.pid
+        assert {get_store().get(BACKEND, a).data["pid"] for a in jobs} == {host}
+        for app_id in jobs:
+            stdout = Path(get_store().get(BACKEND, app_id).log_dir, "main", "0", "stdout.log")
+            wait_for(lambda p=stdout: p.exists() and p.read_text() == "started\n", what="a start")
+        os.kill(host, signal.SIGKILL)
+        wait_for(lambda: gone(host), what="the host to die")
+        for app_id in jobs:  # both lost their supervisor; both still run
+            state, msg = describe_in_child(app_id)
+            assert (state, msg) == (
+                "RUNNING",
+                f"the job's supervisor (pid {host}) was killed; its processes still run",
+            )
+        later = launch(sched, "later", "echo after")  # the next launch gets a new host
+        assert local._HOST.pid != host
+        assert wait_terminal(sched, later) == AppState.SUCCEEDED
+        assert list(sched.log_iter(later, "main")) == ["after\n"]
+        sched.cancel(jobs[0])
+        assert not marked_processes(jobs[0])
+        assert sched.describe(jobs[0]).state == AppState.CANCELLED
+        assert marked_processes(jobs[1]), "cancelling one job ended the other"
     finally:
         gate.touch()  # no job is left waiting, whatever failed
-    for app_id in early:
-        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
-        assert list(sched.log_iter(app_id, "main")) == ["waited\n"]
-    for k, app_id in enumerate(later):
-        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
-        assert list(sched.log_iter(app_id, "main")) == [f"{k}\n"]
-
-
-def test_spares_that_died_before_their_job_are_skipped():
-    sched = create_scheduler("t")
-    for k in range(3):
-        launch(sched, f"warm{k}", "true")
-    spares = wait_for(idle_spares, what="spares ready for the next launches")
-    for pid in spares:
-        os.kill(pid, signal.SIGKILL)
-    wait_for(  # a kill takes effect a moment later: a job handed over before is a killed job's
-        lambda: all((s := processes.proc_stat(p)) is None or s.state == "Z" for p in spares),
-        what="the spares to die",
+    assert wait_terminal(sched, jobs[1]) == AppState.FAILED
+    assert sched.describe(jobs[1]).msg == (
+        f"the job's supervisor (pid {host}) was killed; "
+        "its processes ended but their exit codes are lost"
     )
-    app_id = launch(sched, "after", "echo ok")
-    assert get_store().get(BACKEND, app_id).data["pid"] not in spares
-    assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
-    assert list(sched.log_iter(app_id, "main")) == ["ok\n"]
+    assert list(sched.log_iter(jobs[1], "main")) == ["started\n", "waited\n"]
+
+
+def test_one_host_records_a_cancelled_a_retried_and_a_succeeding_job(tmp_path):
+    sched = create_scheduler("t")
+    counter = tmp_path / "attempts"
+    ok = launch(sched, "ok", "echo fine")
+    flaky = launch(sched, "flaky", f'echo x >> "{counter}"; echo try >&2; exit 7', retries=2)
+    long = launch(sched, "long", "sleep 300", retries=3)  # a cancel must not restart it
+    ids = (ok, flaky, long)
+    assert {get_store().get(BACKEND, a).data["pid"] for a in ids} == {local._HOST.pid}
+    wait_for(lambda: marked_processes(long), what="the long job to start")
+    sched.cancel(long)
+    assert not marked_processes(long)
+    assert sched.describe(long).state == AppState.CANCELLED
+    assert wait_terminal(sched, ok) == AppState.SUCCEEDED
+    assert list(sched.log_iter(ok, "main")) == ["fine\n"]
+    assert wait_terminal(sched, flaky) == AppState.FAILED
+    desc = sched.describe(flaky)
+    assert (desc.msg, desc.num_restarts) == ("main[0] exited with code 7", 2)
+    assert counter.read_text() == "x\n" * 3
+    assert list(sched.log_iter(flaky, "main")) == [
+        "try\n",
+        "nemo_run: exit code 7; restart 1/2\n",
+        "try\n",
+        "nemo_run: exit code 7; restart 2/2\n",
+        "try\n",
+    ]
+    assert final_status(long)[:2] == ["terminated 1", f"exit 0 -{signal.SIGTERM} 0 main"]
+    assert not marked_processes(long)  # and nothing restarted after the cancel
+
+
+def test_one_jobs_trouble_stays_with_that_job(tmp_path):
+    """A job that kills its own process group, one whose environment the kernel refuses and
+    a request the host cannot use each fail alone: the host and its other job live on."""
+    sched = create_scheduler("t")
+    gate = tmp_path / "gate"
+    try:
+        bystander = launch(sched, "bystander", f'while [ ! -e "{gate}" ]; do sleep 0.02; done')
+        host = local._HOST.pid
+        killer = launch(sched, "killer", "kill -9 0; echo survived")
+        assert wait_terminal(sched, killer) == AppState.FAILED
+        assert sched.describe(killer).msg == "main[0] exited with code -9"
+        app = bash_app("badenv", "true")
+        app.roles[0].env = {"NUL_VALUE": "a\0b"}
+        badenv = sched.schedule(sched.submit_dryrun(app, run.LocalExecutor()))
+        assert wait_terminal(sched, badenv) == AppState.FAILED
+        log_dir = tmp_path / "garbage"
+        log_dir.mkdir()
+        fd = os.open(log_dir / "status", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"pending\n".ljust(local_supervisor.status_size([]), b"\n"))
+            body = b"not a launch spec"
+            with local._HOST_LOCK:
+                local._send_to_host(len(body).to_bytes(8, "little") + body, fd)
+        finally:
+            os.close(fd)
+        status = wait_for(
+            lambda: "\nend\n" in (t := (log_dir / "status").read_text()) and t, what="its status"
+        )
+        assert "reason unusable launch spec: ValueError" in status
+        assert local._HOST.pid == host and not gone(host)
+        assert marked_processes(bystander), "the other job was ended"
+        assert sched.describe(bystander).state == AppState.RUNNING
+    finally:
+        gate.touch()
+    assert wait_terminal(sched, bystander) == AppState.SUCCEEDED
+    assert get_store().get(BACKEND, badenv).data["pid"] == host
+
+
+def test_a_job_queued_at_a_host_that_dies_reads_never_started():
+    sched = create_scheduler("t")
+    launch(sched, "warm", "true")
+    host = local._HOST.pid
+    os.kill(host, signal.SIGSTOP)  # it takes no request: the next one waits in its socket
+    try:
+        app_id = launch(sched, "queued", "echo never")
+    finally:
+        os.kill(host, signal.SIGKILL)
+    wait_for(lambda: gone(host), what="the host to die")
+    assert describe_in_child(app_id) == (
+        "FAILED",
+        f"never started: its supervisor (pid {host}) ended before taking it",
+    )
+    assert not Path(get_store().get(BACKEND, app_id).log_dir, "main").exists()
+    after = launch(sched, "after", "echo ok")
+    assert wait_terminal(sched, after) == AppState.SUCCEEDED
+
+
+def test_the_host_itself_ends_a_job_marked_cancelled():
+    """A canceller that found none of the job's processes (one was just starting) still
+    gets it ended: the host ends a marked job's group itself, and restarts nothing."""
+    sched = create_scheduler("t")
+    app_id = launch(sched, "marked", "sleep 300 & wait", retries=2)
+    wait_for(lambda: len(marked_processes(app_id)) == 2, what="the job and its child")
+    assert local._mark_cancelled(get_store().get(BACKEND, app_id).log_dir)  # and no signal
+    assert final_status(app_id)[:2] == ["terminated 1", f"exit 0 -{signal.SIGTERM} 0 main"]
+    wait_for(lambda: not marked_processes(app_id), what="its child too (same group)")
+
+
+def test_cancel_before_the_host_takes_the_job_starts_nothing():
+    sched = create_scheduler("t")
+    launch(sched, "warm", "true")
+    host = local._HOST.pid
+    os.kill(host, signal.SIGSTOP)
+    try:
+        app_id = launch(sched, "late", "echo should-not-run", retries=2)
+        sched.cancel(app_id)
+        assert sched.describe(app_id).state == AppState.CANCELLED
+    finally:
+        os.kill(host, signal.SIGCONT)
+    assert final_status(app_id)[:2] == ["terminated 1", f"exit 0 -{signal.SIGTERM} 0 main"]
+    assert not Path(get_store().get(BACKEND, app_id).log_dir, "main").exists()
+    assert not marked_processes(app_id)
+    assert create_scheduler("o").describe(app_id).state == AppState.CANCELLED
+
+
+def test_a_request_cut_short_starts_nothing(tmp_path):
+    """The launcher died mid-request: the request holds the status file's lock while it
+    waits in the socket; the host drops it, and the file reads pending, unlocked."""
+    host = local._start_host()  # a host of our own, apart from this process's
+    log_dir = tmp_path / "job"
+    log_dir.mkdir()
+    status = log_dir / "status"
+    fd = os.open(status, os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"pending\n".ljust(local_supervisor.status_size(["main"]), b"\n"))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    spec = {"log_dir": str(log_dir), "retries": 0, "path": os.environ["PATH"], "replicas": []}
+    body = marshal.dumps(spec)
+    try:
+        socket.send_fds(host.sock, [len(body).to_bytes(8, "little") + body[:5]], [fd])
+    finally:
+        os.close(fd)
+    assert processes.is_locked(str(status))  # held by the request on its way
+    host.sock.close()  # the launcher is gone
+    os.waitpid(host.pid, 0)
+    assert not processes.is_locked(str(status))
+    assert status.read_bytes().startswith(b"pending\n")
+    assert sorted(os.listdir(log_dir)) == ["status"]
+
+
+def test_a_host_that_had_its_share_is_replaced_and_ends_with_its_last_job(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "HOST_LAUNCHES", 2)
+    with local._HOST_LOCK:  # start from a host of this test's own
+        if local._HOST is not None:
+            local._retire(local._HOST)
+            local._HOST = None
+    sched = create_scheduler("t")
+    gate = tmp_path / "gate"
+    try:
+        first = [
+            launch(sched, "slow", f'while [ ! -e "{gate}" ]; do sleep 0.02; done; echo slow'),
+            launch(sched, "quick", "echo quick"),
+        ]
+        last = launch(sched, "next", "echo next")
+        (old,) = {get_store().get(BACKEND, a).data["pid"] for a in first}
+        new = get_store().get(BACKEND, last).data["pid"]
+        assert new != old and new == local._HOST.pid
+        assert wait_terminal(sched, last) == AppState.SUCCEEDED
+        assert not gone(old), "a replaced host ended before its last job"
+    finally:
+        gate.touch()
+    wait_for(lambda: gone(old), what="the replaced host to end after its last job")
+    for app_id, line in zip(first + [last], ["slow\n", "quick\n", "next\n"], strict=True):
+        assert wait_terminal(sched, app_id) == AppState.SUCCEEDED
+        assert list(sched.log_iter(app_id, "main")) == [line]
+
+
+def test_ctrl_c_right_after_the_hand_over_undoes_the_launch(monkeypatch):
+    """The Ctrl+C arrives while the request is on its way (signals blocked): it is raised
+    once the request is whole, and then the job is withdrawn: cancelled before its record
+    and folder go, so nothing of it runs without a record."""
+    sched = create_scheduler("t")
+    send = local._send_to_host
+
+    def send_then_ctrl_c(message: bytes, status_fd: int) -> dict:
+        identity = send(message, status_fd)
+        os.kill(os.getpid(), signal.SIGINT)  # pending until the launch unblocks signals
+        return identity
+
+    monkeypatch.setattr(local, "_send_to_host", send_then_ctrl_c)
+    info = sched.submit_dryrun(bash_app("interrupted", "sleep 60"), run.LocalExecutor())
+    app_id = sched.planned_app_id(info)
+    with pytest.raises(KeyboardInterrupt):
+        sched.schedule(info)
+    assert get_store().get(BACKEND, app_id) is None
+    wait_for(lambda: not marked_processes(app_id), timeout=10, what="nothing of it to run")
+    monkeypatch.undo()
+    after = launch(sched, "after", "echo ok")  # the host is unharmed
+    assert wait_terminal(sched, after) == AppState.SUCCEEDED
+    # the host takes requests in order: it has handled the interrupted one by now
+    assert not marked_processes(app_id)
+
+
+def test_ctrl_c_taken_by_another_thread_mid_hand_over_undoes_the_launch(monkeypatch):
+    """In a launcher with other threads the kernel may give the Ctrl+C to one of them (only
+    the launching thread blocks it); Python then raises it in the main thread at once, the
+    request already sent. The launch is undone all the same: nothing runs without a record."""
+    sched = create_scheduler("t")
+    send = local._send_to_host
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait, daemon=True)
+    other.start()
+
+    def send_then_ctrl_c_elsewhere(message: bytes, status_fd: int) -> dict:
+        identity = send(message, status_fd)
+        assert other.ident is not None
+        signal.pthread_kill(other.ident, signal.SIGINT)  # raised here, in this thread
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # Python code runs: the KeyboardInterrupt comes
+            pass
+        return identity
+
+    monkeypatch.setattr(local, "_send_to_host", send_then_ctrl_c_elsewhere)
+    info = sched.submit_dryrun(bash_app("elsewhere", "sleep 60"), run.LocalExecutor())
+    app_id = sched.planned_app_id(info)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sched.schedule(info)
+    finally:
+        idle.set()
+    assert get_store().get(BACKEND, app_id) is None
+    monkeypatch.undo()
+    after = launch(sched, "after", "echo ok")  # the host has taken the withdrawn job by now
+    assert wait_terminal(sched, after) == AppState.SUCCEEDED
+    wait_for(lambda: not marked_processes(app_id), timeout=10, what="nothing of it to run")
 
 
 LAUNCH_AND_EXIT = """
-import os
 from torchx import specs
 import nemo_run as run
 from nemo_run.run.torchx_backend.schedulers import local
 sched = local.create_scheduler("launcher")
-for k in range(4):
-    app = specs.AppDef(name=f"x{k}", roles=[specs.Role(name="main", image="", entrypoint="true")])
-    sched.schedule(sched.submit_dryrun(app, run.LocalExecutor()))
-starter = local._STARTER.pid
-kids = []
-for entry in os.listdir("/proc"):
-    if entry.isdigit():
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                if int(fh.read().rsplit(b")", 1)[1].split()[1]) == starter:
-                    kids.append(entry)
-        except OSError:
-            pass
-print(starter, *kids)
+gate = GATE
+scripts = ["true"] * 3 + [f'while [ ! -e "{gate}" ]; do sleep 0.02; done']
+for k, script in enumerate(scripts):
+    app = specs.AppDef(name=f"x{k}", roles=[specs.Role(name="main", image="", entrypoint="bash", args=["-c", script])])
+    last = sched.schedule(sched.submit_dryrun(app, run.LocalExecutor()))
+print(local._HOST.pid, last)
 """
 
 
-def test_launcher_exit_ends_its_starter_and_unused_spares():
-    pids = [int(p) for p in run_python(LAUNCH_AND_EXIT).stdout.split()]
-    assert len(pids) > 1, "the starter should have had spares (or supervisors) running"
-
-    def gone() -> bool:
-        stats = [processes.proc_stat(p) for p in pids]
-        return all(s is None or s.state == "Z" for s in stats)
-
-    wait_for(gone, timeout=10, what="the starter and its spares to exit")
+def test_launcher_exit_ends_its_host_once_its_jobs_end(tmp_path):
+    gate = tmp_path / "gate"
+    try:
+        words = run_python(LAUNCH_AND_EXIT.replace("GATE", repr(str(gate)))).stdout.split()
+        host, app_id = int(words[0]), words[1]
+        assert not gone(host), "the host ended before its last job"
+        assert describe_in_child(app_id)[0] == "RUNNING"
+    finally:
+        gate.touch()
+    wait_for(lambda: gone(host), timeout=10, what="the host to exit after its last job")
+    assert create_scheduler("t").describe(app_id).state == AppState.SUCCEEDED
