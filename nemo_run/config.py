@@ -25,6 +25,8 @@ _MOVED: dict[str, str] = {
     "Config": "nemo_run.core.configurable",
     "Partial": "nemo_run.core.configurable",
     "ConfigurableMixin": "nemo_run.core.config_mixin",
+    "RUNDIR_NAME": "nemo_run.core.execution.base",
+    "RUNDIR_SPECIAL_NAME": "nemo_run.core.execution.base",
 }
 
 

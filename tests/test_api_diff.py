@@ -101,6 +101,34 @@ def test_public_names_skip_imports_modules_and_typing(tmp_path: Path) -> None:
     assert mod["names"]["LIMIT"] == {"kind": "data", "type": "builtins.int", "value": "3"}
 
 
+def test_names_a_module_serves_through_getattr_count_when_its_dir_lists_them(
+    tmp_path: Path,
+) -> None:
+    """`from mod import LAZY` works for a PEP 562 name: the description has it (resolved with
+    getattr) when the module's `__dir__` lists it, even if `__dir__` lists nothing else."""
+    eager = "TABLE = {'a': 1}\nJOB_FILE = '/tmp/jobs'\nDIRECT = 2\n"
+    lazy = """
+        from typing import Any
+
+        DIRECT = 2
+
+        def __getattr__(name: str) -> Any:
+            if name == "TABLE":
+                return {"a": 1}
+            if name in ("JOB_FILE", "UNLISTED"):
+                return "/tmp/jobs"
+            raise AttributeError(name)
+
+        def __dir__() -> list[str]:
+            return ["TABLE", "JOB_FILE"]  # only the lazy ones: the namespace still counts
+    """
+    desc = describe(tmp_path / "d", {"mod.py": lazy}, [f"{PKG}.mod"], [])
+    names = desc["modules"][f"{PKG}.mod"]["names"]
+    assert sorted(names) == ["DIRECT", "JOB_FILE", "TABLE"]  # UNLISTED: no __dir__ says so
+    assert names["TABLE"] == {"kind": "data", "type": "builtins.dict", "value": "{'a': 1}"}
+    assert diff(tmp_path, {"mod.py": eager}, {"mod.py": lazy}) == {}
+
+
 def test_dataclass_defaults_come_from_the_factories_and_secrets_are_masked(tmp_path: Path) -> None:
     desc = describe(
         tmp_path,

@@ -4,7 +4,10 @@ side's interpreter (ours and the peer `nemo-run==0.11.1`), so both are read by t
 Only the standard library is used here, and the package under test is imported inside
 `describe_scope`: this module must import cleanly under either interpreter.
 
-Which module-level names are "public" (the rule is the same on both sides):
+The names of a module are those of its namespace, its `__all__`, and what its own `__dir__()`
+lists: a name served by a module-level `__getattr__` (PEP 562) counts when `__dir__` lists it,
+as `from module import NAME` works for it. Which of them are "public" (the same rule on both
+sides):
 - names in the module's `__all__`, if it has one, always count;
 - otherwise a name counts unless it starts with `_`, or is a module (`os`, `fdl`, ...), or is a
   class or function defined outside the package (`Path`, `dataclass`, torchx's `AppDef`: an
@@ -319,6 +322,20 @@ def skip_reason(name: str, obj: Any, package: str = PACKAGE) -> str | None:
     return None
 
 
+def module_names(mod: Any, declared: Any = None) -> list[str]:
+    """Every name `from mod import NAME` can find: the module's namespace, the names its own
+    `__dir__()` lists (PEP 562: names a module-level `__getattr__` serves, such as a table built
+    from an optional SDK on first access, are in no namespace until then) and `__all__`."""
+    found = set(vars(mod)) | set(declared or ())
+    lister = vars(mod).get("__dir__")
+    if callable(lister):
+        try:
+            found.update(name for name in lister() if isinstance(name, str))
+        except Exception:  # noqa: BLE001 - a broken __dir__ hides its names, nothing else
+            pass
+    return sorted(found)
+
+
 class Describer:
     """Collects module descriptions; each class or function is described once, by id."""
 
@@ -350,7 +367,7 @@ class Describer:
         declared = getattr(mod, "__all__", None)
         names: dict[str, Any] = {}
         skipped: dict[str, str] = {}
-        candidates = only if only is not None else sorted(set(dir(mod)) | set(declared or ()))
+        candidates = only if only is not None else module_names(mod, declared)
         for attr in candidates:
             if only is None and attr.startswith("_"):
                 continue

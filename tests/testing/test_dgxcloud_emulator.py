@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shlex
 import socket
 import time
@@ -314,21 +315,67 @@ def test_failing_command_fails(api):
 
 
 def test_distributed_two_workers(api):
-    script = 'echo "rank=$RANK node=$NODE_RANK world=$WORLD_SIZE master=$MASTER_ADDR:$MASTER_PORT"'
+    """Without a master pod the PyTorch operator sets only PET_NNODES: no MASTER_ADDR, RANK or
+    WORLD_SIZE (nothing to meet at); each pod is still a machine of its own."""
+    script = (
+        'echo "rank=$RANK world=$WORLD_SIZE master=$MASTER_ADDR nnodes=$PET_NNODES '
+        'node=$NEMORUN_STANDIN_NODE_ADDR"'
+    )
     body = api.body("dist-two", script, numWorkers=2, distributedFramework="PyTorch")
     created = api.submit("distributed", body)
     assert_schema(created, "DistributedWorkload")
     wid = created["workloadId"]
     assert api.wait_phase("distributed", wid, "Completed", "Failed")["actualPhase"] == "Completed"
+    nodes = set()
     for rank in (0, 1):
         log = api.log(wid, rank)
-        assert f"rank={rank} node={rank} world=2 master=127.0.0.1:" in log, log
+        found = re.search(r"rank= world= master= nnodes=2 node=(127\.\d+\.\d+\.\d+)$", log, re.M)
+        assert found, log
+        nodes.add(found.group(1))
+    assert len(nodes) == 2
     assert len(api.workload_state(wid)["replicas"]) == 2
     listed = api.get(f"/api/v1/workloads?filterBy=type==Distributed,name=={body['name']}").body
     assert [w["id"] for w in listed["workloads"]] == [wid]
     assert listed["workloads"][0]["requestedPods"] == {"number": 2}
     # the typed GET is per kind: a distributed id is not a training
     assert api.get(f"/api/v1/workloads/trainings/{wid}").status == 404
+
+
+def test_distributed_with_a_master_gets_the_pytorch_operators_environment(api):
+    """A master pod plus numWorkers workers: every pod gets the master's address and port, the
+    pod count and its rank (master 0), as Kubeflow's PyTorch operator gives them; the master's
+    address is its own loopback address, the workers' differ."""
+    script = (
+        'echo "rank=$RANK/$WORLD_SIZE pet=$PET_NODE_RANK/$PET_NNODES/$PET_NPROC_PER_NODE '
+        'master=$MASTER_ADDR:$MASTER_PORT node=$NEMORUN_STANDIN_NODE_ADDR hosts=$NEMORUN_STANDIN_HOSTS"'
+    )
+    body = api.body(
+        "dist-master",
+        script,
+        numWorkers=2,
+        distributedFramework="PyTorch",
+    )
+    body["masterSpecSameAsWorker"] = True
+    wid = api.submit("distributed", body)["workloadId"]
+    assert api.wait_phase("distributed", wid, "Completed", "Failed")["actualPhase"] == "Completed"
+    seen = {}
+    for rank in (0, 1, 2):
+        log = api.log(wid, rank)
+        found = re.search(
+            rf"rank={rank}/3 pet={rank}/3/auto master=(\S+):23456 node=(\S+) hosts=(\S+)", log
+        )
+        assert found, log
+        seen[rank] = found.groups()
+    master = seen[0][0]
+    assert all(m == master for m, _, _ in seen.values()) and seen[0][1] == master
+    assert len({node for _, node, _ in seen.values()}) == 3
+    hosts = dict(item.split("=") for item in seen[1][2].split(","))
+    name = api.get(f"/api/v1/workloads/{wid}").body["name"]
+    assert hosts == {
+        f"{name}-master-0": seen[0][1],
+        f"{name}-worker-0": seen[1][1],
+        f"{name}-worker-1": seen[2][1],
+    }
 
 
 def test_suspend_resume_and_delete(api):
@@ -619,17 +666,23 @@ def test_docker_distributed(tmp_path, docker_image):
             environmentVariables=[{"name": "GREETING", "value": "hi"}],
             storage={"pvc": [{"claimName": "shared", "path": "/ckpt"}]},
         )
+        body["masterSpecSameAsWorker"] = True  # a master pod plus 2 workers
         wid = api.submit("distributed", body)["workloadId"]
         final = api.wait_phase("distributed", wid, "Completed", "Failed", timeout=60)
         assert final["actualPhase"] == "Completed", (api.log(wid, 0), api.log(wid, 1))
-        for rank in (0, 1):
-            assert f"rank {rank} world 2 port 29500 master" in api.log(wid, rank)
+        name = body["name"]
+        for rank in (0, 1, 2):
+            # the master pod by its name, resolvable on the workload's network
+            text = f"rank {rank} world 3 port 23456 master {name}-master-0 "
+            assert text in api.log(wid, rank), api.log(wid, rank)
             assert (tmp_path / "pvcs" / "shared" / f"rank{rank}").read_text() == "hi"
+        addresses = {api.log(wid, rank).split()[-1] for rank in (0, 1, 2)}
+        assert len(addresses) == 1  # every pod resolved the same master
         assert api.workload_state(wid)["mode"] == "docker"
         client = docker.from_env()
         try:
             label = {"label": f"nemo_run.emulator={wid}"}
-            assert len(client.api.containers(all=True, filters=label)) == 2  # kept for logs
+            assert len(client.api.containers(all=True, filters=label)) == 3  # kept for logs
             assert api.delete(f"/api/v1/workloads/distributed/{wid}").status == 202
             wait_for(
                 lambda: not client.api.containers(all=True, filters=label), 20, "containers gone"

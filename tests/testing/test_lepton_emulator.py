@@ -7,6 +7,7 @@ test starts its own in docker mode. Validation, fault and auth tests use raw url
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -123,6 +124,7 @@ def test_two_replicas_complete_with_output_from_both(emu, client):
     script = (
         "echo worker=$LEPTON_JOB_WORKER_INDEX/$LEPTON_JOB_TOTAL_WORKERS "
         "rank=$NODE_RANK world=$WORLD_SIZE master=$MASTER_ADDR:$MASTER_PORT; "
+        "echo node=$NEMORUN_STANDIN_NODE_ADDR names=$NEMORUN_STANDIN_HOSTS; "
         "echo job=$LEPTON_JOB_NAME sub=$LEPTON_SUBDOMAIN prefix=$LEPTON_JOB_SERVICE_PREFIX; "
         "echo greeting=$GREETING secret=$TOKEN_FROM_SECRET; "
         "echo from-$LEPTON_JOB_WORKER_INDEX > /mnt/shared/out-$LEPTON_JOB_WORKER_INDEX.txt"
@@ -165,8 +167,14 @@ def test_two_replicas_complete_with_output_from_both(emu, client):
         on_disk = emu.data_dir / "logs" / job_id / f"{replica.metadata.id_}.log"
         assert on_disk.read_text() == text
     assert set(logs) == {"0", "1"}
+    nodes = {k: re.search(r"node=(127\.\d+\.\d+\.\d+) names=(\S+)", t) for k, t in logs.items()}
+    block = nodes["0"].group(1).rsplit(".", 1)[0]  # a loopback block of the job's own
+    assert (nodes["0"].group(1), nodes["1"].group(1)) == (f"{block}.1", f"{block}.2")
+    names = dict(item.split("=") for item in nodes["0"].group(2).split(","))
+    assert names[f"{job_id}-1.{job_id}-job-svc"] == names["worker-1"] == f"{block}.2"
     for index, text in logs.items():
-        assert f"worker={index}/2 rank={index} world=2 master=127.0.0.1:" in text
+        # as Lepton: only LEPTON_* variables, no PyTorch ones (lepton_env_to_pytorch.sh's job)
+        assert f"worker={index}/2 rank= world= master=:\n" in text
         assert f"job={job_id} sub={job_id}-job-svc prefix={job_id}" in text
         assert "greeting=hello secret=s3cr3t" in text
     storage = emu.data_dir / "storage" / SHARED_FS / "runs" / "a"
@@ -395,6 +403,20 @@ def test_faults(emu, client):
     assert any(j["name"] == "after-commit" and not j["deleted"] for j in snapshot["jobs"])
 
 
+def test_torch_env_on_request_points_at_worker_0(tmp_path):
+    """`--torch-env` adds the PyTorch variables Lepton leaves to lepton_env_to_pytorch.sh:
+    MASTER_ADDR is worker 0's own address (each host-process worker has one)."""
+    with launch("--mode", "subprocess", "--torch-env", data_dir=tmp_path, token=TOKEN) as own:
+        c = APIClient(workspace_id=own.workspace_id, auth_token=own.token, url=own.url)
+        script = "echo $NODE_RANK/$WORLD_SIZE $MASTER_ADDR:$MASTER_PORT $NEMORUN_STANDIN_NODE_ADDR"
+        job_id = c.job.create(make_job("torch-env", script, workers=2)).metadata.id_
+        assert wait_state(c, job_id, "Completed", "Failed").status.state == "Completed"
+        lines = sorted("".join(c.job.get_log(job_id, r)) for r in c.job.get_replicas(job_id))
+        head = lines[0].split()[2]
+        assert lines == [f"0/2 {head}:29400 {head}\n", f"1/2 {head}:29400 {lines[1].split()[2]}\n"]
+        assert head.startswith("127.") and lines[1].split()[2] != head
+
+
 def test_reset(tmp_path):
     with launch("--mode", "subprocess", data_dir=tmp_path, token=TOKEN) as own:
         c = APIClient(workspace_id=own.workspace_id, auth_token=own.token, url=own.url)
@@ -413,7 +435,9 @@ def test_reset(tmp_path):
 RENDEZVOUS = """
 import os, socket, time
 index = int(os.environ["LEPTON_JOB_WORKER_INDEX"])
-addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+# worker 0 by the name Lepton gives it, as lepton_env_to_pytorch.sh derives MASTER_ADDR
+prefix, subdomain = os.environ["LEPTON_JOB_SERVICE_PREFIX"], os.environ["LEPTON_SUBDOMAIN"]
+addr, port = f"{prefix}-0.{subdomain}", 29400
 print(f"host={socket.gethostname()} index={index} master={addr}:{port}", flush=True)
 if index == 0:
     server = socket.create_server(("0.0.0.0", port))
@@ -453,7 +477,7 @@ def test_docker_mode_two_containers(docker_image, tmp_path):
         done = wait_state(c, job_id, "Completed", "Failed", timeout=20)
         assert done.status.state == LeptonJobState.Completed, state(own)
         texts = sorted("".join(c.job.get_log(job_id, r)) for r in c.job.get_replicas(job_id))
-        master = f"worker-0.{job_id}-job-svc:29400"
+        master = f"{job_id}-0.{job_id}-job-svc:29400"
         assert texts[0].startswith(f"host=worker-0 index=0 master={master}\n"), texts
         assert texts[1].startswith(f"host=worker-1 index=1 master={master}\n"), texts
         assert "got 'hello from 1'" in texts[0] and "sent" in texts[1]

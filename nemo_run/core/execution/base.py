@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 # `$name`, `${name}`, each optionally after `$$` (which then stays one `$`)
 _MACRO = re.compile(r"(\$\$)?\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
+# The job's folder as a container or remote job sees it (`/nemo_run`: configs, code, logs);
+# 0.11.1's `nemo_run.config.RUNDIR_NAME`, re-exported by the executor modules that use it.
+RUNDIR_NAME = "nemo_run"
+# a volume source starting with this names the job's own folder (0.11.1's config name too)
+RUNDIR_SPECIAL_NAME = "/$nemo_run"
+
 
 @dataclass(kw_only=True)
 class ExecutorMacros(ConfigurableMixin):

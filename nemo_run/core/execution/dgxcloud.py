@@ -11,14 +11,17 @@ consistency at dry run, before anything starts; construction checks only the typ
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+from nemo_run.config import get_nemorun_home as get_nemorun_home
 from nemo_run.core.clients.runai import RunAIClient, phase_of
 from nemo_run.core.credentials import profile_path, resolve
+from nemo_run.core.execution.base import RUNDIR_NAME as RUNDIR_NAME
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import (
     check_at_least,
@@ -29,7 +32,14 @@ from nemo_run.core.execution.fields import (
     check_url,
     in_job_paths,
 )
+from nemo_run.core.execution.launcher import FaultTolerance as FaultTolerance
+from nemo_run.core.execution.launcher import Launcher as Launcher
+from nemo_run.core.execution.launcher import Torchrun as Torchrun
+from nemo_run.core.packaging.base import Packager as Packager
+from nemo_run.core.packaging.git import GitArchivePackager as GitArchivePackager
 from nemo_run.exceptions import BackendError, ConfigError
+
+logger = logging.getLogger(__name__)
 
 PROFILE = "dgxcloud"
 ENV_BASE_URL = ("DGX_CLOUD_BASE_URL",)

@@ -11,19 +11,31 @@ text masks secret-looking environment values.
 from __future__ import annotations
 
 import copy
+import importlib.util
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from nemo_run.config import get_nemorun_home as get_nemorun_home
+from nemo_run.core.execution.base import RUNDIR_NAME as RUNDIR_NAME
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import check_at_least, check_field_types, in_job_paths
 from nemo_run.core.packaging.base import Packager
 from nemo_run.core.packaging.git import GitArchivePackager
 from nemo_run.core.redact import redact, redact_args, redact_env
+from nemo_run.core.store import store_path
 from nemo_run.exceptions import ConfigError
 
-CONTAINER_CODE_DIR = "/nemo_run/code"
-CONTAINER_JOB_DIR = "/nemo_run"
+logger = logging.getLogger(__name__)
+
+CONTAINER_JOB_DIR = f"/{RUNDIR_NAME}"  # the job's folder, mounted into every container
+CONTAINER_CODE_DIR = f"{CONTAINER_JOB_DIR}/code"
+# The label holding the app id on every container of a job (0.11.1 names it `nemo-run/id`;
+# its `nemo-run/name` and `nemo-run/experiment-id` labels have no counterpart here).
+LABEL_ID = "nemo_run.app_id"
+FCNTL_AVAILABLE = importlib.util.find_spec("fcntl") is not None  # as 0.11.1: a POSIX host
+
 _SIZE = re.compile(r"^\d+[bkmg]?$", re.IGNORECASE)
 _ULIMIT = re.compile(r"^([a-z_]+)[:=](-?\d+|unlimited)(?::(-?\d+|unlimited))?$")
 NETWORK = "nemo_run"  # 0.11.1's default network
@@ -44,6 +56,19 @@ _VOLUME_MODES = {
     "cached",
     "delegated",
 }
+
+
+def __getattr__(name: str) -> Any:
+    """`DOCKER_JOB_DIRS`, 0.11.1's job file: the job store's path now, resolved on every
+    access so `set_nemorun_home()` and `$NEMORUN_HOME` count."""
+    if name == "DOCKER_JOB_DIRS":
+        return store_path()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The names `__getattr__` serves too, so `dir()` and API tools see them."""
+    return sorted([*globals(), "DOCKER_JOB_DIRS"])
 
 
 def _valid_size(size: str | int) -> bool:
@@ -238,8 +263,10 @@ class DockerExecutor(Executor):
 
     def macro_values(self) -> ExecutorMacros:
         """Set in every container by the scheduler: the first container's name on the job's
-        network (MASTER_ADDR), one node, node rank 0 and the processes per node. Commands run
-        without a shell, so the scheduler puts these values in place of the references."""
+        network (MASTER_ADDR), the node count and this node's rank (one node of rank 0, except
+        for a role whose replicas each run torchrun or ft_launcher: each container is a node,
+        ranked by its replica index) and the processes per node. Commands run without a shell,
+        so the scheduler puts these values in place of the references."""
         return ExecutorMacros(
             head_node_ip_var="MASTER_ADDR",
             nproc_per_node_var="NPROC_PER_NODE",
@@ -248,7 +275,7 @@ class DockerExecutor(Executor):
         )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DockerContainer:
     """One container of a job: a replica of a role."""
 
@@ -261,7 +288,7 @@ class DockerContainer:
     kwargs: dict[str, Any] = field(default_factory=dict)  # docker-py containers.run arguments
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DockerJobRequest:
     """Everything `schedule` creates for one job; `str()` is the dry-run text."""
 

@@ -11,11 +11,13 @@ consistency at dry run, before anything starts; construction checks only the typ
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from nemo_run.config import get_nemorun_home as get_nemorun_home
 from nemo_run.core.clients.lepton import LeptonClient, job_state_enum
 from nemo_run.core.credentials import resolve
 from nemo_run.core.envvars import check_env_vars
@@ -27,8 +29,15 @@ from nemo_run.core.execution.fields import (
     check_required,
     in_job_paths,
 )
-from nemo_run.exceptions import ConfigError
+from nemo_run.core.packaging.base import Packager as Packager
+from nemo_run.core.packaging.git import GitArchivePackager as GitArchivePackager
+from nemo_run.core.store import get_store
+from nemo_run.core.store.records import REMOTE_ID
+from nemo_run.exceptions import ConfigError, UnknownJobError
 
+logger = logging.getLogger(__name__)
+
+STORE_BACKEND = "lepton"  # the backend name of Lepton jobs in the job store
 # Mount targets Lepton refuses (the paths themselves; folders below them are allowed).
 RESERVED_MOUNT_PATHS = frozenset(
     {
@@ -271,6 +280,23 @@ class LeptonExecutor(Executor):
         """Delete the job, as 0.11.1's cancel does; BackendError when Lepton refused."""
         self._client().delete_job(job_id)
 
+    # -- 0.11.1's log call by app id: a thin call into the client ---------------------------------
+    @classmethod
+    def logs(cls, app_id: str, fallback_path: str | None) -> None:
+        """Print the log of the job's first replica as Lepton serves it now (what 0.11.1's
+        `nemo experiment logs` shows for Lepton). `app_id` is a job's app id here (the job
+        store knows its Lepton job), 0.11.1's `<session>___<role>___<job id>`, or a Lepton job
+        id; `fallback_path` is accepted and, as in 0.11.1, unused."""
+        job_id = lepton_job_id(app_id)
+        workspace_id, token, url = workspace_credentials()
+        client = LeptonClient(workspace_id=workspace_id, token=token, url=url)
+        replicas = client.replica_ids(job_id) if client.get_job(job_id) is not None else []
+        if not replicas:
+            print(f"nemo_run: Lepton has no replica of job {job_id} (yet); no logs", flush=True)
+            return
+        first = next((r for r in replicas if r.startswith(f"{job_id}-0-")), replicas[0])
+        print(client.log(job_id, first), end="", flush=True)
+
 
 def _count(value: Any) -> int:
     """An int field's value for arithmetic, 0 when it is not an int (validate() says why)."""
@@ -291,3 +317,20 @@ def workspace_credentials() -> tuple[str | None, str | None, str | None]:
     back to its own `lep login` record."""
     found = [resolve(key, None, (env,), PROFILE) for key, env in ENV_WORKSPACE]
     return found[0], found[1], found[2]
+
+
+def lepton_job_id(app_id: str) -> str:
+    """The Lepton job behind an app id: the job store's record of it, else 0.11.1's app id form
+    (its job id follows the second `___`), else the id itself."""
+    record = get_store().get(STORE_BACKEND, app_id)
+    if record is not None and record.data.get(REMOTE_ID):
+        return str(record.data[REMOTE_ID])
+    parts = app_id.split("___", 2)
+    if len(parts) == 3 and parts[2]:
+        return parts[2]
+    if record is not None:
+        raise UnknownJobError(
+            f"Lepton job {app_id} has not been created yet (its launch has not finished); "
+            "try again once it runs"
+        )
+    return app_id

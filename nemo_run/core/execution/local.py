@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -12,6 +13,8 @@ from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import check_at_least
 from nemo_run.core.script import Script
 from nemo_run.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)

@@ -8,13 +8,15 @@ task is built.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemo_run.core.clients.skypilot import import_sky
+from nemo_run.core.clients.skypilot import ClusterGoneError, SkyPilotClient, import_sky
+from nemo_run.core.execution.base import RUNDIR_NAME as RUNDIR_NAME
 from nemo_run.core.execution.base import Executor, ExecutorMacros
 from nemo_run.core.execution.fields import (
     CONFIGS_DIR,
@@ -25,8 +27,13 @@ from nemo_run.core.execution.fields import (
 )
 from nemo_run.core.packaging.base import Packager
 from nemo_run.core.packaging.git import GitArchivePackager
-from nemo_run.exceptions import ConfigError
+from nemo_run.core.store import get_store
+from nemo_run.core.store.records import REMOTE_ID
+from nemo_run.exceptions import ConfigError, UnknownJobError
 
+logger = logging.getLogger(__name__)
+
+STORE_BACKEND = "skypilot"  # the backend name of SkyPilot jobs in the job store
 _ACCELERATOR = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*(:\d+(\.\d+)?)?$")
 _REMOTE_SOURCE = re.compile(r"^[a-z0-9+]+://")  # s3://, gs://, https://, ...
 # Set by SkyPilot on every node; the launch command derives torchrun's rendezvous from them.
@@ -329,6 +336,59 @@ class SkypilotExecutor(Executor):
                 }
             )
         return task
+
+    # -- 0.11.1's job calls by app id: thin calls into the client --------------------------------
+    @classmethod
+    def parse_app(cls, app_id: str) -> tuple[str, str, int]:
+        """(cluster, task name, SkyPilot job id) of a job: from its record in the job store
+        (an app id here is the task's name), else from 0.11.1's app id
+        `<session>___<cluster>___<task>___<job id>`; UnknownJobError when neither says."""
+        record = get_store().get(STORE_BACKEND, app_id)
+        if record is not None and record.data.get("cluster") and record.data.get(REMOTE_ID):
+            return str(record.data["cluster"]), app_id, int(record.data[REMOTE_ID])
+        parts = app_id.split("___")
+        if len(parts) == 4 and parts[1] and parts[2] and parts[3].isdigit():
+            return parts[1], parts[2], int(parts[3])
+        if record is not None:
+            raise UnknownJobError(
+                f"SkyPilot job {app_id} has no job id on its cluster yet (its launch has not "
+                "finished); try again once it runs"
+            )
+        raise UnknownJobError(
+            f"no SkyPilot job {app_id!r}: give the app id of its handle "
+            "skypilot://<session>/<app id>"
+        )
+
+    @classmethod
+    def cancel(cls, app_id: str) -> None:
+        """Cancel the job on its cluster (nothing to do once the cluster is gone, as in
+        0.11.1); its record reads CANCELLED at the next status, once SkyPilot reports it."""
+        cluster, _, job_id = cls.parse_app(app_id)
+        try:
+            SkyPilotClient().cancel(cluster, job_id)
+        except ClusterGoneError:
+            logger.info(
+                "SkyPilot cluster %s is gone: job %s has nothing to cancel", cluster, app_id
+            )
+
+    @classmethod
+    def logs(cls, app_id: str, fallback_path: str | None) -> None:
+        """Print the job's output, followed until the job ends (what 0.11.1's `nemo experiment
+        logs` shows for SkyPilot); once the cluster is gone, the `run.log` in `fallback_path`
+        (0.11.1 left one there), else ClusterGoneError."""
+        cluster, _, job_id = cls.parse_app(app_id)
+        try:
+            for chunk in SkyPilotClient().tail_logs(cluster, job_id, follow=True):
+                print(chunk, end="", flush=True)
+        except ClusterGoneError:
+            saved = (
+                os.path.join(os.path.expanduser(fallback_path), "run.log") if fallback_path else ""
+            )
+            if not (saved and os.path.isfile(saved)):
+                raise
+            with open(saved, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    print(line, end="", flush=True)
 
 
 def _as_list(value: Any) -> list[str]:

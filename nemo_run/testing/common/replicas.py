@@ -10,6 +10,7 @@ image checks, a bridge network per workload and removal of labelled containers.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -17,6 +18,8 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any
+
+from nemo_run.testing.torchrun_standin import HOSTS_ENV, NODE_ADDR_ENV
 
 
 class Runtime:
@@ -183,6 +186,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_BLOCKS: set[tuple[int, int]] = set()
+_BLOCKS_LOCK = threading.Lock()
+
+
+def loopback_addresses(count: int) -> list[str]:
+    """`count` addresses (127.a.b.1, 127.a.b.2, ...) of a /24 block no other job of this
+    process holds, picked at random so concurrent emulators rarely share one: host processes
+    emulating pods get an address each, so every pod can listen on the same port as real pods
+    do, and no pod's `localhost` is another's."""
+    if not 0 < count < 255:
+        raise ValueError(f"a job of {count} pods does not fit in one loopback /24 block")
+    with _BLOCKS_LOCK:
+        for _ in range(1000):
+            block = (random.randint(2, 254), random.randint(0, 255))
+            if block not in _BLOCKS:
+                _BLOCKS.add(block)
+                return [f"127.{block[0]}.{block[1]}.{i}" for i in range(1, count + 1)]
+    raise RuntimeError("no free loopback block left for emulated pods")
+
+
+def node_env(addresses: list[str], index: int, names: dict[str, int]) -> dict[str, str]:
+    """What tells a host process which emulated node it is, for the torchrun stand-in: its own
+    address, and the cluster's names (name -> node index) it would resolve through DNS."""
+    hosts = ",".join(f"{name}={addresses[i]}" for name, i in names.items())
+    return {NODE_ADDR_ENV: addresses[index], HOSTS_ENV: hosts}
 
 
 def path_replacer(pairs: list[tuple[str, str]]):

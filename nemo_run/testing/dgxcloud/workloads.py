@@ -3,29 +3,39 @@
 Each accepted workload becomes one or more replicas (one for a training or a workspace;
 for a distributed workload ``numWorkers`` workers, plus a master pod of rank 0 when the
 request asks for one with ``masterSpecSameAsWorker: true`` or a ``masterSpec``; ranks
-``0..n-1``). A replica runs ``spec.command`` (split like a shell would) followed by ``shlex.split(spec.args)``; with no
-command, ``spec.args`` is the whole command line. ``spec.environmentVariables`` (``name`` and
-``value``) are set; a distributed replica also gets ``RANK``, ``NODE_RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR``, ``MASTER_PORT`` and ``PYTHONUNBUFFERED=1``, as the PyTorch operator sets them.
+``0..n-1``), named as the training operator names its pods (``<name>-master-0``,
+``<name>-worker-<i>``). A replica runs ``spec.command`` (split like a shell would) followed by
+``shlex.split(spec.args)``; with no command, ``spec.args`` is the whole command line.
+``spec.environmentVariables`` (``name`` and ``value``) are set.
+
+A distributed PyTorch workload (the ``distributedFramework`` default) runs under Kubeflow's
+PyTorch operator, and its pods get exactly what that operator gives them: ``PET_NNODES`` (the
+pods) and ``PYTHONUNBUFFERED=0``; with a master pod also ``MASTER_ADDR`` (the master pod's
+name), ``MASTER_PORT=23456``, ``WORLD_SIZE`` (the pods: ``nprocPerNode`` is ``auto``), ``RANK``
+(master 0, worker i i+1), ``PET_NODE_RANK`` (= RANK) and ``PET_NPROC_PER_NODE=auto``. Other
+frameworks get none of these. The operator's win over the user's variables of the same name
+(it adds them after the pod spec's).
 
 Storage: each ``spec.storage.pvc`` item is the host folder ``<data-dir>/pvcs/<claimName>``
 (created on demand; a claim without a name gets ``<workload name>-pvc-<index>``).
 
 * Docker mode: one container per replica from ``spec.image`` on the local engine, labelled
-  ``nemo_run.emulator=<workload id>``, on a user-defined bridge network of its own
-  (``MASTER_ADDR`` is rank 0's container name, resolvable there, ``MASTER_PORT=29500``), PVC
-  folders bind-mounted at their ``path`` (read-only when ``readOnly``). ``spec.command``
-  replaces the image's entrypoint and ``spec.args`` its CMD, as in Kubernetes. Images are
-  never pulled: a missing image fails the workload. Exited containers are kept until the
-  workload is deleted (or resumed), so ``docker logs`` still works.
+  ``nemo_run.emulator=<workload id>``, on a user-defined bridge network of its own where it is
+  reachable by its pod name (also its hostname), so ``MASTER_ADDR`` resolves to the master's
+  container; PVC folders bind-mounted at their ``path`` (read-only when ``readOnly``).
+  ``spec.command`` replaces the image's entrypoint and ``spec.args`` its CMD, as in
+  Kubernetes. Images are never pulled: a missing image fails the workload. Exited containers
+  are kept until the workload is deleted (or resumed), so ``docker logs`` still works.
 * Subprocess mode: one process group per replica on the host, with the host environment plus
   the workload's. PVC paths cannot be mounted, so every occurrence of a PVC mount path in the
   command, the arguments, the environment values and ``workingDir`` is replaced with the host
   folder (a path counts only as a whole path component: ``/data`` is replaced in
   ``/data/x`` but not in ``/database``). The working directory is ``workingDir`` when it
-  exists on the host after that replacement, else ``<data-dir>/work/<workloadId>``.
-  ``MASTER_ADDR`` is ``127.0.0.1`` and ``MASTER_PORT`` a free local port (a fixed 29500 would
-  collide between concurrent workloads on one host).
+  exists on the host after that replacement, else ``<data-dir>/work/<workloadId>``. The pods
+  of a distributed workload stand for machines of their own: each gets a loopback address of
+  the workload's own block (127.a.b.1 for rank 0, ...) in ``NEMORUN_STANDIN_NODE_ADDR``, the
+  pod names in ``NEMORUN_STANDIN_HOSTS`` (the torchrun stand-in's DNS), and ``MASTER_ADDR`` is
+  the master's address (host processes cannot resolve pod names).
 
 Every replica's combined stdout and stderr is appended to
 ``<data-dir>/logs/<workloadId>/<rank>.log``.
@@ -55,12 +65,14 @@ from nemo_run.testing.common.replicas import (
     ProcessRuntime,
     Runtime,
     StartFailure,
-    free_port,
+    loopback_addresses,
+    node_env,
     path_replacer,
 )
 
 LABEL = "nemo_run.emulator"
-MASTER_PORT = 29500
+MASTER_PORT = 23456  # the PyTorch operator's default port of the master pod
+PYTORCH = "PyTorch"
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -101,6 +113,28 @@ class LaunchPlan:
     mounts: list[Mount]
     replicas: list[ReplicaPlan]
     distributed: bool
+    pods: list[str] = field(default_factory=list)  # pod names, by rank
+    master: bool = False  # a distributed workload with a master pod (rank 0)
+    framework: str | None = None  # distributedFramework (PyTorch when not given)
+
+
+def operator_env(plan: LaunchPlan, rank: int, master_addr: str) -> dict[str, str]:
+    """What Kubeflow's PyTorch operator gives pod `rank` of a distributed PyTorch workload
+    (see the module docstring); nothing for a training or another framework."""
+    if not plan.distributed or plan.framework != PYTORCH:
+        return {}
+    pods = str(len(plan.replicas))
+    env = {"PYTHONUNBUFFERED": "0", "PET_NNODES": pods}
+    if plan.master:  # the operator sets the rest only for a job with a master replica
+        env.update(
+            MASTER_ADDR=master_addr,
+            MASTER_PORT=str(MASTER_PORT),
+            WORLD_SIZE=pods,
+            RANK=str(rank),
+            PET_NODE_RANK=str(rank),
+            PET_NPROC_PER_NODE="auto",
+        )
+    return env
 
 
 def split_words(text: str | None) -> list[str] | None:
@@ -185,7 +219,17 @@ def build_plan(workload_id: str, name: str, kind: str, body: dict, data_dir: Pat
                 working_dir=source.get("workingDir"),
             )
         )
-    return LaunchPlan(workload_id, name, spec.get("image"), mounts, replicas, distributed)
+    return LaunchPlan(
+        workload_id,
+        name,
+        spec.get("image"),
+        mounts,
+        replicas,
+        distributed,
+        pods=[pod_name(name, kind, body, rank) for rank in range(count)],
+        master=has_master(kind, body),
+        framework=(spec.get("distributedFramework") or PYTORCH) if distributed else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,8 +306,8 @@ class SubprocessBackend:
         replace = _path_replacer(plan.mounts)
         scratch = self.data_dir / "work" / plan.workload_id
         scratch.mkdir(parents=True, exist_ok=True)
-        world = len(plan.replicas)
-        port = free_port() if plan.distributed else None
+        addresses = loopback_addresses(len(plan.replicas)) if plan.distributed else []
+        names = {pod: rank for rank, pod in enumerate(plan.pods)}
         replicas: list[Replica] = []
         for rp in plan.replicas:
             log_path = log_dir / f"{rp.rank}.log"
@@ -276,15 +320,9 @@ class SubprocessBackend:
             argv = [replace(w) for w in words]
             env = dict(os.environ)
             env.update({k: replace(v) for k, v in rp.env.items()})
-            if plan.distributed:
-                env.update(
-                    RANK=str(rp.rank),
-                    NODE_RANK=str(rp.rank),
-                    WORLD_SIZE=str(world),
-                    MASTER_ADDR="127.0.0.1",
-                    MASTER_PORT=str(port),
-                    PYTHONUNBUFFERED="1",
-                )
+            if plan.distributed:  # a machine of its own; the master is found by its address
+                env.update(node_env(addresses, rp.rank, names))
+                env.update(operator_env(plan, rp.rank, addresses[0]))
             cwd = str(scratch)
             if rp.working_dir:
                 candidate = replace(rp.working_dir)
@@ -316,7 +354,6 @@ class DockerBackend(DockerEngine):
         self.remove_containers(plan.workload_id)  # a resume starts from fresh containers
         network = self._network(plan.workload_id)
         names = [f"runai-emu-{plan.workload_id[:8]}-{rp.rank}" for rp in plan.replicas]
-        world = len(plan.replicas)
         replicas: list[Replica] = []
         for rp, cname in zip(plan.replicas, names, strict=True):
             log_path = log_dir / f"{rp.rank}.log"
@@ -330,22 +367,17 @@ class DockerBackend(DockerEngine):
                     )
                 )
                 continue
-            env = dict(rp.env)
-            if plan.distributed:
-                env.update(
-                    RANK=str(rp.rank),
-                    NODE_RANK=str(rp.rank),
-                    WORLD_SIZE=str(world),
-                    MASTER_ADDR=names[0],
-                    MASTER_PORT=str(MASTER_PORT),
-                    PYTHONUNBUFFERED="1",
-                )
+            pod = plan.pods[rp.rank]
+            env = {**rp.env, **operator_env(plan, rp.rank, plan.pods[0])}
             kwargs: dict[str, Any] = {
                 "name": cname,
-                "hostname": cname,
+                "hostname": pod[:63],  # a DNS label
                 "environment": env,
                 "labels": {LABEL: plan.workload_id, f"{LABEL}.rank": str(rp.rank)},
                 "network": network.name,
+                "networking_config": {
+                    network.name: self.client.api.create_endpoint_config(aliases=[pod])
+                },
                 "volumes": volumes,
                 "detach": True,
             }

@@ -58,13 +58,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2.0,
         help="seconds between SIGTERM and SIGKILL when replicas are stopped (default 2)",
     )
-    parser.add_argument(
+    torch_env = parser.add_mutually_exclusive_group()
+    torch_env.add_argument(
+        "--torch-env",
+        dest="torch_env",
+        action="store_true",
+        help="also set MASTER_ADDR, MASTER_PORT, WORLD_SIZE and NODE_RANK in every replica "
+        "(Lepton itself sets only the LEPTON_* variables: off by default)",
+    )
+    torch_env.add_argument(
         "--no-torch-env",
         dest="torch_env",
         action="store_false",
-        help="do not set MASTER_ADDR, MASTER_PORT, WORLD_SIZE and NODE_RANK (Lepton itself "
-        "sets only the LEPTON_* variables)",
+        help="set only the LEPTON_* variables, as Lepton does (the default)",
     )
+    parser.set_defaults(torch_env=False)
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
 

@@ -15,10 +15,10 @@ Environment of every replica, as DGX Cloud Lepton sets it for batch jobs:
 ``LEPTON_WORKER_ID`` (the replica id), ``LEPTON_WORKSPACE_ID``,
 ``LEPTON_RESOURCE_ACCELERATOR_NUM`` / ``LEPTON_RESOURCE_ACCELERATOR_TYPE`` (from a
 ``gpu.<N>x<type>`` resource shape). Lepton itself does not set the PyTorch variables (its
-``lepton_env_to_pytorch.sh`` derives them); the emulator also sets them unless started with
-``--no-torch-env``: ``MASTER_ADDR`` (``worker-0.<subdomain>``, worker 0's name on the job's
-network), ``MASTER_PORT=29400``, ``WORLD_SIZE`` (completions) and ``NODE_RANK`` (the index).
-User ``envs`` may override the PyTorch ones but not the ``LEPTON_*`` ones.
+``lepton_env_to_pytorch.sh`` derives them, worker 0 being ``<service prefix>-0.<subdomain>``),
+and neither does the emulator unless started with ``--torch-env``: then ``MASTER_ADDR``
+(worker 0's address), ``MASTER_PORT=29400``, ``WORLD_SIZE`` (completions) and ``NODE_RANK``
+(the index). User ``envs`` may override the PyTorch ones but not the ``LEPTON_*`` ones.
 
 Storage: each ``spec.mounts`` item is the host folder
 ``<data-dir>/storage/<from or "node-nfs">/<path>`` (created on demand).
@@ -36,8 +36,11 @@ Storage: each ``spec.mounts`` item is the host folder
   ``<data-dir>/work/<job id>/<index>``. Mount paths cannot be mounted, so every occurrence of
   a ``mount_path`` (as whole path components: ``/data`` in ``/data/x`` but not in
   ``/database``) in the command and the environment values is replaced with its host folder.
-  ``MASTER_ADDR`` is ``127.0.0.1`` and ``MASTER_PORT`` a free local port (a fixed port would
-  collide between jobs on one host).
+  The replicas stand for machines of their own: worker i gets the i-th loopback address of
+  the job's own block (127.a.b.1, 127.a.b.2, ...) in ``NEMORUN_STANDIN_NODE_ADDR``, and its
+  names (``<service prefix>-<i>.<subdomain>``, ``worker-<i>.<subdomain>``, ``worker-<i>``) go
+  into ``NEMORUN_STANDIN_HOSTS``, the torchrun stand-in's DNS (host processes cannot resolve
+  them); with ``--torch-env``, ``MASTER_ADDR`` is worker 0's address.
 
 Each replica's combined stdout and stderr goes to ``<data-dir>/logs/<job id>/<replica id>.log``.
 
@@ -68,7 +71,8 @@ from nemo_run.testing.common.replicas import (
     ProcessRuntime,
     Runtime,
     StartFailure,
-    free_port,
+    loopback_addresses,
+    node_env,
     path_replacer,
 )
 
@@ -207,9 +211,21 @@ class ReplicaPlan:
     command: list[str] | None
     env: dict[str, str]  # the job's envs
     lepton_env: dict[str, str]  # LEPTON_* (win over envs)
-    torch_env: dict[str, str] | None  # WORLD_SIZE, NODE_RANK (envs win); None: --no-torch-env
+    torch_env: dict[str, str] | None  # WORLD_SIZE, NODE_RANK (envs win); None: no --torch-env
     mounts: list[MountPlan]
     log_path: Path
+    workers: int = 1  # completions: the job's workers, each a machine of its own
+
+    def names(self) -> dict[str, int]:
+        """Every worker's names on the job's network -> its index."""
+        subdomain = self.lepton_env["LEPTON_SUBDOMAIN"]
+        service = self.lepton_env["LEPTON_JOB_SERVICE_PREFIX"]
+        out: dict[str, int] = {}
+        for i in range(self.workers):
+            for name in (f"{service}-{i}.{subdomain}", f"{WORKER_PREFIX}-{i}.{subdomain}"):
+                out[name] = i
+            out[f"{WORKER_PREFIX}-{i}"] = i
+        return out
 
 
 class SubprocessBackend:
@@ -217,7 +233,7 @@ class SubprocessBackend:
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self._ports: dict[str, int] = {}
+        self._addresses: dict[str, list[str]] = {}
 
     def start(self, plan: ReplicaPlan) -> Runtime:
         replace = path_replacer([(m.target, str(m.host)) for m in plan.mounts])
@@ -225,17 +241,20 @@ class SubprocessBackend:
             return StartFailure("no container.command to run on the host", plan.log_path)
         work = self.data_dir / "work" / plan.job_id / str(plan.index)
         work.mkdir(parents=True, exist_ok=True)
+        addresses = self._addresses.get(plan.job_id)
+        if addresses is None:  # the job's machines: one block for all its workers
+            addresses = self._addresses[plan.job_id] = loopback_addresses(plan.workers)
         env = dict(os.environ)
+        env.update(node_env(addresses, plan.index, plan.names()))
         if plan.torch_env is not None:
-            port = self._ports.setdefault(plan.job_id, free_port())
-            env.update(plan.torch_env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            env.update(plan.torch_env, MASTER_ADDR=addresses[0], MASTER_PORT=str(MASTER_PORT))
         env.update({k: replace(v) for k, v in plan.env.items()})
         env.update(plan.lepton_env)
         argv = [replace(word) for word in plan.command]
         return ProcessRuntime(argv, env, str(work), plan.log_path)
 
     def cleanup(self, job_id: str) -> None:
-        self._ports.pop(job_id, None)
+        self._addresses.pop(job_id, None)
 
     def shutdown(self) -> None:
         return None
@@ -260,7 +279,6 @@ class DockerBackend(DockerEngine):
         network = self._network(plan.job_id)
         host = f"{WORKER_PREFIX}-{plan.index}"
         subdomain = plan.lepton_env["LEPTON_SUBDOMAIN"]
-        service = plan.lepton_env["LEPTON_JOB_SERVICE_PREFIX"]
         env: dict[str, str] = {}
         if plan.torch_env is not None:
             master = f"{WORKER_PREFIX}-0.{subdomain}"
@@ -275,7 +293,7 @@ class DockerBackend(DockerEngine):
             "network": network.name,
             "networking_config": {
                 network.name: self.client.api.create_endpoint_config(
-                    aliases=[f"{host}.{subdomain}", host, f"{service}-{plan.index}.{subdomain}"]
+                    aliases=[name for name, i in plan.names().items() if i == plan.index]
                 )
             },
             "mounts": [
@@ -308,7 +326,7 @@ class JobManager(ManagerBase):
         mode: str = "auto",
         phase_delay: float = 0.05,
         stop_grace: float = 2.0,
-        torch_env: bool = True,
+        torch_env: bool = False,
         secrets: dict[str, str] | None = None,
         poll_interval: float = 0.02,
     ):
@@ -440,6 +458,7 @@ class JobManager(ManagerBase):
             torch_env=torch_env,
             mounts=mounts,
             log_path=log_path,
+            workers=max(1, int(job.spec.get("completions") or 1)),
         )
         with job.lock:
             if job.generation != gen:

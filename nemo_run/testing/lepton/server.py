@@ -104,7 +104,7 @@ class Config:
     node_groups: list[tuple[str, int]] = field(default_factory=lambda: [("nemo-nodes", 2)])
     phase_delay: float = 0.05
     stop_grace: float = 2.0
-    torch_env: bool = True
+    torch_env: bool = False  # Lepton sets only LEPTON_* variables
     verbose: bool = False
 
 

@@ -30,11 +30,12 @@ def lines(sock: socket.socket) -> dict:
     return json.loads(data)
 
 
-def serve(port: int, world_size: int) -> list[dict]:
-    """Rank 0: gather every other rank, then tell each the world."""
+def serve(addr: str, port: int, world_size: int) -> list[dict]:
+    """Rank 0: gather every other rank at MASTER_ADDR:MASTER_PORT (on its node's own address:
+    emulated nodes may share one machine), then tell each the world."""
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("", port))
+    server.bind((addr, port))
     server.listen(world_size)
     server.settimeout(TIMEOUT_S)
     peers: list[socket.socket] = []
@@ -73,7 +74,7 @@ def main() -> int:
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     try:
-        world = serve(port, world_size) if rank == 0 else connect(addr, port)
+        world = serve(addr, port, world_size) if rank == 0 else connect(addr, port)
     except OSError as e:
         say(f"rank {rank}/{world_size} could not meet at {addr}:{port}: {e}")
         return 1

@@ -18,7 +18,6 @@ import logging
 import os
 import shlex
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -26,10 +25,12 @@ from typing import Any, ClassVar
 from torchx.schedulers.api import AppDryRunInfo, Scheduler
 from torchx.specs import AppState
 
+from nemo_run.config import get_nemorun_home as get_nemorun_home
 from nemo_run.core.clients import runai_datamover
 from nemo_run.core.clients.http import fingerprint
 from nemo_run.core.clients.runai import RunAIClient, phase_of
 from nemo_run.core.credentials import recall, remember, resolve
+from nemo_run.core.execution.base import Executor as Executor
 from nemo_run.core.execution.dgxcloud import (
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
@@ -38,11 +39,15 @@ from nemo_run.core.execution.dgxcloud import (
     api_root,
     credentials_or_error,
 )
+from nemo_run.core.execution.dgxcloud import DGXCloudExecutor as DGXCloudExecutor
+from nemo_run.core.execution.launcher import FaultTolerance
 from nemo_run.core.packaging.base import code_archive
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import REMOTE_ID
 from nemo_run.exceptions import BackendError, ConfigError
+from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin as SchedulerMixin
 from nemo_run.run.torchx_backend.schedulers.api import map_state, unique_name
+from nemo_run.run.torchx_backend.schedulers.logs import follow_text
 from nemo_run.run.torchx_backend.schedulers.mounted import (
     MountedJobRequest,
     MountedJobSchedulerMixin,
@@ -84,6 +89,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The names `__getattr__` serves too, so `dir()` and API tools see them."""
+    return sorted([*globals(), "DGX_JOB_DIRS"])
+
+
 def workload_name(app_name: str) -> str:
     """A valid, unique Run:ai workload name: a DNS label starting with a letter, <= 40 chars."""
     return unique_name(app_name, NAME_LIMIT)
@@ -117,6 +127,28 @@ class DGXRequest(MountedJobRequest):
             'rank="${NODE_RANK:-${RANK:-0}}"',
             ': "${MASTER_ADDR:=localhost}" "${MASTER_PORT:=29500}" "${WORLD_SIZE:=1}" "${RANK:=0}"',
             f': "${{NPROC_PER_NODE:={nproc}}}"',
+        ]
+
+    def setup_commands(self) -> list[str]:
+        """With `launcher="ft"`: where ft_launcher finds its config and writes its flags
+        (FAULT_TOL_CFG_PATH, FAULT_TOL_FINISHED_FLAG_FILE, as 0.11.1 exports them), and a
+        workload restarted after training finished exits 0 at once instead of training again."""
+        launcher = self.executor.get_launcher()
+        if not isinstance(launcher, FaultTolerance):
+            return []
+        base = f"{self.job_dir}/{self.name}"
+        launcher.cfg_path = launcher.cfg_path or f"{base}_ft_cfg.yml"
+        launcher.finished_flag_file = launcher.finished_flag_file or f"{base}_finished_flag"
+        launcher.job_results_file = launcher.job_results_file or f"{base}_job_results"
+        return [
+            f"export FAULT_TOL_CFG_PATH={shlex.quote(launcher.cfg_path)}",
+            f"export FAULT_TOL_FINISHED_FLAG_FILE={shlex.quote(launcher.finished_flag_file)}",
+            f"JOB_RESULTS_FILE={shlex.quote(launcher.job_results_file)}",
+            'if test -f "$(dirname "$JOB_RESULTS_FILE")/$(basename "$FAULT_TOL_FINISHED_FLAG_FILE")"; then',
+            f'  echo "Training is finished" | tee -a "{self.job_dir}/logs/rank${{{self.rank_var}}}.log"',
+            "  exit 0",
+            "fi",
+            'rm -f "$FAULT_TOL_FINISHED_FLAG_FILE" "$JOB_RESULTS_FILE"',
         ]
 
     def body(self, project_id: str, cluster_id: str) -> dict[str, Any]:
@@ -314,31 +346,27 @@ class DGXCloudScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
         if not kube or not workload_id:
             yield from super()._remote_lines(record, k, should_tail, path)
             return
-        client, seen, delay = self._client_for(record), 0, 0.2
-        namespace = ""
-        while True:
-            finished = not should_tail or self._finished(record.app_id)
+        client = self._client_for(record)
+        namespace, errors = "", list[BackendError]()
+
+        def read() -> str | None:
+            nonlocal namespace
             try:
                 namespace = namespace or str((client.workload(workload_id) or {}).get("namespace"))
                 pods = client.pods(workload_id)
-                text = client.pod_log(kube, namespace, pods[k]["name"]) if k < len(pods) else ""
-            except BackendError as e:
-                if finished:
-                    yield (
-                        f"nemo_run: the Kubernetes API at {kube} did not give the log of "
-                        f"{record.app_id} ({e}); it is on the PVC at {path}\n"
-                    )
-                    return
-                text = None  # not answering now: try again
-            if text is not None:
-                end = len(text) if finished else text.rfind("\n") + 1  # whole lines until the end
-                if end > seen:
-                    yield from text[seen:end].splitlines(keepends=True)
-                    seen, delay = end, 0.2
-            if finished:
-                return
-            time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+                return client.pod_log(kube, namespace, pods[k]["name"]) if k < len(pods) else ""
+            except BackendError as e:  # not answering now: read again, or say where it is
+                errors[:] = [e]
+                return None
+
+        def gone() -> str:
+            return (
+                f"nemo_run: the Kubernetes API at {kube} did not give the log of "
+                f"{record.app_id} ({errors[0] if errors else 'no answer'}); it is on the PVC "
+                f"at {path}\n"
+            )
+
+        yield from follow_text(read, lambda: self._finished(record.app_id), gone, should_tail)
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> DGXCloudScheduler:

@@ -33,15 +33,19 @@ from nemo_run.core.clients.docker import (
     DockerEngine,
 )
 from nemo_run.core.diskerrors import raise_if_disk_trouble
+from nemo_run.core.execution.base import RUNDIR_SPECIAL_NAME as RUNDIR_SPECIAL_NAME
+from nemo_run.core.execution.base import Executor as Executor
 from nemo_run.core.execution.docker import (
     CONTAINER_CODE_DIR,
     CONTAINER_JOB_DIR,
+    LABEL_ID,
     DockerContainer,
     DockerExecutor,
     DockerJobRequest,
     parse_ulimit,
     parse_volume,
 )
+from nemo_run.core.execution.docker import RUNDIR_NAME as RUNDIR_NAME
 from nemo_run.core.packaging.base import code_archive, extract, host_code_link
 from nemo_run.core.store import JobRecord
 from nemo_run.exceptions import BackendError, ConfigError
@@ -57,7 +61,7 @@ from nemo_run.run.torchx_backend.schedulers.logs import read_lines, split_lines
 log = logging.getLogger(__name__)
 
 BACKEND = "docker_persistent"
-LABEL_APP_ID = "nemo_run.app_id"
+LABEL_APP_ID = LABEL_ID  # the executor module's name for it, as in 0.11.1
 LABEL_ROLE = "nemo_run.role"
 LABEL_REPLICA = "nemo_run.replica_id"
 LABEL_SESSION = "nemo_run.session"
@@ -65,6 +69,8 @@ DEFAULT_NETWORK = "nemo_run"
 ENGINE_NETWORKS = frozenset({"host", "none", "bridge"})  # the engine's own: never created
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 STOP_TIMEOUT_S = 5
+# Programs that start a node's processes themselves: each replica running one is a node.
+NODE_AGENTS = frozenset({"torchrun", "ft_launcher"})
 CONTAINER_STATES = {
     "created": AppState.SUBMITTED,
     "restarting": AppState.RUNNING,  # a retry in progress
@@ -165,6 +171,8 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
             }
             for volume in ex.volumes:
                 source, target, mode = parse_volume(volume)
+                if source.startswith(RUNDIR_SPECIAL_NAME):  # "/$nemo_run/...": the job's folder
+                    source = log_dir + source[len(RUNDIR_SPECIAL_NAME) :]
                 volumes[source] = {"bind": target, "mode": mode}
             if link:
                 volumes[link] = {"bind": CONTAINER_CODE_DIR, "mode": "rw"}
@@ -179,7 +187,7 @@ class PersistentDockerScheduler(SchedulerMixin, DockerScheduler):
                     img_root="", app_id=app_id, replica_id=str(k), rank0_env="TORCHX_RANK0_HOST"
                 ).apply(role)
                 name = _container_name(app_id, role.name, k)
-                node = _node_variables(ex, rank0)
+                node = _node_variables(ex, rank0, role, k)
                 env = {"TORCHX_RANK0_HOST": rank0, "MASTER_ADDR": rank0, **node, **replica.env}
                 env = {key: _expand(value, env, node) for key, value in env.items()}
                 env["NEMORUN_APP_ID"] = app_id
@@ -585,14 +593,18 @@ def _listing(replicas: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, 
     return [{"role": role, "replica_id": k, **info} for (role, k), info in replicas.items()]
 
 
-def _node_variables(executor: DockerExecutor, rank0: str) -> dict[str, str]:
-    """The executor's macro variables (`macro_values()`) for a one-node job: the first
-    container's address, one node, node rank 0 and the processes per node."""
+def _node_variables(executor: DockerExecutor, rank0: str, role: Role, k: int) -> dict[str, str]:
+    """The executor's macro variables (`macro_values()`) for replica `k` of `role`: the first
+    container's address and the processes per node; every container of a role that runs a
+    node agent (torchrun, ft_launcher) is a node of its own (node rank k of the role's
+    replicas), the containers of any other role are the processes of one node (rank 0 of 1)."""
     names = executor.macro_values()
+    agent = os.path.basename(role.entrypoint) in NODE_AGENTS
+    nodes = role.num_replicas if agent else 1
     return {
         names.head_node_ip_var: rank0,
-        names.num_nodes_var: "1",
-        names.node_rank_var: "0",
+        names.num_nodes_var: str(nodes),
+        names.node_rank_var: str(k if agent else 0),
         names.nproc_per_node_var: str(executor.nproc_per_node()),
     }
 

@@ -13,7 +13,6 @@ import functools
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,15 +20,20 @@ from typing import Any, ClassVar
 from torchx.schedulers.api import AppDryRunInfo, Scheduler
 from torchx.specs import AppState
 
+from nemo_run.config import get_nemorun_home as get_nemorun_home
 from nemo_run.core.clients import datamover
 from nemo_run.core.clients.http import fingerprint
 from nemo_run.core.clients.lepton import JobInfo, LeptonClient, job_state_enum
-from nemo_run.core.execution.lepton import workspace_credentials
+from nemo_run.core.execution.base import Executor as Executor
+from nemo_run.core.execution.lepton import STORE_BACKEND, workspace_credentials
+from nemo_run.core.execution.lepton import LeptonExecutor as LeptonExecutor
 from nemo_run.core.packaging.base import code_archive
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import REMOTE_ID
 from nemo_run.exceptions import ConfigError
+from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin as SchedulerMixin
 from nemo_run.run.torchx_backend.schedulers.api import map_state, unique_name
+from nemo_run.run.torchx_backend.schedulers.logs import follow_text
 from nemo_run.run.torchx_backend.schedulers.mounted import (
     MountedJobRequest,
     MountedJobSchedulerMixin,
@@ -38,7 +42,7 @@ from nemo_run.run.torchx_backend.schedulers.remote import TIMEOUT
 
 log = logging.getLogger(__name__)
 
-BACKEND = "lepton"
+BACKEND = STORE_BACKEND  # "lepton"
 NAME_LIMIT = 36
 HELPER_TIMEOUT_S = 600.0
 DEFAULT_TIMEOUT = 30.0  # seconds per HTTP attempt (LeptonExecutor.timeout, when it has one)
@@ -81,6 +85,11 @@ def __getattr__(name: str) -> Any:
     if name == "LEPTON_STATES":
         return lepton_states()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The names `__getattr__` serves too, so `dir()` and API tools see them."""
+    return sorted([*globals(), "LEPTON_JOB_DIRS", "LEPTON_STATES"])
 
 
 def job_name(app_name: str) -> str:
@@ -327,28 +336,22 @@ class LeptonScheduler(MountedJobSchedulerMixin, Scheduler[dict[str, str]]):
         self, record: JobRecord, k: int, should_tail: bool, path: str
     ) -> Iterator[str]:
         """The k-th replica's log through the API, re-read until the job ends (never forever)."""
-        client, seen, delay, job_id = self._client(record), 0, 0.2, record.data[REMOTE_ID]
-        while True:
-            finished = not should_tail or self._finished(record.app_id)
-            replicas = client.replica_ids(job_id) if client.get_job(job_id) is not None else []
-            if k >= len(replicas):
-                if finished:
-                    if not replicas:
-                        yield (
-                            f"nemo_run: Lepton no longer serves the logs of {record.app_id}; "
-                            f"they are on the shared mount at {path}\n"
-                        )
-                    return
-            else:
-                text = client.log(job_id, replicas[k], timeout=2)
-                end = len(text) if finished else text.rfind("\n") + 1  # whole lines until the end
-                if end > seen:
-                    yield from text[seen:end].splitlines(keepends=True)
-                    seen, delay = end, 0.2
-                if finished:
-                    return
-            time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+        client, job_id = self._client(record), record.data[REMOTE_ID]
+        replicas: list[str] = []
+
+        def read() -> str | None:
+            replicas[:] = client.replica_ids(job_id) if client.get_job(job_id) is not None else []
+            return client.log(job_id, replicas[k], timeout=2) if k < len(replicas) else None
+
+        def gone() -> str | None:
+            if replicas:
+                return None  # the job has fewer replicas than k: nothing to say
+            return (
+                f"nemo_run: Lepton no longer serves the logs of {record.app_id}; "
+                f"they are on the shared mount at {path}\n"
+            )
+
+        yield from follow_text(read, lambda: self._finished(record.app_id), gone, should_tail)
 
 
 def create_scheduler(session_name: str, **kwargs: Any) -> LeptonScheduler:

@@ -80,3 +80,33 @@ def follow_file(path: str, finished: Callable[[], bool], should_tail: bool) -> I
                 fh.close()
 
     return split_lines(chunks())
+
+
+def follow_text(
+    read: Callable[[], str | None],
+    finished: Callable[[], bool],
+    gone: Callable[[], str | None],
+    should_tail: bool,
+) -> Iterator[str]:
+    """Lines of a log an API serves whole on every read (`read()`: its text, or None when it
+    cannot be had now). With `should_tail`, re-read, backing off to 2 s, until `finished()`;
+    only whole lines are yielded until then. A finished job whose log cannot be read ends
+    with the note `gone()` gives (when it gives one)."""
+    seen, delay = 0, 0.2
+    while True:
+        done = not should_tail or finished()
+        text = read()
+        if text is None and done:
+            note = gone()
+            if note:
+                yield note
+            return
+        if text is not None:
+            end = len(text) if done else text.rfind("\n") + 1
+            if end > seen:
+                yield from text[seen:end].splitlines(keepends=True)
+                seen, delay = end, 0.2
+        if done:
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)

@@ -9,6 +9,7 @@ was recorded reads CANCELLED once the API server confirms the cluster is gone.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import tempfile
@@ -25,6 +26,7 @@ from torchx.schedulers.api import (
 )
 from torchx.specs import AppDef, AppState, macros
 
+from nemo_run.config import get_nemorun_home as get_nemorun_home
 from nemo_run.core.clients.http import UnconfirmedError
 from nemo_run.core.clients.skypilot import (
     ClusterGoneError,
@@ -32,12 +34,14 @@ from nemo_run.core.clients.skypilot import (
     ServerUnreachableError,
     SkyPilotClient,
 )
-from nemo_run.core.execution.skypilot import SkypilotExecutor
+from nemo_run.core.execution.base import Executor as Executor
+from nemo_run.core.execution.skypilot import STORE_BACKEND, SkypilotExecutor
 from nemo_run.core.packaging.base import code_archive, extract
 from nemo_run.core.redact import redact_env, redact_text
 from nemo_run.core.store import JobRecord, store_path
 from nemo_run.core.store.records import NODES, REMOTE_ID
 from nemo_run.exceptions import BackendError, ConfigError
+from nemo_run.run.torchx_backend.schedulers.api import SchedulerMixin as SchedulerMixin
 from nemo_run.run.torchx_backend.schedulers.api import (
     map_state,
     single_role_response,
@@ -49,7 +53,8 @@ from nemo_run.run.torchx_backend.schedulers.runopts import DryRun
 
 log = logging.getLogger(__name__)
 
-BACKEND = "skypilot"
+BACKEND = STORE_BACKEND  # "skypilot"
+FCNTL_AVAILABLE = importlib.util.find_spec("fcntl") is not None  # as 0.11.1: a POSIX host
 LAUNCH_GRACE_S = 900.0  # a launch whose launcher died may still be provisioning for this long
 
 SKYPILOT_STATES: dict[str, AppState] = {
@@ -69,6 +74,11 @@ def __getattr__(name: str) -> Any:
     if name == "SKYPILOT_JOB_DIRS":  # the store file in use now, resolved on every access
         return store_path()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The names `__getattr__` serves too, so `dir()` and API tools see them."""
+    return sorted([*globals(), "SKYPILOT_JOB_DIRS"])
 
 
 def state_of(status: Any) -> AppState:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import string
 import subprocess
 import sys
@@ -522,3 +523,24 @@ def test_executor_rejects_bad_input(kwargs, message):
         ex.validate()
     with pytest.raises(ConfigError, match=message):
         run.run(run.Script(inline="true"), executor=ex, name="x", dryrun=True)
+
+
+def test_fault_tolerance_exports_its_files_and_a_finished_training_ends_at_once(emulator):
+    """launcher="ft": ft_launcher's config and flag files are on the PVC (exported as 0.11.1
+    does), and a workload whose training already finished exits 0 without training again."""
+    ex = local_pvc_executor(emulator, launcher="ft", gpus_per_node=0)
+    text = run.run(run.Script(path="train.py"), executor=ex, name="ft", dryrun=True).dryrun
+    assert re.search(r"export FAULT_TOL_CFG_PATH=\S+/jobs/ft-\S+_ft_cfg\.yml\n", text), text
+    assert "export FAULT_TOL_FINISHED_FLAG_FILE=" in text
+    assert "\nft_launcher --ignore-missing-fault-tol-cfg " in text
+    flags = os.path.join(emulator.pvc("local-pvc"), "ft-flags")
+    os.makedirs(flags, exist_ok=True)
+    open(os.path.join(flags, "done"), "w").close()
+    launcher = run.FaultTolerance(
+        finished_flag_file=f"{flags}/done", job_results_file=f"{flags}/results"
+    )
+    ex = local_pvc_executor(emulator, launcher=launcher, gpus_per_node=0)
+    result = run.run(run.Script(path="train.py"), executor=ex, name="ftdone")
+    assert result.ok  # ft_launcher is not installed here: only the early exit can succeed
+    lines = list(create_scheduler("t").log_iter(app_id_of(result), "ftdone"))
+    assert lines == ["Training is finished\n"]

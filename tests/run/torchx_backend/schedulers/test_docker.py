@@ -279,3 +279,12 @@ def test_merged_roles_configs_ulimits_and_node_variables_on_the_engine(docker_im
     assert wait_terminal(app_id) == AppState.SUCCEEDED
     assert list(sched.log_iter(app_id, "a")) == [f"{head} hello 1024\n"]
     assert list(sched.log_iter(app_id, "b")) == ["0 1\n"]
+
+
+def test_a_volume_from_the_special_rundir_mounts_a_folder_of_the_job(docker_image):
+    """ "/$nemo_run/..." as a volume source names the job's own folder, as in 0.11.1."""
+    ex = executor(docker_image, volumes=["/$nemo_run/shared:/shared"])
+    result = run.run(run.Script(inline="echo kept > /shared/out"), executor=ex, name="rundir")
+    assert result.ok
+    with open(os.path.join(result.log_dir, "shared", "out")) as fh:
+        assert fh.read() == "kept\n"
