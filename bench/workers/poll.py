@@ -29,6 +29,9 @@ def executor(cfg: dict[str, Any]) -> Any:
     }
     if not is_ours():
         common["kube_apiserver_url"] = cfg["url"]  # required by the peer; not used to wait
+        # launched from the cluster, the peer finds its launch script on the PVC at the path
+        # of its experiment folder relative to the home: so its home is that PVC folder
+        run.config.set_nemorun_home(f"{pvc}/jobs")
     return run.DGXCloudExecutor(**common)
 
 

@@ -223,6 +223,19 @@ def test_token_ttl(tmp_path, monkeypatch):
         assert call(emu.url, "GET", "/api/v1/workloads", token=token).status == 401
 
 
+def test_token_keys_follow_the_spec_unless_told_to_be_lenient(emulator, tmp_path):
+    """`clientId` (nemo-run 0.11.1's spelling) is refused by default, as the spec names
+    `clientID`; `--lenient-token-keys` takes it, for running the peer in bench/."""
+    peer_style = {"grantType": "client_credentials", "clientId": CLIENT, "clientSecret": SECRET}
+    refused = call(emulator.url, "POST", "/api/v1/token", peer_style)
+    assert refused.status == 400 and "did you mean 'clientID'" in refused.body["message"]
+    with launch(
+        "--mode", "subprocess", "--lenient-token-keys", data_dir=tmp_path, client_secret=SECRET
+    ) as emu:
+        reply = call(emu.url, "POST", "/api/v1/token", peer_style)
+        assert reply.status == 200 and reply.body["accessToken"]
+
+
 def test_auto_mode_without_a_local_image_runs_processes(tmp_path, monkeypatch):
     monkeypatch.delenv("RUNAI_EMULATOR_CLIENT_SECRET", raising=False)
     with launch("--mode", "auto", "--project", "p", data_dir=tmp_path) as emu:

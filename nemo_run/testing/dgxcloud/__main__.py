@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds between SIGTERM and SIGKILL when a workload is stopped (default 2)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--lenient-token-keys",
+        action="store_true",
+        help="also take clientId/appId in token requests, as a server reading JSON keys "
+        "case-insensitively would (nemo-run 0.11.1 sends clientId; the spec says clientID)",
+    )
     return parser.parse_args(argv)
 
 
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_grace=args.stop_grace,
         cluster_id=args.cluster_id,
         verbose=args.verbose,
+        lenient_token_keys=args.lenient_token_keys,
     )
     return serve(make_server(config, args.host, args.port), "RUNAI_EMULATOR_URL=")
 

@@ -88,6 +88,19 @@ class Config:
     stop_grace: float = 2.0
     cluster_id: str | None = None
     verbose: bool = False
+    lenient_token_keys: bool = False  # clientId/appId too (see __main__'s --lenient-token-keys)
+
+
+def lenient_token_payload(payload: Any) -> Any:
+    """A token request's keys in the spec's spelling whatever their case (clientId ->
+    clientID), as a server reading JSON keys case-insensitively takes them."""
+    if not isinstance(payload, dict):
+        return payload
+    spelled = {
+        name.lower(): name
+        for name in ("grantType", "clientID", "clientSecret", "appID", "appSecret")
+    }
+    return {spelled.get(str(k).lower(), k): v for k, v in payload.items()}
 
 
 class ApiError(http.EmulatorError):
@@ -431,6 +444,8 @@ class Emulator(EmulatorBase):
                 raise ApiError(
                     400, f"Invalid request: the body is not JSON: {e}", None, creating
                 ) from e
+            if route.template == TOKEN_PATH and self.config.lenient_token_keys:
+                payload = lenient_token_payload(payload)
             issues = self.validator.validate(payload, schema)
             if issues:
                 raise validation_error(issues, creating)
