@@ -16,6 +16,8 @@ from harness.checks import at_most
 from harness.procs import BenchError, Scratch, Side, run_worker
 from harness.registry import Group, GroupPlan, Measured, Mode, Row, Step, register
 
+from cases.docker import DOCKER_IMAGE
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "bench-secret-3c7d"  # the emulator's own test credential
 CLIENT = "bench-client"
@@ -25,12 +27,13 @@ CLIENT = "bench-client"
 class Settings:
     seconds: int  # how long each job runs
     many: int  # how many jobs in the second step
+    image: str | None  # pods run as containers of this image; None: as host processes
 
 
 class Emulator:
     """The Run:ai emulator as its own server process (our interpreter, either side)."""
 
-    def __init__(self, data_dir: str, lenient: bool = False) -> None:
+    def __init__(self, data_dir: str, image: str | None, lenient: bool = False) -> None:
         env = {**os.environ, "RUNAI_EMULATOR_CLIENT_SECRET": SECRET, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
             [
@@ -42,7 +45,7 @@ class Emulator:
                 "--data-dir",
                 data_dir,
                 "--mode",
-                "subprocess",
+                "docker" if image else "subprocess",
                 "--client-id",
                 CLIENT,
                 "--project",
@@ -75,11 +78,12 @@ class Emulator:
         self.proc.wait(timeout=30)
 
 
-def measure(side: Side, jobs: int, seconds: int, row: Row, time_row: Row | None) -> Measured:
+def measure(side: Side, s: Settings, jobs: int, row: Row, time_row: Row | None = None) -> Measured:
+    seconds = s.seconds
     with Scratch(f"poll{jobs}") as scratch:
         # the peer sends `clientId` where the spec's TokenRequest says `clientID`: its side gets
         # an emulator that reads both spellings, as a case-insensitive JSON server would
-        emulator = Emulator(os.path.join(scratch.root, "runai"), lenient=side.name == "peer")
+        emulator = Emulator(os.path.join(scratch.root, "runai"), s.image, side.name == "peer")
         try:
             cfg = {
                 "url": f"{emulator.url}/api/v1",
@@ -89,6 +93,7 @@ def measure(side: Side, jobs: int, seconds: int, row: Row, time_row: Row | None)
                 "pvc": os.path.join(scratch.root, "runai", "pvcs", "bench-pvc"),
                 "jobs": jobs,
                 "seconds": seconds,
+                "image": s.image or "unused-in-subprocess-mode",
             }
             path = os.path.join(scratch.root, "poll.json")
             Path(path).write_text(json.dumps(cfg))
@@ -99,13 +104,26 @@ def measure(side: Side, jobs: int, seconds: int, row: Row, time_row: Row | None)
             emulator.stop()
     if result["states"] != ["SUCCEEDED"]:
         raise BenchError(f"the jobs ended {', '.join(result['states'])}")
-    note = f"{jobs} job(s) of {seconds} s"
+    note = f"{jobs} job(s) of {seconds} s, pods as {'containers' if s.image else 'processes'}"
     measured = Measured({"result": result, "requests": requests}).put(row, requests, note)
     return measured.put(time_row, result["seconds"]) if time_row else measured
 
 
-def plan(mode: Mode, _: argparse.Namespace) -> GroupPlan:
-    s = Settings(seconds=mode.pick(full=20, quick=20, smoke=2), many=mode.pick(100, 30, 3))
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--poll-image",
+        default=DOCKER_IMAGE,
+        help="image the poll group's emulated pods run in (local only, never pulled); 'none' "
+        "runs them as host processes, as --smoke does. The peer's launch script links "
+        "/nemo_run to its job folder, which host processes of several jobs cannot share",
+    )
+
+
+def plan(mode: Mode, args: argparse.Namespace) -> GroupPlan:
+    image = None if mode is Mode.SMOKE or args.poll_image == "none" else args.poll_image
+    s = Settings(
+        seconds=mode.pick(full=20, quick=20, smoke=2), many=mode.pick(100, 30, 3), image=image
+    )
     one = Row(
         "poll_one_requests",
         f"wait on one {s.seconds} s DGX job: workload requests",
@@ -122,10 +140,18 @@ def plan(mode: Mode, _: argparse.Namespace) -> GroupPlan:
         at_most(15),
     )
     steps = [
-        Step("one", (one, one_s), lambda side: measure(side, 1, s.seconds, one, one_s)),
-        Step("many", (many,), lambda side: measure(side, s.many, s.seconds, many, None)),
+        Step("one", (one, one_s), lambda side: measure(side, s, 1, one, one_s)),
+        Step("many", (many,), lambda side: measure(side, s, s.many, many)),
     ]
     return GroupPlan(s, steps)
 
 
-register(Group("poll", 85, "workload requests while waiting on DGX Cloud jobs", plan))
+register(
+    Group(
+        "poll",
+        85,
+        "workload requests while waiting on DGX Cloud jobs",
+        plan,
+        add_options=add_options,
+    )
+)

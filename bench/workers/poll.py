@@ -22,7 +22,7 @@ def executor(cfg: dict[str, Any]) -> Any:
         "client_id": cfg["client_id"],
         "client_secret": cfg["secret"],
         "project_name": cfg["project"],
-        "container_image": "unused-in-subprocess-mode",
+        "container_image": cfg["image"],
         "pvc_nemo_run_dir": f"{pvc}/jobs",
         "pvcs": [{"claimName": "bench-pvc", "path": pvc}],
         "launched_from_cluster": True,

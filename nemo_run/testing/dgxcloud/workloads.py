@@ -352,7 +352,9 @@ class DockerBackend(DockerEngine):
             for m in plan.mounts
         }
         self.remove_containers(plan.workload_id)  # a resume starts from fresh containers
-        network = self._network(plan.workload_id)
+        # pods that must reach each other get a network of their workload; a single pod the
+        # engine's default bridge (an engine has room for only ~30 user networks)
+        network = self._network(plan.workload_id) if len(plan.replicas) > 1 else None
         names = [f"runai-emu-{plan.workload_id[:8]}-{rp.rank}" for rp in plan.replicas]
         replicas: list[Replica] = []
         for rp, cname in zip(plan.replicas, names, strict=True):
@@ -374,13 +376,14 @@ class DockerBackend(DockerEngine):
                 "hostname": pod[:63],  # a DNS label
                 "environment": env,
                 "labels": {LABEL: plan.workload_id, f"{LABEL}.rank": str(rp.rank)},
-                "network": network.name,
-                "networking_config": {
-                    network.name: self.client.api.create_endpoint_config(aliases=[pod])
-                },
                 "volumes": volumes,
                 "detach": True,
             }
+            if network is not None:
+                kwargs["network"] = network.name
+                kwargs["networking_config"] = {
+                    network.name: self.client.api.create_endpoint_config(aliases=[pod])
+                }
             if rp.command is not None:
                 kwargs["entrypoint"] = rp.command
                 kwargs["command"] = rp.args or []
