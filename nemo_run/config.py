@@ -1,10 +1,10 @@
 """The home folder: where nemo_run keeps the job store, experiments, profiles and job folders.
 
 It sits below every other module (it imports nothing of the package), so anything may ask it
-where to write. For code written against nemo-run 0.11.1 it also answers the task-type names
-that lived here (`Script`, `Config`, `Partial`) and the environment checks, resolved on first
-access from their own modules: `Config`/`Partial` subclass fiddle's (~300 ms to import), and
-no module of the package reaches them through here.
+where to write. For code written against nemo-run 0.11.1 it also answers the names that
+lived here (`Script`, `Config`, `Partial`, `from_dict`, `set_value`, ...) and the environment
+checks, resolved on first access from their own modules: `Config`/`Partial` subclass
+fiddle's (~300 ms to import), and no module of the package reaches them through here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ _MOVED: dict[str, str] = {
     "is_env_name": "nemo_run.core.envvars",
     "Config": "nemo_run.core.configurable",
     "Partial": "nemo_run.core.configurable",
+    "OptionalDefaultConfig": "nemo_run.core.configurable",
+    "OptionalDefaultPartial": "nemo_run.core.configurable",
+    "from_dict": "nemo_run.core.configurable",
+    "set_value": "nemo_run.core.configurable",
+    "get_underlying_types": "nemo_run.core.configurable",
+    "SetValueError": "nemo_run.exceptions",
     "ConfigurableMixin": "nemo_run.core.config_mixin",
     "RUNDIR_NAME": "nemo_run.core.execution.base",
     "RUNDIR_SPECIAL_NAME": "nemo_run.core.execution.base",

@@ -59,3 +59,13 @@ class JobFailedError(NemoRunError):
 
 class LogsGoneError(NemoRunError):
     """A job's logs lived in its folder, and that folder no longer exists (deleted by hand)."""
+
+
+class SetValueError(ConfigError):
+    """`nemo_run.config.set_value` got a path that does not parse, leads nowhere, or names a
+    field that cannot take the value (0.11.1's `SetValueError`, a `ValueError`)."""
+
+
+class BindArgumentsError(ConfigError, TypeError):
+    """`run.Config`/`run.Partial` got arguments its callable does not accept; a `TypeError`
+    too, as in 0.11.1."""

@@ -14,7 +14,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("package", ("nemo_run",)),
     ("testing", ("nemo_run.testing",)),  # API emulators, started by the tests
     ("cli", ("nemo_run.cli",)),
-    ("run", ("nemo_run.run",)),  # experiment, driver, api, job
+    ("run", ("nemo_run.run", "nemo_run.api")),  # experiment, driver, api, job; 0.11.1's api
     ("torchx_backend", ("nemo_run.run.torchx_backend",)),  # runner, poller, packaging
     ("schedulers", ("nemo_run.run.torchx_backend.schedulers",)),
     ("core", ("nemo_run.core",)),

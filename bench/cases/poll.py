@@ -102,9 +102,12 @@ def measure(side: Side, s: Settings, jobs: int, row: Row, time_row: Row | None =
             requests = emulator.workload_requests() - before
         finally:
             emulator.stop()
-    if result["states"] != ["SUCCEEDED"]:
-        raise BenchError(f"the jobs ended {', '.join(result['states'])}")
+    ended = ", ".join(result["states"])
+    if result["states"] != ["SUCCEEDED"] and side.name != "peer":
+        raise BenchError(f"the jobs ended {ended}")
     note = f"{jobs} job(s) of {seconds} s, pods as {'containers' if s.image else 'processes'}"
+    if result["states"] != ["SUCCEEDED"]:  # the peer's own reading; its requests still count
+        note += f"; it read its jobs as {ended}"
     measured = Measured({"result": result, "requests": requests}).put(row, requests, note)
     return measured.put(time_row, result["seconds"]) if time_row else measured
 

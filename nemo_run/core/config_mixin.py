@@ -33,34 +33,20 @@ class ConfigurableMixin:
 
     def visualize(self, **kwargs: Any) -> Any:
         """This object's config as a `graphviz.Graph` (fiddle's rendering)."""
-        return _fiddle_graphviz().render(self.to_config(), **kwargs)
+        return render_graph(self.to_config(), **kwargs)
 
     def diff(self, old: Self, trim: bool = True, **kwargs: Any) -> Any:
         """A `graphviz.Graph` of what changed from `old` to this object."""
-        return _fiddle_graphviz().render_diff(
-            old=old.to_config(), new=self.to_config(), trim=trim, **kwargs
-        )
+        return render_graph_diff(old.to_config(), self.to_config(), trim=trim, **kwargs)
 
     def save_config_img(self, path_str: str) -> None:
         """Write the config graph to `path_str`, in the format its extension names (.png,
         .svg, ...); needs Graphviz's `dot` program."""
-        fmt = os.path.splitext(path_str)[1].lstrip(".").lower() or "png"
-        try:
-            image = self.visualize().pipe(format=fmt)
-        except Exception as e:  # graphviz raises its own types: no dot, unknown format
-            raise ConfigError(
-                f"cannot render the config as {fmt!r} into {path_str}: {e}; install Graphviz "
-                "(its `dot` program) or use a format it knows, e.g. .png or .svg"
-            ) from e
-        atomic_write(path_str, image, mode=0o644, fsync=False)
+        save_graph(self.visualize(), path_str)
 
     def _repr_svg_(self) -> str:
         """The config graph in notebooks; the plain repr when it cannot be rendered."""
-        try:
-            svg: str = self.visualize().pipe(format="svg").decode()
-        except Exception:  # no graphviz package or no dot program: show the text instead
-            return repr(self)
-        return svg
+        return svg_or_repr(self)
 
 
 def to_config(obj: Any) -> Config[Any]:
@@ -86,6 +72,39 @@ def _as_config(value: Any, config_cls: type[Config[Any]]) -> Any:
     if isinstance(value, dict):
         return {k: _as_config(v, config_cls) for k, v in value.items()}
     return value
+
+
+def render_graph(cfg: Any, **kwargs: Any) -> Any:
+    """`cfg` (a fiddle buildable) as a `graphviz.Graph`."""
+    return _fiddle_graphviz().render(cfg, **kwargs)
+
+
+def render_graph_diff(old: Any, new: Any, trim: bool = True, **kwargs: Any) -> Any:
+    """A `graphviz.Graph` of what changed from buildable `old` to buildable `new`."""
+    return _fiddle_graphviz().render_diff(old=old, new=new, trim=trim, **kwargs)
+
+
+def save_graph(graph: Any, path_str: str) -> None:
+    """Write `graph` to `path_str` in the format its extension names (.png, .svg, ...), whole
+    or not at all; needs Graphviz's `dot` program."""
+    fmt = os.path.splitext(path_str)[1].lstrip(".").lower() or "png"
+    try:
+        image = graph.pipe(format=fmt)
+    except Exception as e:  # graphviz raises its own types: no dot, unknown format
+        raise ConfigError(
+            f"cannot render the config as {fmt!r} into {path_str}: {e}; install Graphviz "
+            "(its `dot` program) or use a format it knows, e.g. .png or .svg"
+        ) from e
+    atomic_write(path_str, image, mode=0o644, fsync=False)
+
+
+def svg_or_repr(obj: Any) -> str:
+    """`obj.visualize()` as SVG for notebooks; its plain repr when it cannot be rendered."""
+    try:
+        svg: str = obj.visualize().pipe(format="svg").decode()
+    except Exception:  # no graphviz package or no dot program: show the text instead
+        return repr(obj)
+    return svg
 
 
 def _fiddle_graphviz() -> Any:

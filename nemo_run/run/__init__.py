@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from typing import Any
@@ -15,6 +16,13 @@ class _CallableModule(types.ModuleType):
         from nemo_run.run.api import run  # noqa: PLC0415
 
         return run(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """`inspect.signature(run.run)` shows the function's parameters, as in 0.11.1."""
+        from nemo_run.run.api import run  # noqa: PLC0415 - as in __call__
+
+        return inspect.signature(run)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -7,6 +7,7 @@ and the backends, so `Experiment.from_id(id)` in a new process sees what the lau
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import secrets
@@ -31,6 +32,7 @@ from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.experiment_status import task_done, task_status
 from nemo_run.run.job import job_log_lines
 from nemo_run.run.plan import PlannedTask, check_new_task_id, launch_order
+from nemo_run.run.plugin import ExperimentPlugin, apply_plugins, describe_plugin, plugin_list
 from nemo_run.run.render import print_experiment_status
 from nemo_run.run.torchx_backend.packaging import package, task_name
 from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
@@ -72,6 +74,7 @@ class Experiment:
         self._id = id or _new_id(self.title)
         self._id_given = id is not None
         self._planned: list[PlannedTask] = []
+        self._plugins: dict[str, list[ExperimentPlugin]] = {}
         self._record: ExperimentRecord | None = None
         self._tailers: list[threading.Thread] = []
         self.launch_errors: dict[str, Exception] = {}
@@ -130,9 +133,13 @@ class Experiment:
         task: Any,
         executor: Executor | None = None,
         name: str = "",
+        plugins: ExperimentPlugin | list[ExperimentPlugin] | None = None,
         dependencies: list[str] | None = None,
     ) -> str:
-        """Add a task (or a list of tasks run together as one job); returns its task id."""
+        """Add a task (or a list of tasks run together as one job); returns its task id.
+
+        Each plugin's `setup(task, executor)` runs here, on this experiment's copies of the
+        task and executor, before anything is checked or packaged."""
         if self._record is not None:
             raise ConfigError(
                 f"experiment {self._id} was already launched; create a new Experiment to add tasks"
@@ -156,13 +163,36 @@ class Experiment:
             raise ConfigError(
                 "dependencies must be a list of task ids, e.g. dependencies=[prep_id]"
             )
+        hooks = plugin_list(plugins)
         for member in group:
             task_name(member)  # raises on something that is not a task
+        executor, group = self._apply_plugins(hooks, executor, group)
+        for member in group:
             executor.validate_task(member)
         self._planned.append(
-            PlannedTask(task_id, group, executor.clone(), [str(d) for d in dependencies or []])
+            PlannedTask(task_id, group, executor, [str(d) for d in dependencies or []])
         )
+        self._plugins[task_id] = hooks
         return task_id
+
+    def _apply_plugins(
+        self, plugins: list[ExperimentPlugin], executor: Executor, group: list[Any]
+    ) -> tuple[Executor, list[Any]]:
+        """This task's own executor (and, with plugins, task copies) after every plugin's setup:
+        plugins edit in place, and what the caller passed in must stay as it was."""
+        executor = executor.clone()
+        if plugins:
+            group = [copy.deepcopy(member) for member in group]
+            for member in group:
+                apply_plugins(plugins, self._id, member, executor)
+        return executor, group
+
+    @property
+    def plugins(self) -> dict[str, list[dict[str, Any]]]:
+        """Each task's plugins (type and public fields, secrets masked), also when reopened."""
+        if self._record is not None:
+            return {entry.id: list(entry.plugins) for entry in self._current_record().tasks}
+        return {tid: [describe_plugin(p) for p in ps] for tid, ps in self._plugins.items()}
 
     def _apps(self) -> dict[str, tuple[Any, Executor]]:
         """Package every task (AppDef per task; task groups become several roles)."""
@@ -248,6 +278,7 @@ class Experiment:
                     roles=[r.name for r in apps[p.id][0].roles],
                     dependencies=list(p.dependencies),
                     executor={"type": type(p.executor).__name__, **p.executor.describe_fields()},
+                    plugins=[describe_plugin(plugin) for plugin in self._plugins.get(p.id, [])],
                 )
                 for p in self._planned
             ],

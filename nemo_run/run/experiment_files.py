@@ -54,6 +54,7 @@ class TaskEntry:
     launched_at: float | None = None
     skipped: str | None = None  # why it never ran (a dependency failed, cancelled, ...)
     error: str | None = None  # why launching it failed
+    plugins: list[dict[str, Any]] = field(default_factory=list)  # run.Plugin types and fields
 
 
 @dataclass

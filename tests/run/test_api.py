@@ -12,13 +12,17 @@ import nemo_run as run
 from nemo_run.run.torchx_backend.runner import get_runner
 from tests.helpers import run_python
 
+LOCAL = run.LocalExecutor()
+
 
 def logs(result: run.RunResult) -> str:
     return "".join(get_runner().log_lines(result.handle, result.roles[0], 0))
 
 
 def test_success_returns_a_usable_handle():
-    result = run.run(run.Script(inline="printf '%s\\n' \"a b\" 'c\"d' $'e\\tf'"), name="quotes")
+    result = run.run(
+        run.Script(inline="printf '%s\\n' \"a b\" 'c\"d' $'e\\tf'"), LOCAL, name="quotes"
+    )
     assert result.ok and result.state == AppState.SUCCEEDED
     assert result.handle.startswith("local_persistent://nemo_run/quotes-")
     assert logs(result) == 'a b\nc"d\ne\tf\n'
@@ -27,18 +31,18 @@ def test_success_returns_a_usable_handle():
 
 def test_failure_raises_with_state_and_log_location():
     with pytest.raises(run.JobFailedError) as err:
-        run.run(run.Script(inline="exit 7"), name="bad")
+        run.run(run.Script(inline="exit 7"), LOCAL, name="bad")
     assert err.value.state == "FAILED"
     assert "exited with code 7" in str(err.value) and "logs in" in str(err.value)
 
 
 def test_detach_returns_while_running_and_dryrun_starts_nothing(tmp_path, nemorun_home):
-    dry = run.run(run.Script(inline="true"), dryrun=True)
+    dry = run.run(run.Script(inline="true"), LOCAL, dryrun=True)
     assert dry.state == AppState.UNSUBMITTED and dry.handle == "" and "bash -c true" in dry.dryrun
     assert list(nemorun_home.iterdir()) == []
     gate = tmp_path / "gate"
     result = run.run(
-        run.Script(inline=f'while [ ! -e "{gate}" ]; do sleep 0.02; done'), detach=True
+        run.Script(inline=f'while [ ! -e "{gate}" ]; do sleep 0.02; done'), LOCAL, detach=True
     )
     assert result.state == AppState.RUNNING
     gate.touch()
@@ -46,7 +50,7 @@ def test_detach_returns_while_running_and_dryrun_starts_nothing(tmp_path, nemoru
 
 
 def test_tail_logs_prints_output(capsys):
-    run.run(run.Script(inline="echo streamed-line"), tail_logs=True)
+    run.run(run.Script(inline="echo streamed-line"), LOCAL, tail_logs=True)
     assert "streamed-line" in capsys.readouterr().out
 
 
@@ -61,7 +65,7 @@ def test_partial_defined_in_a_main_script_runs_in_the_child(tmp_path):
 
         if __name__ == "__main__":
             print("launcher main ran")
-            result = run.run(run.Partial(train, lr=0.25))
+            result = run.run(run.Partial(train, lr=0.25), run.LocalExecutor())
             print(result.state.name)
     """)
     )
@@ -86,5 +90,3 @@ def test_direct_runs_in_process():
 def test_bad_arguments():
     with pytest.raises(run.ConfigError, match="executor must be a run.Executor"):
         run.run(run.Script(inline="true"), executor="local")
-    with pytest.raises(run.ConfigError, match="tail_logs=True needs an attached run"):
-        run.run(run.Script(inline="true"), detach=True, tail_logs=True)

@@ -55,7 +55,7 @@ def test_bad_task_names_are_refused_before_anything_is_written(name, nemorun_hom
     with pytest.raises(ConfigError, match="task name"):
         exp.add(run.Script(inline="true"), name=name)
     with pytest.raises(ConfigError, match="task name|Experiment title"):
-        run.run(run.Script(inline="true"), name=name, detach=True)
+        run.run(run.Script(inline="true"), run.LocalExecutor(), name=name, detach=True)
     assert not (nemorun_home / "experiments").exists()
     assert _files(nemorun_home) in ([], ["jobs.db"], ["jobs.db", "jobs.db-shm", "jobs.db-wal"])
 
