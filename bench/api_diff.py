@@ -54,8 +54,8 @@ class Scope:
     modules: tuple[str, ...]
 
 
-# Issue 12: executors, launchers, packagers and their schedulers. Later groups (run.run,
-# Experiment, the CLI) are added here as new entries.
+# Issue 12: executors, launchers, packagers and their schedulers; issue 13: `run`. Later groups
+# (the CLI) are added here as new entries.
 SCOPES: dict[str, Scope] = {
     "executors": Scope(
         "executors and their base",
@@ -81,6 +81,28 @@ SCOPES: dict[str, Scope] = {
         "the torchx schedulers of the executors",
         (),
         tuple(f"{SCHED}.{m}" for m in ("local", "docker", "skypilot", "dgxcloud", "lepton")),
+    ),
+    "run": Scope(
+        "run.run, tasks and configs (Config, Partial, Script), Experiment and plugins",
+        (
+            "run",
+            "Config",
+            "ConfigurableMixin",
+            "Partial",
+            "Script",
+            "Experiment",
+            "Plugin",
+            "autoconvert",
+            "dryrun_fn",
+            "help",
+        ),
+        (
+            "nemo_run.run.api",
+            "nemo_run.config",
+            "nemo_run.api",
+            "nemo_run.run.experiment",
+            "nemo_run.run.plugin",
+        ),
     ),
 }
 

@@ -355,6 +355,82 @@ def test_modules_all_and_top_level_names(tmp_path: Path) -> None:
     assert "not written yet" in diffs[f"{PKG}.broken"].message
 
 
+CALLABLE_MODULE = """
+    import inspect
+    import sys
+    import types
+
+    def launch(task, executor=None, *, dryrun=False): ...
+
+    class _Callable(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return launch(*args, **kwargs)
+
+        @property
+        def __signature__(self):
+            return inspect.signature(launch)
+
+    sys.modules[__name__].__class__ = _Callable
+"""
+
+
+def test_a_callable_module_is_compared_as_the_function_it_calls(tmp_path: Path) -> None:
+    """0.11.1's top-level `run` is a function; here it is the callable `nemo_run.run` package:
+    the call's parameters are compared, and the kinds (module, function) are not."""
+    peer = {
+        "__init__.py": "from apifix.mod import run\n",
+        "mod.py": "def run(task, executor=None, *, dryrun=False, detach=False): ...\n",
+    }
+    ours = {"__init__.py": "from apifix import runner as run\n", "runner.py": CALLABLE_MODULE}
+    diffs = diff(tmp_path, peer, ours, modules=(), top=("run",))
+    assert kinds(diffs) == {f"{PKG}.mod.run(detach)": "differing"}
+    assert "missing parameter detach=False" in diffs[f"{PKG}.mod.run(detach)"].message
+
+
+def test_exit_parameters_count_by_position_only(tmp_path: Path) -> None:
+    """The `with` statement calls `__exit__` positionally, so `*exc` takes 0.11.1's three
+    named parameters; an ordinary method with `*args` instead of a named parameter still
+    differs (a keyword call would fail)."""
+    peer = """
+        class Exp:
+            def __exit__(self, exc_type, exc_value, tb): ...
+            def logs(self, job_id, regex=None): ...
+    """
+    ours = """
+        class Exp:
+            def __exit__(self, *exc): ...
+            def logs(self, *args, regex=None): ...
+    """
+    gaps = kinds(diff(tmp_path, {"mod.py": peer}, {"mod.py": ours}))
+    exp = f"{PKG}.mod.Exp"
+    assert gaps == {
+        f"{exp}.__exit__(*args)": "extra",
+        f"{exp}.logs(job_id)": "differing",
+        f"{exp}.logs(regex)": "differing",  # keyword-only here
+        f"{exp}.logs(*args)": "extra",
+    }
+
+
+def test_a_gap_only_on_subclasses_says_where_it_was_found(tmp_path: Path) -> None:
+    """The base has the method here; the subclass lacks it because it does not inherit the
+    base: the line must not read as if the base lacked it."""
+    peer = """
+        class Mixin:
+            def to_config(self): ...
+        class Exp(Mixin): ...
+    """
+    ours = """
+        class Mixin:
+            def to_config(self): ...
+        class Exp: ...
+    """
+    diffs = diff(tmp_path, {"mod.py": peer}, {"mod.py": ours})
+    gap = diffs[f"{PKG}.mod.Mixin.to_config"]
+    assert (gap.category, gap.on_owner, gap.via) == ("missing", False, ["Exp"])
+    comparison = api_compare.Comparison(differences=diffs)
+    assert "(found on: Exp)" in api_compare.format_report(comparison, ["h"])
+
+
 def test_identical_packages_have_no_difference(tmp_path: Path) -> None:
     source = {"mod.py": "from dataclasses import dataclass\n@dataclass\nclass A:\n    x: int = 1\n"}
     assert diff(tmp_path, source, source) == {}
@@ -429,6 +505,26 @@ def test_exceptions_move_differences_to_intentional() -> None:
     assert "remove them" in report
 
 
+def test_rows_outside_the_compared_scope_are_not_stale() -> None:
+    """`--scope run` compares no executor: the executors' rows are neither used nor stale."""
+    comparison = api_compare.Comparison(
+        scope_modules={"nemo_run.config", "nemo_run.run.api"}, scope_names={"nemo_run.run"}
+    )
+    keys = [
+        "nemo_run.config.Gone",  # in a compared module: stale
+        "nemo_run.config.Script.__init__(x)",  # keyed under a compared module: stale
+        "nemo_run.config[bases]",
+        "nemo_run.run",  # a compared top-level name: stale
+        "nemo_run.run.experiment.Job",  # under `nemo_run.run`, a name, not a module: not stale
+        "nemo_run.configs.X",  # another module whose name starts the same: not stale
+        "nemo_run.core.execution.docker.CONSOLE",
+    ]
+    text = f"{api_compare.SECTION}\n|name|difference|why|\n|-|-|-|\n"
+    text += "".join(f"| `{key}` | d | w |\n" for key in keys)
+    api_compare.apply_exceptions(comparison, api_compare.parse_exceptions(text))
+    assert comparison.stale == sorted(keys[:4])
+
+
 def test_the_docs_exceptions_table_parses() -> None:
     rows = api_compare.parse_exceptions((REPO / "docs" / "compatibility.md").read_text())
     assert api_compare.SECTION in (REPO / "docs" / "compatibility.md").read_text()
@@ -463,6 +559,10 @@ def test_scopes() -> None:
     for backend in ("local", "docker", "skypilot", "dgxcloud", "lepton"):  # the seed docs
         assert f"nemo_run.run.torchx_backend.schedulers.{backend}" in modules
     assert len(modules) == len(set(modules))
+    run_top, run_modules = api_diff.scope_names(["run"])
+    assert {"run", "Config", "Partial", "Script", "Experiment", "Plugin", "help"} <= set(run_top)
+    for module in ("run.api", "config", "api", "run.experiment", "run.plugin"):
+        assert f"nemo_run.{module}" in run_modules
 
 
 def test_describe_env_passes_no_caller_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,8 @@ KIND_WORDS = {
     "VAR_KEYWORD": "**kwargs",
 }
 POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
+# methods Python itself calls with positional arguments only: parameter names do not matter
+POSITIONAL_PROTOCOL = frozenset({"__enter__", "__exit__"})
 SECTION = "## API report exceptions"
 
 
@@ -52,6 +54,7 @@ class Difference:
     owner: str = ""  # class qualname under the heading, "" at module level
     why: str | None = None  # set when a row of the exceptions table explains it
     via: list[str] = field(default_factory=list)  # other classes it was also found on
+    on_owner: bool = True  # found on `owner` itself, not only on classes that inherit it
 
 
 @dataclass
@@ -60,6 +63,10 @@ class Comparison:
     compared: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # exception rows nothing matched
+    # the modules compared in full (None: everything was, so no row lies outside), and the
+    # top-level names (`nemo_run.Config`) compared
+    scope_modules: set[str] | None = None
+    scope_names: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -154,12 +161,16 @@ class Comparer:
         known = self.result.differences.get(key)
         if known is None:
             known = self.result.differences[key] = Difference(
-                key, category, message, at.module, at.owner
+                key, category, message, at.module, at.owner, on_owner=via in ("", at.owner)
             )
-        if via and via != known.owner and via not in known.via:
+        if via == known.owner:
+            known.on_owner = True
+        elif via and via not in known.via:
             known.via.append(via)
 
     def run(self) -> Comparison:
+        self.result.scope_modules = set(self.full_modules)
+        self.result.scope_names = {f"{self.package}.{name}" for name in self.top_level}
         for name, pmod in self.peer["modules"].items():
             self.module(name, pmod, self.ours["modules"].get(name))
         return self.result
@@ -367,7 +378,10 @@ class Comparer:
             return
         pp = {q["name"]: q for q in psig["params"]}
         op = {q["name"]: q for q in osig["params"]}
+        by_position = at.prefix.rsplit(".", 1)[-1] in POSITIONAL_PROTOCOL and "*args" in op
         for name, q in pp.items():
+            if by_position and name not in op and q["kind"] in POSITIONAL:
+                continue  # the `with` statement passes it by position, and *args takes it
             where = (places or {}).get(name, at)
             key = f"{where.prefix}({name})"
             self.param(key, where, q, op.get(name), "**kwargs" in op, via)
@@ -481,15 +495,28 @@ def exception_row(cells: list[str], number: int) -> ExceptionRow:
     return ExceptionRow(key, difference, why, number)
 
 
+def in_scope(key: str, comparison: Comparison) -> bool:
+    """Whether a key falls under what was compared: a compared module or something keyed
+    under it, or exactly a compared top-level name."""
+    if comparison.scope_modules is None or key in comparison.scope_names:
+        return True
+    return any(
+        key == mod or key.startswith((f"{mod}.", f"{mod}(", f"{mod}["))
+        for mod in comparison.scope_modules
+    )
+
+
 def apply_exceptions(comparison: Comparison, rows: dict[str, ExceptionRow]) -> None:
-    """Mark the explained differences; rows that explain nothing are listed as stale."""
+    """Mark the explained differences; rows that explain nothing are listed as stale, unless
+    their key lies outside the compared scopes (`--scope run` says nothing of executors)."""
     used = set()
     for diff in comparison.differences.values():
         row = rows.get(diff.key)
         if row is not None and diff.category != "extra":
             diff.why = row.why
             used.add(row.key)
-    comparison.stale = sorted(set(rows) - used)
+    unused = set(rows) - used
+    comparison.stale = sorted(k for k in unused if in_scope(k, comparison))
 
 
 # ---------------------------------------------------------------------------- the report
@@ -530,7 +557,10 @@ def grouped(diffs: Iterable[Difference]) -> list[str]:
             if owner:
                 lines.append(f"  {owner}")
         indent = "    " if diff.owner else "  "
-        via = f"  (also on: {', '.join(sorted(diff.via))})" if diff.via else ""
+        via = ""
+        if diff.via:
+            word = "also on" if diff.on_owner else "found on"
+            via = f"  ({word}: {', '.join(sorted(diff.via))})"
         lines.append(f"{indent}{diff.category:<9} {diff.key}  -  {diff.message}{via}")
     return lines
 

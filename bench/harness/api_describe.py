@@ -345,6 +345,8 @@ class Describer:
 
     def entry(self, name: str, obj: Any) -> dict[str, Any]:
         """What a module holds under a name: a reference to an object, or a data value."""
+        if inspect.ismodule(obj) and callable(obj):
+            return self.callable_module(obj)
         if inspect.isclass(obj) or is_function(obj):
             oid = qualified(obj)
             if oid not in self.objects:
@@ -357,6 +359,21 @@ class Describer:
             "type": qualified(type(obj)),
             "value": masked(name, value_repr(obj)),
         }
+
+    def callable_module(self, mod: Any) -> dict[str, Any]:
+        """A module whose class defines `__call__` (`nemo_run.run` here, where 0.11.1 has the
+        function `run`): what user code relies on is the call, so it is described as a
+        function with the signature `inspect` gives it, under the module's name."""
+        oid = mod.__name__
+        if oid not in self.objects:
+            self.objects[oid] = {
+                "kind": "function",
+                "id": oid,
+                "module": oid,
+                "qualname": "",
+                **signature_of(mod),
+            }
+        return {"kind": "function", "id": oid}
 
     def module(self, name: str, only: list[str] | None = None) -> dict[str, Any]:
         """Public names of one module (or just `only`, for the top-level package)."""

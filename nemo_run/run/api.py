@@ -90,7 +90,7 @@ def run(
     exp = Experiment(name, executor=executor)
     task_id = exp.add(fn_or_script, name=name, plugins=hooks)
     if dryrun:
-        text = exp.dryrun()[task_id]
+        text = exp.dryrun(log=False)[task_id]
         print(f"Experiment {exp.id} dryrun...\nTask {task_id}\n\n{text}")
         return RunResult(handle="", state=AppState.UNSUBMITTED, dryrun=text)
     return _launch(exp, task_id, detach, tail_logs and not detach)

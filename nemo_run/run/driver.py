@@ -21,6 +21,7 @@ from torchx.specs import AppState, is_terminal
 from nemo_run.core import processes
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.job import stored_record
+from nemo_run.run.plan import is_external_dependency
 from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
 from nemo_run.run.torchx_backend.runner import get_runner
 
@@ -55,17 +56,25 @@ class Driver:
         prepare: Callable[[str], Any],
         runner: Any,
         on_launch: Callable[[TaskEntry], None] | None = None,
+        max_parallel: int = MAX_PARALLEL_LAUNCHES,
     ) -> None:
         self.record = record
         self.prepare = prepare  # task id -> AppDryRunInfo
         self.runner = runner
         self.on_launch = on_launch
-        self.states: dict[str, AppState] = {}
+        self.max_parallel = max(1, max_parallel)
+        self.states: dict[str, AppState] = {}  # by task id, and by handle for other experiments'
+        self.gone: set[str] = set()  # handles of other experiments' jobs no store knows
         self.launch_errors: dict[str, Exception] = {}  # kept for callers that re-raise them
 
     def _blocked_reason(self, entry: TaskEntry) -> str | None | bool:
         """A reason it can never run, True when it may launch now, None while it must wait."""
         for dep_id in entry.dependencies:
+            if is_external_dependency(dep_id):
+                verdict = self._external_verdict(dep_id)
+                if verdict is True:
+                    continue
+                return verdict
             dep = self.record.task(dep_id)
             if dep.skipped or dep.error:
                 return f"dependency {dep_id!r} did not run"
@@ -75,6 +84,43 @@ class Driver:
             if state != AppState.SUCCEEDED:
                 return f"dependency {dep_id!r} ended {state.name}"
         return True
+
+    def _external_verdict(self, handle: str) -> str | None | bool:
+        """Like `_blocked_reason` for one job of another experiment, by its app handle."""
+        if handle in self.gone:
+            return f"dependency {handle} is unknown to the job store"
+        state = self.states.get(handle)
+        if state is None or not is_terminal(state):
+            return None
+        return True if state == AppState.SUCCEEDED else f"dependency {handle} ended {state.name}"
+
+    def _poll_external(self) -> bool:
+        """Refresh the other experiments' jobs that waiting tasks depend on (through the same
+        watchers as our own jobs, so every backend works); returns whether any state changed."""
+        handles = {
+            dep
+            for entry in self.record.tasks
+            if not (entry.handle or entry.skipped or entry.error)
+            for dep in entry.dependencies
+            if is_external_dependency(dep)
+            and dep not in self.gone
+            and not is_terminal(self.states.get(dep, AppState.UNKNOWN))
+        }
+        if not handles:
+            return False
+        changed = False
+        for handle, seen in poll_handles(handles).items():
+            if (
+                seen.state == AppState.UNKNOWN
+                and not seen.unanswered
+                and not self._has_record(handle)
+            ):
+                self.gone.add(handle)
+                changed = True
+                continue
+            changed |= seen.state != self.states.get(handle)
+            self.states[handle] = seen.state
+        return changed
 
     def _plan(self, entry: TaskEntry) -> Any | None:
         """Dry-run the task and note the handle it will get, before anything starts, so the
@@ -126,6 +172,7 @@ class Driver:
                 new = seen[entry.handle].state if entry.handle else AppState.UNKNOWN
                 changed |= new != self.states.get(entry.id)
                 self.states[entry.id] = new
+        changed |= self._poll_external()
         ready = []
         for entry in self.record.tasks:
             if entry.handle or entry.skipped or entry.error:
@@ -143,7 +190,7 @@ class Driver:
             planned = [(entry, info) for entry, info in planned if info is not None]
             self.record.save()  # every handle is on disk before its job can start
             with ThreadPoolExecutor(
-                max_workers=min(MAX_PARALLEL_LAUNCHES, max(len(planned), 1))
+                max_workers=min(self.max_parallel, max(len(planned), 1))
             ) as pool:
                 list(pool.map(lambda pair: self._launch(*pair), planned))
             changed = True

@@ -8,6 +8,7 @@ and the backends, so `Experiment.from_id(id)` in a new process sees what the lau
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import pickle
 import secrets
@@ -17,7 +18,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from torchx.specs import AppState
 
 from nemo_run.core import processes
 from nemo_run.core.diskerrors import raise_if_disk_trouble
@@ -25,13 +28,25 @@ from nemo_run.core.execution.base import Executor
 from nemo_run.core.execution.local import LocalExecutor
 from nemo_run.core.names import check_folder_name
 from nemo_run.core.runners.partial import refuse_launch_while_loading_main
-from nemo_run.exceptions import ConfigError, UnknownExperimentError, UnknownJobError
+from nemo_run.core.script import Script
+from nemo_run.exceptions import (
+    ConfigError,
+    JobFailedError,
+    UnknownExperimentError,
+    UnknownJobError,
+)
 from nemo_run.run import experiment_files as files
 from nemo_run.run.driver import Driver, driver_alive, identity_of_this_process
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.experiment_status import task_done, task_status
-from nemo_run.run.job import job_log_lines
-from nemo_run.run.plan import PlannedTask, check_new_task_id, launch_order
+from nemo_run.run.job import Job, JobGroup, job_log_lines, parse_handle, stored_record
+from nemo_run.run.plan import (
+    PlannedTask,
+    check_new_task_id,
+    is_external_dependency,
+    launch_order,
+    unique_task_id,
+)
 from nemo_run.run.plugin import ExperimentPlugin, apply_plugins, describe_plugin, plugin_list
 from nemo_run.run.render import print_experiment_status
 from nemo_run.run.torchx_backend.packaging import package, task_name
@@ -39,7 +54,13 @@ from nemo_run.run.torchx_backend.poller import poll_handles, seconds_to_next
 from nemo_run.run.torchx_backend.runner import get_runner
 from nemo_run.run.torchx_backend.schedulers.backends import backend_for_executor
 
+if TYPE_CHECKING:
+    from nemo_run.core.configurable import Config
+
+log = logging.getLogger(__name__)
+
 WAIT_STEP_S = 0.5  # how often `wait` re-reads the experiment for tasks launched meanwhile
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _new_id(title: str) -> str:
@@ -52,6 +73,83 @@ def _check_title(title: str) -> str:
     return check_folder_name(title, "Experiment title")
 
 
+def _check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_log_level(level: Any) -> str:
+    """0.11.1 hands the level to `logging`; a typo there failed deep inside it."""
+    if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return level.upper()
+
+
+def _check_workers(workers: Any) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(
+            f"threadpool_workers must be a positive int (jobs launched at once), got {workers!r}"
+        )
+    return workers
+
+
+def _set_log_level(level: str) -> None:
+    """0.11.1's `log_level`, applied to this package's loggers only (never the root)."""
+    logging.getLogger("nemo_run").setLevel(level)
+
+
+def _script_argv(script: Script) -> list[str]:
+    entrypoint = sys.executable if script.entrypoint == "python" else script.entrypoint
+    if script.inline:
+        return [entrypoint, "-c", script.inline, *script.args]
+    return [entrypoint, *(["-m"] if script.m else []), script.path, *script.args]
+
+
+def _run_in_process(task_id: str, task: Any) -> None:
+    """One task of a direct run: a Script as a child process (its output is ours), a
+    Partial/Config built and called here. A Script's non-zero exit raises JobFailedError."""
+    if isinstance(task, Script):
+        try:
+            code = subprocess.call(
+                _script_argv(task), env={**os.environ, **task.env}, stdin=subprocess.DEVNULL
+            )
+        except OSError as e:
+            raise ConfigError(
+                f"task {task_id!r}: cannot start {task.entrypoint!r} ({e.strerror or e}); "
+                "check Script.entrypoint"
+            ) from e
+        if code != 0:
+            raise JobFailedError(f"direct://{task_id}", "FAILED", f"exit code {code}")
+        return
+    import fiddle as fdl  # noqa: PLC0415 - fiddle (~0.3 s), only when a Partial runs here
+
+    built = fdl.build(task)
+    if isinstance(task, fdl.Partial):
+        built()
+
+
+def _check_dependencies(dependencies: Any) -> list[str]:
+    """Task ids of this experiment, or app handles of other experiments' jobs; a handle is
+    parsed here so a typo fails at `add`, before anything runs."""
+    if dependencies is None:
+        return []
+    if not isinstance(dependencies, (list, tuple)) or not all(
+        isinstance(d, str) for d in dependencies
+    ):
+        raise ConfigError(
+            "dependencies must be a list of task ids (or app handles of other experiments' "
+            f"jobs), e.g. dependencies=[prep_id]; got {dependencies!r}"
+        )
+    for dep in dependencies:
+        if is_external_dependency(dep):
+            try:
+                parse_handle(dep)
+            except UnknownJobError as e:
+                raise ConfigError(f"dependency {dep!r}: {e}") from e
+    return list(dependencies)
+
+
 class Experiment:
     """Tasks (Scripts, Partials, or groups of them) on executors, run as one unit.
 
@@ -61,15 +159,52 @@ class Experiment:
     ...     exp.run()
     """
 
+    GOODBYE_MESSAGE_PYTHON = """
+# The experiment was run with the following tasks: {tasks}
+# You can inspect it later, from any process:
+experiment = run.Experiment.from_id("{exp_id}")
+experiment.status()  # every task's state
+experiment.logs("{tasks[0]}")  # a task's logs
+experiment.cancel("{tasks[0]}")  # cancels that task if it still runs
+"""
+    GOODBYE_MESSAGE_BASH = """
+# or from the shell:
+nemorun experiment status {exp_id}
+nemorun experiment logs {exp_id} TASK
+nemorun experiment cancel {exp_id} TASK
+"""
+
     def __init__(
         self,
         title: str,
         executor: Executor | None = None,
-        base_dir: str | None = None,
         id: str | None = None,
+        log_level: str = "INFO",
+        _reconstruct: bool = False,
+        jobs: list[Job | JobGroup] | None = None,
+        base_dir: str | None = None,
+        clean_mode: bool = False,
+        enable_goodbye_message: bool = True,
+        threadpool_workers: int = 16,
+        skip_status_at_exit: bool = False,
+        serialize_metadata_for_scripts: bool = True,
     ) -> None:
         self.title = _check_title(title)
-        self.executor = executor
+        if executor is not None and not isinstance(executor, Executor):
+            raise ConfigError(
+                f"executor must be a run.Executor (e.g. run.LocalExecutor()), "
+                f"got {type(executor).__name__}"
+            )
+        self.executor: Executor = executor if executor is not None else LocalExecutor()
+        self.log_level = _check_log_level(log_level)
+        self.clean_mode = _check_flag(clean_mode, "clean_mode")
+        self.enable_goodbye_message = _check_flag(enable_goodbye_message, "enable_goodbye_message")
+        self.skip_status_at_exit = _check_flag(skip_status_at_exit, "skip_status_at_exit")
+        self.serialize_metadata_for_scripts = _check_flag(
+            serialize_metadata_for_scripts, "serialize_metadata_for_scripts"
+        )
+        self.threadpool_workers = _check_workers(threadpool_workers)
+        self._reconstruct = bool(_reconstruct)
         self._base_dir = base_dir
         self._id = id or _new_id(self.title)
         self._id_given = id is not None
@@ -77,7 +212,37 @@ class Experiment:
         self._plugins: dict[str, list[ExperimentPlugin]] = {}
         self._record: ExperimentRecord | None = None
         self._tailers: list[threading.Thread] = []
+        self._launched_here = False
         self.launch_errors: dict[str, Exception] = {}
+        for job in jobs or []:
+            self._add_job(job)
+
+    def _add_job(self, job: Job | JobGroup) -> None:
+        """Add a 0.11.1 `Job`/`JobGroup` (as `jobs=` passes them) like `add` would."""
+        if isinstance(job, JobGroup):
+            executor = job.executors[0] if isinstance(job.executors, list) else job.executors
+            self.add(
+                list(job.tasks),
+                executor=executor,
+                name=job.id,
+                plugins=job.plugins,
+                tail_logs=job.tail_logs,
+                dependencies=list(job.dependencies) or None,
+            )
+        elif isinstance(job, Job):
+            self.add(
+                job.task,
+                executor=job.executor,
+                name=job.id,
+                plugins=job.plugins,
+                tail_logs=job.tail_logs,
+                dependencies=list(job.dependencies) or None,
+            )
+        else:
+            raise ConfigError(
+                f"jobs= takes run.Job or run.JobGroup items, got {type(job).__name__}; "
+                "add tasks with exp.add(...) instead"
+            )
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -91,9 +256,24 @@ class Experiment:
     def __enter__(self) -> Experiment:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        """Let log tailers finish; after a clean block that launched, print the status table
+        (unless `skip_status_at_exit` or `clean_mode`) and how to reopen the experiment
+        (unless `enable_goodbye_message=False` or `clean_mode`), as 0.11.1 does. Only here,
+        not in `run()`: `run.run` and `nemorun run` print data on stdout."""
         for thread in self._tailers:
             thread.join(timeout=5)
+        if exc_type is None and self._launched_here and not self._quiet_exit:
+            try:
+                self.status()
+            except Exception as e:  # noqa: BLE001 - a status table must not hide the block's outcome
+                log.warning("could not show the status of experiment %s: %s", self._id, e)
+        if exc_type is None and self._launched_here:
+            self._say_goodbye()
+
+    @property
+    def _quiet_exit(self) -> bool:
+        return self.skip_status_at_exit or self.clean_mode
 
     def __repr__(self) -> str:
         return f"Experiment(title={self.title!r}, id={self._id!r})"
@@ -134,10 +314,15 @@ class Experiment:
         executor: Executor | None = None,
         name: str = "",
         plugins: ExperimentPlugin | list[ExperimentPlugin] | None = None,
+        tail_logs: bool = False,
         dependencies: list[str] | None = None,
     ) -> str:
         """Add a task (or a list of tasks run together as one job); returns its task id.
 
+        A name already taken gets a suffix, `<name>_<n>` (with a warning), as in 0.11.1.
+        `dependencies` are task ids of this experiment or app handles of other experiments'
+        jobs (`local_persistent://nemo_run/<app id>`, any backend): the task starts once each
+        SUCCEEDED. `tail_logs=True` prints this task's logs while an attached run waits.
         Each plugin's `setup(task, executor)` runs here, on this experiment's copies of the
         task and executor, before anything is checked or packaged."""
         if self._record is not None:
@@ -147,9 +332,10 @@ class Experiment:
         group = list(task) if isinstance(task, (list, tuple)) else [task]
         if not group:
             raise ConfigError("add() needs a task, or a non-empty list of tasks for a task group")
+        _check_flag(tail_logs, "tail_logs")
+        if isinstance(executor, list):  # 0.11.1 takes one executor per member of a group
+            executor = executor[0] if executor else None
         executor = executor or self.executor
-        if executor is None:
-            executor = LocalExecutor()
         if not isinstance(executor, Executor):
             raise ConfigError(f"executor must be a run.Executor, got {type(executor).__name__}")
         backend = backend_for_executor(executor)
@@ -157,22 +343,32 @@ class Experiment:
             raise ConfigError(
                 f"the {backend.short} backend runs one task per job; add the tasks separately"
             )
-        task_id = name or task_name(group[0])
-        check_new_task_id(task_id, [t.id for t in self._planned])
-        if dependencies is not None and not isinstance(dependencies, (list, tuple)):
-            raise ConfigError(
-                "dependencies must be a list of task ids, e.g. dependencies=[prep_id]"
-            )
+        task_id = self._free_task_id(name or task_name(group[0]))
+        deps = _check_dependencies(dependencies)
         hooks = plugin_list(plugins)
         for member in group:
             task_name(member)  # raises on something that is not a task
         executor, group = self._apply_plugins(hooks, executor, group)
         for member in group:
             executor.validate_task(member)
-        self._planned.append(
-            PlannedTask(task_id, group, executor, [str(d) for d in dependencies or []])
-        )
+        self._planned.append(PlannedTask(task_id, group, executor, deps, tail_logs=tail_logs))
         self._plugins[task_id] = hooks
+        return task_id
+
+    def _free_task_id(self, wanted: str) -> str:
+        """The name checked as a folder name; a taken one suffixed like 0.11.1 does, with a
+        warning (two tasks never share an id or a job folder)."""
+        existing = [t.id for t in self._planned]
+        check_new_task_id(wanted, [])
+        task_id = unique_task_id(wanted, existing)
+        if task_id != wanted:
+            log.warning(
+                "experiment %s already has a task named %r; this one is named %r",
+                self.title,
+                wanted,
+                task_id,
+            )
+            check_new_task_id(task_id, existing)
         return task_id
 
     def _apply_plugins(
@@ -224,23 +420,49 @@ class Experiment:
         runner = get_runner()
         return apps, {task_id: runner.dryrun_for(app, ex) for task_id, (app, ex) in apps.items()}
 
-    def dryrun(self) -> dict[str, str]:
-        """The request each task would send, as text; starts nothing and writes nothing."""
-        return {task_id: str(info) for task_id, info in self._prepare()[1].items()}
+    def dryrun(
+        self, log: bool = True, exist_ok: bool = False, delete_exp_dir: bool = True
+    ) -> dict[str, str]:
+        """The request each task would send, as text (printed with `log=True`); starts nothing
+        and writes nothing, so `exist_ok` and `delete_exp_dir` (0.11.1's handling of the
+        folder its dry-run wrote) have nothing to act on and are only checked."""
+        _check_flag(log, "log")
+        _check_flag(exist_ok, "exist_ok")
+        _check_flag(delete_exp_dir, "delete_exp_dir")
+        texts = {task_id: str(info) for task_id, info in self._prepare()[1].items()}
+        if log:
+            print(f"Experiment {self._id} dryrun...")
+            for task_id, text in texts.items():
+                print(f"# task {task_id}\n{text}\n")
+        return texts
 
     def run(
         self,
         sequential: bool = False,
         detach: bool = False,
         tail_logs: bool = False,
+        direct: bool = False,
         dryrun: bool = False,
     ) -> None:
         """Launch every task, respecting dependencies. Attached runs wait for all of them.
 
-        A dependent starts only after its dependencies SUCCEEDED; if one fails, its
-        dependents are marked as not run, with the reason. Ctrl+C while attached cancels
-        the running jobs (a second Ctrl+C exits at once).
+        A dependent starts only after its dependencies SUCCEEDED (a dependency may be another
+        experiment's job, by app handle); if one fails, its dependents are marked as not run,
+        with the reason. Ctrl+C while attached cancels the running jobs (a second Ctrl+C
+        exits at once). `direct=True` runs every task in this process instead, one after the
+        other in dependency order, with no executor, job or record.
         """
+        for flag, name in ((sequential, "sequential"), (detach, "detach"), (direct, "direct")):
+            _check_flag(flag, name)
+        _set_log_level(self.log_level)
+        if direct:
+            self._run_direct(sequential, detach, dryrun)
+            return
+        if self._run(sequential, detach, tail_logs, dryrun):
+            self._launched_here = True
+
+    def _run(self, sequential: bool, detach: bool, tail_logs: bool, dryrun: bool) -> bool:
+        """Launch (True), or only print the dry-run (False)."""
         refuse_launch_while_loading_main()
         if self._record is not None:
             raise ConfigError(f"experiment {self._id} was already launched; reopen it to follow it")
@@ -257,8 +479,9 @@ class Experiment:
         if dryrun:
             for task_id, info in self._prepare()[1].items():
                 print(f"# task {task_id}\n{info}\n")
-            return
+            return False
         launch_order(self._planned)  # unknown dependencies or cycles: before any folder exists
+        self._check_external_dependencies()
         self._claim_folder()
         try:
             apps, infos = self._prepare()  # job folders are placed under the claimed one
@@ -287,18 +510,27 @@ class Experiment:
         has_dependencies = any(p.dependencies for p in self._planned)
         if detach and has_dependencies:
             self._spawn_driver(record, apps)
-            return
+            return True
         record.driver = identity_of_this_process()
         record.save()
-        on_launch = self._start_tailing if tail_logs else None
-        driver = Driver(record, infos.__getitem__, runner, on_launch=on_launch)
+        tailed = {p.id for p in self._planned if tail_logs or p.tail_logs}
+        on_launch = None
+        if tailed and not detach:
+            on_launch = self._tail_some(tailed)
+        driver = Driver(
+            record,
+            infos.__getitem__,
+            runner,
+            on_launch=on_launch,
+            max_parallel=self.threadpool_workers,
+        )
         if detach:
             driver.step()
             self.launch_errors = driver.launch_errors
             if not record.launch_done:
                 record.launch_done = True
                 record.save()
-            return
+            return True
         try:
             driver.run()
         except KeyboardInterrupt:
@@ -308,6 +540,55 @@ class Experiment:
             self.launch_errors = driver.launch_errors
         for thread in self._tailers:
             thread.join()
+        return True
+
+    def _tail_some(self, task_ids: set[str]) -> Any:
+        """An on-launch hook that tails the logs of these tasks only."""
+
+        def hook(entry: TaskEntry) -> None:
+            if entry.id in task_ids:
+                self._start_tailing(entry)
+
+        return hook
+
+    def _check_external_dependencies(self) -> None:
+        """Every other experiment's job named as a dependency must be known to the job store
+        before anything starts: a typo'd handle would otherwise make its dependent wait on
+        nothing."""
+        for planned in self._planned:
+            for dep in planned.dependencies:
+                if is_external_dependency(dep) and stored_record(dep) is None:
+                    raise ConfigError(
+                        f"task {planned.id!r} depends on {dep}, which the job store does not "
+                        "know; use the handle another experiment's status() shows for its task"
+                    )
+
+    def _say_goodbye(self) -> None:
+        """0.11.1's closing hint: how to come back to this experiment later."""
+        if not self.enable_goodbye_message or self.clean_mode:
+            return
+        ids = [p.id for p in self._planned]
+        python = self.GOODBYE_MESSAGE_PYTHON.format(tasks=ids, exp_id=self._id)
+        print(python + self.GOODBYE_MESSAGE_BASH.format(exp_id=self._id))
+
+    def _run_direct(self, sequential: bool, detach: bool, dryrun: bool) -> None:
+        """Each task in this process, in dependency order (0.11.1's `direct=True`): a Partial
+        is called, a Script runs as a child; the first failure stops the run."""
+        if detach or dryrun:
+            raise ConfigError("run(direct=True) runs in this process; drop detach= and dryrun=")
+        if not self._planned:
+            raise ConfigError(f"experiment {self.title!r} has no tasks; add some with exp.add(...)")
+        for planned in self._planned:
+            if any(is_external_dependency(d) for d in planned.dependencies):
+                raise ConfigError(
+                    f"task {planned.id!r} depends on another experiment's job; "
+                    "run(direct=True) cannot wait on jobs, launch without direct=True"
+                )
+        del sequential  # one task at a time anyway
+        by_id = {p.id: p for p in self._planned}
+        for task_id in launch_order(self._planned):
+            for member in by_id[task_id].tasks:
+                _run_in_process(task_id, member)
 
     def _claim_folder(self) -> None:
         """Make this experiment's folder exclusively, before anything is written in it: two
@@ -431,9 +712,9 @@ class Experiment:
             wait = seconds_to_next(handles) if handles else WAIT_STEP_S
             time.sleep(min(max(wait, 0.01), WAIT_STEP_S))
 
-    def logs(self, task_id: str, follow: bool = False, regex: str | None = None) -> None:
+    def logs(self, job_id: str, regex: str | None = None, follow: bool = False) -> None:
         """Print a task's logs (every role and replica); `follow` streams until it ends."""
-        entry = self._current_record().task(task_id)
+        entry = self._current_record().task(job_id)
         self._print_logs(entry, follow, regex)
 
     def log_lines(
@@ -459,10 +740,10 @@ class Experiment:
             sys.stdout.write(prefix + line)
             sys.stdout.flush()
 
-    def cancel(self, task_id: str | None = None) -> list[str]:
+    def cancel(self, job_id: str | None = None) -> list[str]:
         """Cancel one task (or every task with None); returns the task ids acted on."""
         record = self._current_record()
-        targets = [record.task(task_id)] if task_id is not None else list(record.tasks)
+        targets = [record.task(job_id)] if job_id is not None else list(record.tasks)
         acted = []
         for entry in targets:
             if entry.handle:
@@ -477,3 +758,140 @@ class Experiment:
                 record.request_cancel(entry.id)
                 acted.append(entry.id)
         return acted
+
+    # -- 0.11.1's views and helpers -----------------------------------------------------
+    @property
+    def jobs(self) -> list[Job | JobGroup]:
+        """Each task as 0.11.1's Job (one task) or JobGroup (several), with its handle and
+        state once launched. A reopened experiment has no task objects (none are written to
+        disk), so it lists none."""
+        rows = self.status(return_dict=True) if self._record is not None else {}
+        out: list[Job | JobGroup] = []
+        for planned in self._planned:
+            row = rows.get(planned.id, {})
+            handle, state = row.get("handle") or "", _app_state(row.get("state"))
+            common: dict[str, Any] = {
+                "plugins": self._plugins.get(planned.id) or None,
+                "tail_logs": planned.tail_logs,
+                "dependencies": list(planned.dependencies),
+            }
+            if len(planned.tasks) == 1:
+                out.append(
+                    Job(
+                        planned.id,
+                        planned.tasks[0],
+                        planned.executor,
+                        handle,
+                        bool(handle),
+                        state,
+                        **common,
+                    )
+                )
+            else:
+                out.append(
+                    JobGroup(
+                        planned.id,
+                        list(planned.tasks),
+                        planned.executor,
+                        [handle] if handle else [],
+                        bool(handle),
+                        [state],
+                        **common,
+                    )
+                )
+        return out
+
+    @property
+    def tasks(self) -> list[Any]:
+        """What was added, in order: a task, or the list of a task group's members."""
+        return [p.tasks[0] if len(p.tasks) == 1 else list(p.tasks) for p in self._planned]
+
+    @classmethod
+    def catalog(cls, title: str = "", base_dir: str | None = None) -> list[str]:
+        """The ids of the experiments titled `title`, oldest first; without a title, every
+        title that has experiments."""
+        if not isinstance(title, str):
+            raise ConfigError(f"catalog(title=...) takes a str, got {type(title).__name__}")
+        if title.strip():
+            return [r.id for r in files.list_experiments(title, base_dir)]
+        return sorted({r.title for r in files.list_experiments(base_dir=base_dir)})
+
+    def to_config(self) -> Config[Experiment]:
+        """This experiment's settings as a `run.Config` (tasks are not part of it, as in
+        0.11.1); the executor is a config too, with its secret fields left out."""
+        from nemo_run.core.configurable import Config  # noqa: PLC0415 - fiddle (~0.3 s), only here
+
+        return Config(
+            Experiment,
+            title=self.title,
+            executor=self.executor.to_config(),
+            id=self._id,
+            log_level=self.log_level,
+            clean_mode=self.clean_mode,
+            enable_goodbye_message=self.enable_goodbye_message,
+            threadpool_workers=self.threadpool_workers,
+            skip_status_at_exit=self.skip_status_at_exit,
+            serialize_metadata_for_scripts=self.serialize_metadata_for_scripts,
+        )
+
+    def reset(self, skip_succeeded: bool = False) -> Experiment:
+        """Make this experiment ready to run again, under a new id; returns it (0.11.1 returns
+        the same object too). By default every task runs again, as in 0.11.1; with
+        `skip_succeeded=True` only the tasks that did not SUCCEED (failed, cancelled, skipped,
+        failed to launch) do, and a dependency on a task that succeeded becomes a dependency
+        on that task's finished job, which is met at once.
+
+        Not launched yet: nothing to reset (a warning, as in 0.11.1). Still running, or
+        reopened from its record (which holds no task definitions): ConfigError.
+        """
+        _check_flag(skip_succeeded, "skip_succeeded")
+        if self._record is None:
+            log.warning("experiment %s has not run yet; nothing to reset", self._id)
+            return self
+        if not self._planned:
+            raise ConfigError(
+                f"experiment {self._id} was reopened from its record, which keeps no task "
+                "definitions (nothing of a task is written to disk); build a new "
+                "run.Experiment and add the tasks again"
+            )
+        rows = self._finished_rows()
+        succeeded = {tid: row["handle"] for tid, row in rows.items() if row["state"] == "SUCCEEDED"}
+        planned = self._planned
+        if skip_succeeded:
+            planned = [p for p in planned if p.id not in succeeded]
+            if not planned:
+                raise ConfigError(
+                    f"every task of experiment {self._id} SUCCEEDED; nothing to rerun "
+                    "(reset() without skip_succeeded=True reruns them all)"
+                )
+            for p in planned:
+                p.dependencies = [succeeded.get(d) or d for d in p.dependencies]
+        self._planned = planned
+        self._plugins = {p.id: self._plugins.get(p.id, []) for p in planned}
+        self._id, self._id_given = _new_id(self.title), False
+        self._record, self._launched_here = None, False
+        self._tailers, self.launch_errors = [], {}
+        return self
+
+    def _finished_rows(self) -> dict[str, dict[str, Any]]:
+        """The status rows, refusing while a task may still change."""
+        record = self._current_record()
+        launcher_gone = not record.launch_done and not driver_alive(record)
+        handles = [e.handle for e in record.tasks if e.handle and not (e.skipped or e.error)]
+        seen = poll_handles(handles)
+        busy = [e.id for e in record.tasks if not task_done(e, record, seen, launcher_gone)]
+        if busy:
+            raise ConfigError(
+                f"experiment {self._id} still has tasks running or waiting ({', '.join(busy)}); "
+                "wait() or cancel() before reset()"
+            )
+        return self.status(return_dict=True)
+
+
+def _app_state(name: Any) -> AppState:
+    """A status row's state as an AppState (WAITING is UNSUBMITTED, SKIPPED is CANCELLED)."""
+    if isinstance(name, str) and name in AppState.__members__:
+        return AppState[name]
+    return {"WAITING": AppState.UNSUBMITTED, "SKIPPED": AppState.CANCELLED}.get(
+        str(name), AppState.UNSUBMITTED
+    )

@@ -7,15 +7,52 @@ import queue
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from torchx.specs import parse_app_handle
+from torchx.specs import AppState, parse_app_handle
 
 from nemo_run.core.states import FINAL_JOB_STATES
 from nemo_run.core.store import JobRecord, get_store
 from nemo_run.exceptions import ConfigError, LogsGoneError, UnknownJobError
 from nemo_run.run.torchx_backend.runner import Runner, get_runner
 from nemo_run.run.torchx_backend.schedulers.backends import BACKENDS
+
+
+@dataclass
+class Job:
+    """One task of an experiment as 0.11.1's `Experiment.jobs` lists it: what was added, and
+    once launched its handle and last known state. Passing these to `Experiment(jobs=...)`
+    adds them to a new experiment."""
+
+    id: str
+    task: Any
+    executor: Any
+    handle: str = ""
+    launched: bool = False
+    state: AppState = AppState.UNSUBMITTED
+    plugins: list[Any] | None = None
+    tail_logs: bool = False
+    dependencies: list[str] = field(default_factory=list)
+    name: str = ""
+
+
+@dataclass
+class JobGroup:
+    """Several tasks launched together as one job (0.11.1's `JobGroup`): one handle, one state
+    per role."""
+
+    id: str
+    tasks: list[Any]
+    executors: Any
+    handles: list[str] = field(default_factory=list)
+    launched: bool = False
+    states: list[AppState] = field(default_factory=list)
+    plugins: list[Any] | None = None
+    tail_logs: bool = False
+    dependencies: list[str] = field(default_factory=list)
+    name: str = ""
+
 
 # Backends whose log files live in the record's `log_dir` (Docker copies them there at the end).
 LOGS_IN_JOB_DIR = frozenset({"local_persistent", "docker_persistent"})

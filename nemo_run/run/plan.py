@@ -18,6 +18,25 @@ class PlannedTask:
     tasks: list[Any]
     executor: Any
     dependencies: list[str] = field(default_factory=list)
+    tail_logs: bool = False
+
+
+def is_external_dependency(dependency: str) -> bool:
+    """A dependency on a job of another experiment, named by its app handle
+    (`scheduler://session/app_id`); task ids can never contain a slash."""
+    return "://" in dependency
+
+
+def unique_task_id(task_id: str, existing: Iterable[str]) -> str:
+    """0.11.1's answer to a repeated name: `<name>_<number of tasks so far>` (counting up
+    while that is taken too), so code that adds two tasks named alike keeps working."""
+    taken = set(existing)
+    if task_id not in taken:
+        return task_id
+    n = len(taken)
+    while f"{task_id}_{n}" in taken:
+        n += 1
+    return f"{task_id}_{n}"
 
 
 def _listing(names: Iterable[str]) -> str:
@@ -43,7 +62,7 @@ def launch_order(tasks: list[PlannedTask]) -> list[str]:
     by_id = {t.id: t for t in tasks}
     for task in tasks:
         for dep in task.dependencies:
-            if dep not in by_id:
+            if dep not in by_id and not is_external_dependency(dep):
                 raise ConfigError(
                     f"task {task.id!r} depends on {dep!r}, which is not in the experiment "
                     f"(tasks: {_listing(ids)})"
@@ -61,7 +80,8 @@ def launch_order(tasks: list[PlannedTask]) -> list[str]:
             )
         state[task_id] = "visiting"
         for dep in by_id[task_id].dependencies:
-            visit(dep, [*path, task_id])
+            if not is_external_dependency(dep):
+                visit(dep, [*path, task_id])
         state[task_id] = "done"
         order.append(task_id)
 

@@ -122,12 +122,11 @@ def test_detached_experiment_reopened_in_another_process(tmp_path):
 def test_bad_input_fails_before_anything_launches(nemorun_home):
     exp = run.Experiment("bad")
     exp.add(run.Script(inline="true"), name="a")
-    with pytest.raises(ConfigError, match=r"already has a task named 'a'.*existing tasks: 'a'"):
-        exp.add(run.Script(inline="true"), name="a")
+    assert exp.add(run.Script(inline="true"), name="a") == "a_1"  # 0.11.1: suffixed
     exp.add(run.Script(inline="true"), name="b", dependencies=["zzz"])
     with pytest.raises(
         ConfigError,
-        match=r"'b' depends on 'zzz', which is not in the experiment \(tasks: 'a', 'b'\)",
+        match=r"'b' depends on 'zzz', which is not in the experiment \(tasks: 'a', 'a_1', 'b'\)",
     ):
         exp.run()
     cyc = run.Experiment("cycle")
