@@ -54,6 +54,11 @@ def default_job_dir() -> str:
     return os.path.join(get_nemorun_home(), JOBS_DIR)
 
 
+def get_type_namespace(typ: type | Any) -> str:
+    """`module.QualifiedName` of a type (or function), as 0.11.1 names CLI factories."""
+    return f"{typ.__module__}.{getattr(typ, '__qualname__', getattr(typ, '__name__', typ))}"
+
+
 def __getattr__(name: str) -> Any:
     module = _MOVED.get(name)
     if module is None:

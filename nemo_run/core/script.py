@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_run.core.atomic import atomic_write
+from nemo_run.core.config_mixin import ConfigurableMixin
 from nemo_run.core.envvars import check_env_vars
 from nemo_run.exceptions import ConfigError
 
@@ -30,7 +31,7 @@ _DEFAULT_ENTRYPOINT = _DefaultEntrypoint("bash")
 
 
 @dataclass
-class Script:
+class Script(ConfigurableMixin):
     """A shell or Python script to run, given as a file `path` or as `inline` text.
 
     >>> run.Script("./train.sh", args=["--lr", "0.1"])

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from torchx.specs import AppState
 
+from nemo_run.config import get_type_namespace as get_type_namespace
 from nemo_run.core.execution.base import Executor
 from nemo_run.core.redact import MASK, is_secret_name, redact_args, redact_text
 from nemo_run.core.runners.partial import refuse_launch_while_loading_main
@@ -26,6 +27,7 @@ from nemo_run.core.script import Script
 from nemo_run.exceptions import ConfigError, JobFailedError
 from nemo_run.run.experiment import Experiment
 from nemo_run.run.plugin import ExperimentPlugin, plugin_list
+from nemo_run.run.plugin import Plugin as Plugin
 from nemo_run.run.torchx_backend.packaging import task_name
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ and the backends, so `Experiment.from_id(id)` in a new process sees what the lau
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import os
 import pickle
@@ -22,10 +23,17 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from torchx.specs import AppState
 
+from nemo_run.config import get_nemorun_home as get_nemorun_home
+from nemo_run.config import get_type_namespace as get_type_namespace
 from nemo_run.core import processes
+from nemo_run.core.config_mixin import ConfigurableMixin as ConfigurableMixin
 from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.execution.base import Executor
+from nemo_run.core.execution.dgxcloud import DGXCloudExecutor as DGXCloudExecutor
+from nemo_run.core.execution.docker import DockerExecutor as DockerExecutor
+from nemo_run.core.execution.lepton import LeptonExecutor as LeptonExecutor
 from nemo_run.core.execution.local import LocalExecutor
+from nemo_run.core.execution.skypilot import SkypilotExecutor as SkypilotExecutor
 from nemo_run.core.names import check_folder_name
 from nemo_run.core.runners.partial import refuse_launch_while_loading_main
 from nemo_run.core.script import Script
@@ -150,7 +158,7 @@ def _check_dependencies(dependencies: Any) -> list[str]:
     return list(dependencies)
 
 
-class Experiment:
+class Experiment(ConfigurableMixin):
     """Tasks (Scripts, Partials, or groups of them) on executors, run as one unit.
 
     >>> with run.Experiment("sweep") as exp:
@@ -895,3 +903,17 @@ def _app_state(name: Any) -> AppState:
     return {"WAITING": AppState.UNSUBMITTED, "SKIPPED": AppState.CANCELLED}.get(
         str(name), AppState.UNSUBMITTED
     )
+
+
+# 0.11.1's re-exports of run.Config / run.Partial here, loaded on first use (they import fiddle)
+_LAZY_CONFIGS = ("Config", "Partial")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_CONFIGS:
+        return getattr(importlib.import_module("nemo_run.core.configurable"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_CONFIGS])

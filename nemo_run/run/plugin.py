@@ -7,12 +7,14 @@ reopened experiment lists which plugins shaped its tasks.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from nemo_run.core.config_mixin import ConfigurableMixin
 from nemo_run.core.execution.base import Executor
 from nemo_run.core.redact import redact, redact_text
+from nemo_run.core.script import Script as Script
 from nemo_run.exceptions import ConfigError
 
 
@@ -72,3 +74,17 @@ def describe_plugin(plugin: ExperimentPlugin) -> dict[str, Any]:
         plain = isinstance(value, (str, int, float, bool, type(None), list, dict))
         out[f.name] = redact({f.name: value})[f.name] if plain else redact_text(repr(value))
     return out
+
+
+# 0.11.1's re-exports of run.Config / run.Partial here, loaded on first use (they import fiddle)
+_LAZY_CONFIGS = ("Config", "Partial")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_CONFIGS:
+        return getattr(importlib.import_module("nemo_run.core.configurable"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_CONFIGS])
