@@ -183,6 +183,7 @@ def experiment_list(
             "created_at": r.created_at,
             "tasks": [t.id for t in r.tasks],
             "dir": r.dir,
+            "written_by": r.written_by,  # set for a folder nemo-run 0.11.1 wrote (read-only)
         }
         for r in records
     ]

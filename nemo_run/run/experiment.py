@@ -295,9 +295,15 @@ nemorun experiment cancel {exp_id} TASK
         exp._record = record
         return exp
 
+    def _refuse_if_legacy(self, action: str) -> None:
+        """A folder nemo-run 0.11.1 wrote is only read: it keeps no task we could rerun."""
+        if self._record is not None:
+            files.refuse_if_legacy(self._record, action)
+
     @classmethod
     def from_id(cls, id: str, base_dir: str | None = None) -> Experiment:
-        """Reopen an experiment launched by any process, by its exact id.
+        """Reopen an experiment launched by any process, by its exact id (one nemo-run 0.11.1
+        wrote in this home too, read-only: status, logs and cancel only).
 
         An empty id raises ConfigError (an unset variable must not pick an experiment); an id
         that matches nothing raises UnknownExperimentError.
@@ -333,6 +339,7 @@ nemorun experiment cancel {exp_id} TASK
         SUCCEEDED. `tail_logs=True` prints this task's logs while an attached run waits.
         Each plugin's `setup(task, executor)` runs here, on this experiment's copies of the
         task and executor, before anything is checked or packaged."""
+        self._refuse_if_legacy("given new tasks")
         if self._record is not None:
             raise ConfigError(
                 f"experiment {self._id} was already launched; create a new Experiment to add tasks"
@@ -437,6 +444,7 @@ nemorun experiment cancel {exp_id} TASK
         _check_flag(log, "log")
         _check_flag(exist_ok, "exist_ok")
         _check_flag(delete_exp_dir, "delete_exp_dir")
+        self._refuse_if_legacy("dry-run")
         texts = {task_id: str(info) for task_id, info in self._prepare()[1].items()}
         if log:
             print(f"Experiment {self._id} dryrun...")
@@ -462,6 +470,7 @@ nemorun experiment cancel {exp_id} TASK
         """
         for flag, name in ((sequential, "sequential"), (detach, "detach"), (direct, "direct")):
             _check_flag(flag, name)
+        self._refuse_if_legacy("run")
         _set_log_level(self.log_level)
         if direct:
             self._run_direct(sequential, detach, dryrun)
@@ -853,6 +862,7 @@ nemorun experiment cancel {exp_id} TASK
         reopened from its record (which holds no task definitions): ConfigError.
         """
         _check_flag(skip_succeeded, "skip_succeeded")
+        self._refuse_if_legacy("reset")
         if self._record is None:
             log.warning("experiment %s has not run yet; nothing to reset", self._id)
             return self

@@ -28,6 +28,12 @@ from nemo_run.config import get_nemorun_home
 from nemo_run.core.atomic import atomic_write
 from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.exceptions import ConfigError, UnknownExperimentError
+from nemo_run.run.legacy_experiments import (
+    LegacyExperiment,
+    LegacyFormatError,
+    is_legacy_folder,
+    read_legacy_experiment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class ExperimentRecord:
     tasks: list[TaskEntry] = field(default_factory=list)
     driver: dict[str, Any] = field(default_factory=dict)  # pid, start_ticks, boot_id
     launch_done: bool = False
+    written_by: str | None = None  # "nemo-run <version>" for a folder 0.11.1 wrote (read-only)
 
     def task(self, task_id: str) -> TaskEntry:
         for entry in self.tasks:
@@ -100,7 +107,9 @@ class ExperimentRecord:
         except OSError as e:
             raise_if_disk_trouble(e, self.dir, "creating the experiment folder")
             raise
-        text = json.dumps({"version": FORMAT_VERSION, **asdict(self)}, indent=1, default=repr)
+        refuse_if_legacy(self, "saved")
+        fields = {k: v for k, v in asdict(self).items() if k != "written_by"}
+        text = json.dumps({"version": FORMAT_VERSION, **fields}, indent=1, default=repr)
         try:
             atomic_write(path, text)
         except OSError as e:
@@ -113,6 +122,8 @@ class ExperimentRecord:
         null or mistyped fields read as their defaults, a task entry without an id is dropped.
         Only a file without a usable id and title is refused (UnknownExperimentError)."""
         path = os.path.join(folder, EXPERIMENT_FILE)
+        if not os.path.isfile(path) and is_legacy_folder(folder):
+            return _legacy_record(folder)
         try:
             with open(path, encoding="utf-8") as fh:
                 raw = json.load(fh)
@@ -143,11 +154,59 @@ class ExperimentRecord:
 
     # -- cancel requests for tasks not yet launched -------------------------------------
     def request_cancel(self, task_id: str) -> None:
+        refuse_if_legacy(self, "marked for cancelling")
         os.makedirs(os.path.join(self.dir, CANCEL_DIR), mode=0o700, exist_ok=True)
         open(os.path.join(self.dir, CANCEL_DIR, task_id), "a").close()
 
     def cancel_requested(self, task_id: str) -> bool:
         return os.path.exists(os.path.join(self.dir, CANCEL_DIR, task_id))
+
+
+def refuse_if_legacy(record: ExperimentRecord, action: str) -> None:
+    """Nothing is ever written into a folder another version owns."""
+    if record.written_by:
+        raise ConfigError(
+            f"experiment {record.id} was written by {record.written_by} and is read-only here: "
+            f"it cannot be {action}; build a new run.Experiment with its tasks instead"
+        )
+
+
+NEVER_LAUNCHED = "no handle in nemo-run 0.11.1's record: never launched"
+
+
+def _legacy_record(folder: str) -> ExperimentRecord:
+    """A 0.11.1 folder as a read-only record (secrets already dropped by the reader)."""
+    try:
+        legacy: LegacyExperiment = read_legacy_experiment(folder)
+    except LegacyFormatError as e:
+        raise _broken(folder, str(e)) from e
+    return ExperimentRecord(
+        id=legacy.id,
+        title=legacy.title,
+        dir=legacy.dir,
+        created_at=legacy.created_at,
+        tasks=[
+            TaskEntry(
+                id=t.id,
+                backend=t.handle.split("://", 1)[0] if t.handle else "",
+                roles=t.roles,
+                dependencies=t.dependencies,
+                executor={"type": t.executor_type, **t.executor},
+                handle=t.handle,
+                job_dir=t.job_dir,
+                launched_at=legacy.created_at if t.handle else None,
+                skipped=None if t.handle else NEVER_LAUNCHED,
+            )
+            for t in legacy.tasks
+        ],
+        launch_done=True,
+        written_by=f"nemo-run {legacy.version}",
+    )
+
+
+def _is_experiment(folder: str) -> bool:
+    """Ours (experiment.json) or one 0.11.1 wrote (its _CONFIG/_TASKS/_VERSION files)."""
+    return os.path.isfile(os.path.join(folder, EXPERIMENT_FILE)) or is_legacy_folder(folder)
 
 
 def experiments_root(base_dir: str | None = None) -> str:
@@ -264,7 +323,7 @@ def _records(title: str | None = None, base_dir: str | None = None) -> list[Expe
         if not os.path.isdir(folder):
             continue
         for exp_id in sorted(os.listdir(folder)):
-            if os.path.isfile(os.path.join(folder, exp_id, EXPERIMENT_FILE)):
+            if _is_experiment(os.path.join(folder, exp_id)):
                 try:
                     record = ExperimentRecord.load(os.path.join(folder, exp_id))
                 except UnknownExperimentError as e:
@@ -305,7 +364,7 @@ def find_by_id(exp_id: str, base_dir: str | None = None) -> ExperimentRecord:
     if os.path.isdir(root) and "/" not in exp_id and exp_id not in (".", ".."):
         for title in sorted(os.listdir(root)):
             folder = os.path.join(root, title, exp_id)
-            if os.path.isfile(os.path.join(folder, EXPERIMENT_FILE)):
+            if _is_experiment(folder):
                 return ExperimentRecord.load(folder)
     raise UnknownExperimentError(
         f"no experiment with id {exp_id!r} in {root}; recent ids: {_known(base_dir)}"

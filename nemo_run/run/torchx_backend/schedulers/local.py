@@ -193,6 +193,12 @@ def _format_request(request: PopenRequest) -> str:
     return "\n".join(lines)
 
 
+def _role_specs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's role specs; a record imported from nemo-run 0.11.1 names its roles only."""
+    roles = data.get("roles") or []
+    return [{"name": r, "num_replicas": 1} if isinstance(r, str) else r for r in roles]
+
+
 def _read_status(log_dir: str | None, roles: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The supervisor's final outcome, or None while it has not written one."""
     if not log_dir:
@@ -861,7 +867,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         if not pending and "pid" not in data:  # imported from nemo-run 0.11.1: no process
             return AppState.UNKNOWN, "imported from nemo-run 0.11.1 without process details", None
         self._reap()
-        status = _read_status(record.log_dir, data.get("roles", []))
+        status = _read_status(record.log_dir, _role_specs(data))
         if status is not None:
             return (*_state_from_status(status), status)
         if pending:
@@ -871,7 +877,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             record, data = adopted, adopted.data
         if self._supervisor_alive(data):
             return AppState.RUNNING, "", None
-        status = _read_status(record.log_dir, data.get("roles", []))  # it may have just ended
+        status = _read_status(record.log_dir, _role_specs(data))  # it may have just ended
         if status is not None:
             return (*_state_from_status(status), status)
         lost = self._lost_supervisor_text(data)
@@ -951,7 +957,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
             return AppState.SUBMITTED, "starting", None  # the launcher, or a request on its way
         if self._launcher_alive(record):
             return AppState.SUBMITTED, "starting", None
-        status = _read_status(record.log_dir, data.get("roles", []))
+        status = _read_status(record.log_dir, _role_specs(data))
         if status is not None:
             return (*_state_from_status(status), status)
         if _status_head(record.log_dir)[0] == "running" and self._supervisor_ran(record):
@@ -965,7 +971,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
     def _supervisor_ran(record: JobRecord) -> bool:
         """A supervisor older than status files naming it made each replica's offsets file
         before starting it."""
-        for role in record.data.get("roles", []):
+        for role in _role_specs(record.data):
             for k in range(int(role.get("num_replicas", 1))):
                 if os.path.exists(
                     os.path.join(record.log_dir or "", role["name"], str(k), OFFSETS_FILE)
@@ -975,13 +981,11 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
 
     def _response(self, record: JobRecord, state: AppState, msg: str) -> DescribeAppResponse:
         final = (
-            record.data.get("final")
-            or _read_status(record.log_dir, record.data.get("roles", []))
-            or {}
+            record.data.get("final") or _read_status(record.log_dir, _role_specs(record.data)) or {}
         )
         exit_codes = {(r["role"], r["replica_id"]): r for r in final.get("replicas", [])}
         roles, statuses = [], []
-        for spec in record.data.get("roles", []):
+        for spec in _role_specs(record.data):
             name, count = spec["name"], int(spec.get("num_replicas", 1))
             roles.append(
                 Role(
@@ -1041,7 +1045,7 @@ class PersistentLocalScheduler(SchedulerMixin, LocalScheduler):
         streams: Stream | None = None,
     ) -> Iterable[str]:
         record = self._known_record(app_id)
-        counts = {r["name"]: int(r.get("num_replicas", 1)) for r in record.data.get("roles", [])}
+        counts = {r["name"]: int(r.get("num_replicas", 1)) for r in _role_specs(record.data)}
         self._check_replica(app_id, counts, role_name, k)
         if since or until:
             warnings.warn(
