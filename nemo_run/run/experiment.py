@@ -29,11 +29,7 @@ from nemo_run.core import processes
 from nemo_run.core.config_mixin import ConfigurableMixin as ConfigurableMixin
 from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.execution.base import Executor
-from nemo_run.core.execution.dgxcloud import DGXCloudExecutor as DGXCloudExecutor
-from nemo_run.core.execution.docker import DockerExecutor as DockerExecutor
-from nemo_run.core.execution.lepton import LeptonExecutor as LeptonExecutor
 from nemo_run.core.execution.local import LocalExecutor
-from nemo_run.core.execution.skypilot import SkypilotExecutor as SkypilotExecutor
 from nemo_run.core.names import check_folder_name
 from nemo_run.core.runners.partial import refuse_launch_while_loading_main
 from nemo_run.core.script import Script
@@ -915,15 +911,23 @@ def _app_state(name: Any) -> AppState:
     )
 
 
-# 0.11.1's re-exports of run.Config / run.Partial here, loaded on first use (they import fiddle)
-_LAZY_CONFIGS = ("Config", "Partial")
+# 0.11.1's re-exports here, loaded on first use (configs import fiddle; executors are not
+# needed to run an experiment of other ones)
+_LAZY_NAMES = {
+    "Config": "nemo_run.core.configurable",
+    "Partial": "nemo_run.core.configurable",
+    "DGXCloudExecutor": "nemo_run.core.execution.dgxcloud",
+    "DockerExecutor": "nemo_run.core.execution.docker",
+    "LeptonExecutor": "nemo_run.core.execution.lepton",
+    "SkypilotExecutor": "nemo_run.core.execution.skypilot",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_CONFIGS:
-        return getattr(importlib.import_module("nemo_run.core.configurable"), name)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY_CONFIGS])
+    return sorted([*globals(), *_LAZY_NAMES])

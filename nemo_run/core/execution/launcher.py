@@ -134,9 +134,9 @@ class Torchrun(Launcher):
         nproc_per_node: int,
         rendezvous: str = C10D,
     ) -> tuple[str, list[str]]:
-        self.check()
-        placement = torchrun_placement(self, nnodes, nproc_per_node, rendezvous)
-        return "torchrun", [*placement, *torchrun_target(entrypoint, args, is_python)]
+        return _torchrun_command(
+            self, "torchrun", [], entrypoint, args, is_python, nnodes, nproc_per_node, rendezvous
+        )
 
 
 @dataclass(kw_only=True)
@@ -181,10 +181,18 @@ class FaultTolerance(Launcher):
         nproc_per_node: int,
         rendezvous: str = C10D,
     ) -> tuple[str, list[str]]:
-        self.check()
-        placement = torchrun_placement(self, nnodes, nproc_per_node, rendezvous)
-        target = torchrun_target(entrypoint, args, is_python)
-        return "ft_launcher", [*self.ft_args(rendezvous), *placement, *target]
+        own = self.ft_args(rendezvous)
+        return _torchrun_command(
+            self,
+            "ft_launcher",
+            own,
+            entrypoint,
+            args,
+            is_python,
+            nnodes,
+            nproc_per_node,
+            rendezvous,
+        )
 
     def ft_args(self, rendezvous: str = C10D) -> list[str]:
         """ft_launcher's own flags: the settings given, or `--ignore-missing-fault-tol-cfg` when
@@ -213,6 +221,24 @@ class FaultTolerance(Launcher):
             else:
                 out += ["--max-restarts", str(self.max_restarts)]
         return out
+
+
+def _torchrun_command(
+    launcher: Torchrun | FaultTolerance,
+    program: str,
+    own_flags: list[str],
+    entrypoint: str,
+    args: list[str],
+    is_python: bool,
+    nnodes: int,
+    nproc_per_node: int,
+    rendezvous: str,
+) -> tuple[str, list[str]]:
+    """`program` (torchrun, or ft_launcher with its own flags first) with torchrun's
+    placement and the target, once the launcher's fields are checked."""
+    launcher.check()
+    placement = torchrun_placement(launcher, nnodes, nproc_per_node, rendezvous)
+    return program, [*own_flags, *placement, *torchrun_target(entrypoint, args, is_python)]
 
 
 def _check_rendezvous(launcher: Torchrun | FaultTolerance) -> None:
