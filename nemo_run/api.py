@@ -22,7 +22,16 @@ from rich.text import Text
 
 from nemo_run.core.configurable import Config, Partial
 from nemo_run.core.execution.base import Executor
+from nemo_run.core.frontend.console.api import CONSOLE as CONSOLE
+from nemo_run.core.frontend.console.api import CustomConfigRepr as CustomConfigRepr
 from nemo_run.core.redact import MASK, is_secret_name, redact, redact_env, redact_text
+
+# 0.11.1's names of the CLI registry (entry-point namespaces) and of what autoconvert builds
+ROOT_TASK_NAMESPACE = "nemo_run.task"
+ROOT_TASK_FACTORY_NAMESPACE = "nemo_run.task_factory"
+ROOT_TYPER_NAMESPACE = "nemo_run.typer"
+DEFAULT_NAME = "default"
+AUTOBUILD_CLASSES = (Executor,)
 
 
 def default_autoconfig_buildable(

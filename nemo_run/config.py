@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import typing
 from typing import Any
 
 NEMORUN_HOME_ENV = "NEMORUN_HOME"
 JOBS_DIR = "jobs"
+# 0.11.1's constants: the annotations walked into when parsing types, the folder of a job's
+# scripts, and the launcher key that marks a task for a Ray cluster
+RECURSIVE_TYPES = (typing.Union, typing.Optional)
+SCRIPTS_DIR = "scripts"
+USE_WITH_RAY_CLUSTER_KEY = "use_with_ray_cluster"
 _home_override: str | None = None
 
 # 0.11.1 names kept importable from here: name -> the module that defines it

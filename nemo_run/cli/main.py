@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import functools
 import json
 import logging
@@ -84,7 +85,19 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 def _emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
+    sys.stdout.write(json.dumps(_plain(value), default=str) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """`value` with enums as their names: AppState is an int enum, which json writes as a
+    bare number."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _one_line(text: str) -> str:

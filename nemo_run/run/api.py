@@ -133,6 +133,16 @@ def _launch(exp: Experiment, task_id: str, detach: bool, tail_logs: bool) -> Run
 
 
 # -- direct runs: in this process (Partial/Config) or as its child (Script) --------------------
+def direct_run_fn(task: Any, dryrun: bool = False) -> None:
+    """0.11.1's direct run of a task: a Partial/Config is built and called in this process, a
+    Script runs as a child of it (its output on ours); `dryrun` only shows what would run."""
+    if dryrun:
+        _dryrun_direct(task)
+        return
+    name = task.get_name() if isinstance(task, Script) else task_name(task)
+    _run_direct(task, name, tail_logs=True)
+
+
 def _run_direct(task: Any, name: str, tail_logs: bool) -> RunResult:
     if isinstance(task, Script):
         return _run_script_child(task, name, tail_logs)

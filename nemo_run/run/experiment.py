@@ -7,8 +7,10 @@ and the backends, so `Experiment.from_id(id)` in a new process sees what the lau
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
+import importlib.util
 import logging
 import os
 import pickle
@@ -40,6 +42,7 @@ from nemo_run.exceptions import (
     UnknownJobError,
 )
 from nemo_run.run import experiment_files as files
+from nemo_run.run import task_definitions
 from nemo_run.run.driver import Driver, driver_alive, identity_of_this_process
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.experiment_status import task_done, task_status
@@ -47,6 +50,7 @@ from nemo_run.run.job import Job, JobGroup, job_log_lines, parse_handle, stored_
 from nemo_run.run.plan import (
     PlannedTask,
     check_new_task_id,
+    default_task_id,
     is_external_dependency,
     launch_order,
     unique_task_id,
@@ -354,11 +358,11 @@ nemorun experiment cancel {exp_id} TASK
             raise ConfigError(
                 f"the {backend.short} backend runs one task per job; add the tasks separately"
             )
-        task_id = self._free_task_id(name or task_name(group[0]))
-        deps = _check_dependencies(dependencies)
-        hooks = plugin_list(plugins)
         for member in group:
             task_name(member)  # raises on something that is not a task
+        task_id = self._free_task_id(name or default_task_id(group[0]))
+        deps = _check_dependencies(dependencies)
+        hooks = plugin_list(plugins)
         executor, group = self._apply_plugins(hooks, executor, group)
         for member in group:
             executor.validate_task(member)
@@ -497,6 +501,7 @@ nemorun experiment cancel {exp_id} TASK
         self._check_external_dependencies()
         self._claim_folder()
         try:
+            task_definitions.save(self.dir, self._planned)  # for reset() in a later process
             apps, infos = self._prepare()  # job folders are placed under the claimed one
         except BaseException:
             self._release_folder()
@@ -625,6 +630,8 @@ nemorun experiment cancel {exp_id} TASK
 
     def _release_folder(self) -> None:
         """Undo `_claim_folder` when nothing was launched (bad input found while preparing)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.dir, task_definitions.DEFINITIONS_FILE))
         title_dir = os.path.dirname(self.dir)
         for folder in (self.dir, title_dir, os.path.dirname(title_dir)):
             try:
@@ -702,7 +709,10 @@ nemorun experiment cancel {exp_id} TASK
         """
         record = self._current_record()
         launcher_gone = not record.launch_done and not driver_alive(record)
-        result = {entry.id: task_status(entry, record, launcher_gone) for entry in record.tasks}
+        result = {
+            entry.id: _with_peer_keys(task_status(entry, record, launcher_gone), entry)
+            for entry in record.tasks
+        }
         if return_dict:
             return result
         print_experiment_status(record, result)
@@ -854,21 +864,18 @@ nemorun experiment cancel {exp_id} TASK
         failed to launch) do, and a dependency on a task that succeeded becomes a dependency
         on that task's finished job, which is met at once.
 
-        Not launched yet: nothing to reset (a warning, as in 0.11.1). Still running, or
-        reopened from its record (which holds no task definitions): ConfigError.
+        Not launched yet: nothing to reset (a warning, as in 0.11.1). Still running: ConfigError.
+        A reopened experiment reads its tasks from its folder; secrets were not saved there and
+        are taken from this process's environment (`task_definitions`).
         """
         _check_flag(skip_succeeded, "skip_succeeded")
         self._refuse_if_legacy("reset")
         if self._record is None:
             log.warning("experiment %s has not run yet; nothing to reset", self._id)
             return self
-        if not self._planned:
-            raise ConfigError(
-                f"experiment {self._id} was reopened from its record, which keeps no task "
-                "definitions (nothing of a task is written to disk); build a new "
-                "run.Experiment and add the tasks again"
-            )
         rows = self._finished_rows()
+        if not self._planned:  # reopened: the definitions kept in its folder
+            self._planned = task_definitions.load(self.dir, self._id)
         succeeded = {tid: row["handle"] for tid, row in rows.items() if row["state"] == "SUCCEEDED"}
         planned = self._planned
         if skip_succeeded:
@@ -902,6 +909,31 @@ nemorun experiment cancel {exp_id} TASK
         return self.status(return_dict=True)
 
 
+def _with_peer_keys(row: dict[str, Any], entry: TaskEntry) -> dict[str, Any]:
+    """A status row with 0.11.1's keys beside ours (`name`, `status` as an AppState,
+    `executor`, `job_id`, `handle`, `local_dir`, and `remote_dir` where the job has one), so
+    callers written for 0.11.1 read the same dict."""
+    handle = entry.handle or ""
+    try:
+        job_id = parse_handle(handle)[2] if handle else ""
+    except (UnknownJobError, ConfigError):
+        job_id = ""
+    executor = entry.executor or {}
+    info = str(executor.get("type", ""))
+    if executor.get("tunnel_key"):
+        info += f" on {executor['tunnel_key']}"
+    row.update(
+        name=entry.id,
+        status=_app_state(row["state"]),
+        executor=info,
+        job_id=job_id,
+        local_dir=row.get("job_dir") or "",
+    )
+    if row.get("remote_dir") is None and executor.get("remote_dir"):
+        row["remote_dir"] = executor["remote_dir"]
+    return row
+
+
 def _app_state(name: Any) -> AppState:
     """A status row's state as an AppState (WAITING is UNSUBMITTED, SKIPPED is CANCELLED)."""
     if isinstance(name, str) and name in AppState.__members__:
@@ -911,9 +943,56 @@ def _app_state(name: Any) -> AppState:
     )
 
 
+class Tasks(list, ConfigurableMixin):
+    """0.11.1's list of an experiment's tasks (a list that can be shown as a config)."""
+
+
+class Jobs(list, ConfigurableMixin):
+    """0.11.1's list of an experiment's jobs (a list that can be shown as a config)."""
+
+
+class DummyConsole:
+    """A console that prints nothing: every method of rich's Console is a no-op (0.11.1 uses
+    it where output is switched off)."""
+
+    def __getattr__(self, name: str) -> Any:
+        def ignore(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        return ignore
+
+
+_external_mains: set[str] = set()
+
+
+def maybe_load_external_main(exp_dir: str) -> None:
+    """Run the `__main__.py` kept in an experiment folder (once per process) and make its
+    public names visible from `__main__` and `__external_main__`, as 0.11.1 does so that
+    objects defined in a script's main module resolve when the experiment is reopened.
+    Nothing happens when the folder has no such file."""
+    path = os.path.join(exp_dir, "__main__.py")
+    if not os.path.isfile(path) or os.path.abspath(path) in _external_mains:
+        return
+    _external_mains.add(os.path.abspath(path))
+    spec = importlib.util.spec_from_file_location("__external_main__", path)
+    if spec is None or spec.loader is None:
+        return
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    public = {k: v for k, v in vars(loaded).items() if not k.startswith("__")}
+    target = sys.modules.setdefault("__external_main__", loaded)
+    for module in (target, sys.modules["__main__"]):
+        for key, value in public.items():
+            setattr(module, key, value)
+
+
 # 0.11.1's re-exports here, loaded on first use (configs import fiddle; executors are not
-# needed to run an experiment of other ones)
+# needed to run an experiment of other ones; the console helpers load rich)
 _LAZY_NAMES = {
+    "CONSOLE": "nemo_run.core.frontend.console.api",
+    "configure_logging": "nemo_run.core.frontend.console.api",
+    "deconfigure_logging": "nemo_run.core.frontend.console.api",
+    "TeeStdoutStderr": "nemo_run.run.utils",
     "Config": "nemo_run.core.configurable",
     "Partial": "nemo_run.core.configurable",
     "DGXCloudExecutor": "nemo_run.core.execution.dgxcloud",

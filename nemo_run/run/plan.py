@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_run.core.names import RESERVED_TASK_NAMES, check_folder_name
+from nemo_run.core.script import Script
 from nemo_run.exceptions import ConfigError
 
 
@@ -19,6 +23,23 @@ class PlannedTask:
     executor: Any
     dependencies: list[str] = field(default_factory=list)
     tail_logs: bool = False
+
+
+def default_task_id(task: Any) -> str:
+    """0.11.1's name for a task added without one: a Script's `get_name()` (its file's base
+    name, or its inline text's start), a Config/Partial's `<module>.<function>` (the module's
+    last part; the script's file name for `__main__`). Characters a folder name cannot hold
+    become `_`."""
+    if isinstance(task, Script):
+        name = task.get_name()
+    else:
+        fn = getattr(task, "__fn_or_cls__", task)
+        module = str(getattr(fn, "__module__", "") or "")
+        if module == "__main__":
+            main_file = getattr(sys.modules.get("__main__"), "__file__", None) or "<stdin>"
+            module = os.path.splitext(os.path.basename(main_file))[0]
+        name = f"{module.rpartition('.')[2]}.{getattr(fn, '__name__', type(fn).__name__)}"
+    return re.sub(r"[^\w.-]+", "_", name).strip(".") or "task"
 
 
 def is_external_dependency(dependency: str) -> bool:

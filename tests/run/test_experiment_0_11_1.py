@@ -23,6 +23,11 @@ def runs(path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def write_line(path: str, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text + "\n")
+
+
 def states(exp: run.Experiment) -> dict[str, str]:
     return {tid: row["state"] for tid, row in exp.status(return_dict=True).items()}
 
@@ -228,8 +233,56 @@ def test_reset_before_run_and_of_a_reopened_experiment(caplog):
         assert exp.reset() is exp
     assert "has not run yet" in caplog.text
     exp.run()
-    with pytest.raises(ConfigError, match="keeps no task definitions"):
+    assert states(exp) == {"a": "SUCCEEDED"}
+
+
+def test_reopened_experiment_resets_and_runs_again_from_its_folder(tmp_path, monkeypatch):
+    """0.11.1's way to relaunch: `Experiment.from_id(id).reset()` then `run()`, in a later
+    process; secret env values were not saved, and come from the environment then."""
+    out = tmp_path / "out.txt"
+    monkeypatch.setenv("HF_TOKEN", "tok-at-launch")
+    exp = run.Experiment("again", executor=run.LocalExecutor(env_vars={"A": "1"}))
+    exp.add(
+        run.Script(inline=f'echo "$A $HF_TOKEN $0" >> "{out}"', env={"HF_TOKEN": "tok-at-launch"}),
+        name="first",
+    )
+    exp.add(run.Script(inline="exit 3"), name="second", dependencies=["first"])
+    exp.run()
+    saved = list((tmp_path / "home").glob("**/tasks.json"))
+    assert saved
+    for path in saved:
+        assert "tok-at-launch" not in path.read_text()
+        assert path.stat().st_mode & 0o777 == 0o600
+
+    monkeypatch.setenv("HF_TOKEN", "tok-at-reset")
+    again = run.Experiment.from_id(exp.id).reset(skip_succeeded=False)
+    assert again.id != exp.id
+    again.run()
+    assert states(again) == {"first": "SUCCEEDED", "second": "FAILED"}
+    assert out.read_text().splitlines()[-1].startswith("1 tok-at-reset")
+
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(ConfigError, match=r"HF_TOKEN is not set.*export"):
+        run.Experiment.from_id(again.id).reset()
+
+
+def test_reopened_reset_refuses_a_secret_argument_it_could_not_save():
+    exp = run.Experiment("argsecret", enable_goodbye_message=False)
+    exp.add(run.Script(inline="true", args=["--api-key", "k-123"]), name="a")
+    exp.run()
+    with pytest.raises(ConfigError, match="held a secret, which was not saved"):
         run.Experiment.from_id(exp.id).reset()
+
+
+def test_reopened_partial_task_reruns_with_skip_succeeded(tmp_path):
+    exp = run.Experiment("partials", enable_goodbye_message=False)
+    exp.add(run.Partial(write_line, path=str(tmp_path / "p.txt"), text="x"), name="ok")
+    exp.add(run.Script(inline="exit 1"), name="bad")
+    exp.run()
+    again = run.Experiment.from_id(exp.id).reset(skip_succeeded=True)
+    again.run()
+    assert set(states(again)) == {"bad"}  # only what did not succeed
+    assert (tmp_path / "p.txt").read_text() == "x\n"
 
 
 # -- dependencies on another experiment's job -----------------------------------------------
