@@ -67,9 +67,13 @@ SCOPES: dict[str, Scope] = {
             "SkypilotExecutor",
             "DGXCloudExecutor",
             "LeptonExecutor",
+            "SlurmExecutor",
             "import_executor",
         ),
-        tuple(f"{EXEC}.{m}" for m in ("base", "local", "docker", "skypilot", "dgxcloud", "lepton")),
+        tuple(
+            f"{EXEC}.{m}"
+            for m in ("base", "local", "docker", "skypilot", "dgxcloud", "lepton", "slurm")
+        ),
     ),
     "launchers": Scope("launchers", ("Torchrun", "FaultTolerance"), (f"{EXEC}.launcher",)),
     "packagers": Scope(
@@ -80,7 +84,9 @@ SCOPES: dict[str, Scope] = {
     "schedulers": Scope(
         "the torchx schedulers of the executors",
         (),
-        tuple(f"{SCHED}.{m}" for m in ("local", "docker", "skypilot", "dgxcloud", "lepton")),
+        tuple(
+            f"{SCHED}.{m}" for m in ("local", "docker", "skypilot", "dgxcloud", "lepton", "slurm")
+        ),
     ),
     "run": Scope(
         "run.run, tasks and configs (Config, Partial, Script), Experiment and plugins",
@@ -103,6 +109,11 @@ SCOPES: dict[str, Scope] = {
             "nemo_run.run.experiment",
             "nemo_run.run.plugin",
         ),
+    ),
+    "cli": Scope(
+        "run.cli: entrypoints, factories and the override parser",
+        (),
+        ("nemo_run.cli", "nemo_run.cli.api", "nemo_run.cli.cli_parser", "nemo_run.help"),
     ),
 }
 

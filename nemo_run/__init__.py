@@ -20,7 +20,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigurableMixin": "nemo_run.core.config_mixin",
     "autoconvert": "nemo_run.api",
     "dryrun_fn": "nemo_run.api",
-    "help": "nemo_run.api",
+    "help": "nemo_run.help",
     "Executor": "nemo_run.core.execution.base",
     "ExecutorMacros": "nemo_run.core.execution.base",
     "import_executor": "nemo_run.core.execution.base",
@@ -35,18 +35,23 @@ _EXPORTS: dict[str, str] = {
     "DGXCloudExecutor": "nemo_run.core.execution.dgxcloud",
     "LeptonExecutor": "nemo_run.core.execution.lepton",
     "SkypilotExecutor": "nemo_run.core.execution.skypilot",
+    "SlurmExecutor": "nemo_run.core.execution.slurm",
     "RunResult": "nemo_run.run.api",
     "Plugin": "nemo_run.run.plugin",
     "Experiment": "nemo_run.run.experiment",
     "NemoRunError": "nemo_run.exceptions",
     "ConfigError": "nemo_run.exceptions",
     "JobFailedError": "nemo_run.exceptions",
+    "LocalTunnel": "nemo_run.core.tunnel.client",
+    "SSHTunnel": "nemo_run.core.tunnel.client",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name == "run":  # the subpackage is callable: `run.run(task, executor=...)`
         return importlib.import_module("nemo_run.run")
+    if name == "cli":  # 0.11.1's `run.cli.main(fn)`, `@run.cli.entrypoint`, ...
+        return importlib.import_module("nemo_run.cli")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'nemo_run' has no attribute {name!r}")
@@ -56,4 +61,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, "run"])
+    return sorted([*globals(), *_EXPORTS, "run", "cli"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NemoRunError(Exception):
     """Base of every error nemo_run raises on purpose."""
@@ -69,3 +71,18 @@ class SetValueError(ConfigError):
 class BindArgumentsError(ConfigError, TypeError):
     """`run.Config`/`run.Partial` got arguments its callable does not accept; a `TypeError`
     too, as in 0.11.1."""
+
+
+class TunnelConnectionError(BackendError):
+    """A tunnel could not reach its host (refused, timed out, no key accepted, unknown host
+    key, connection lost); the message names host and user and the fix. Transient for
+    callers: it says nothing about the command or the job."""
+
+
+class TunnelCommandError(BackendError):
+    """A command run through a tunnel exited non-zero (0.11.1's `invoke` `UnexpectedExit`);
+    `result` holds its output and exit code, also in `status`."""
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message, status=result.exited, body=result.stderr)
+        self.result = result

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Stop what scripts/skypilot-up.sh started: the SkyPilot API server (`sky api stop`, with the
-# HOME it was started with, since a plain SIGTERM leaves its workers running), then sshd,
-# slurmd, slurmctld and munged by the PIDs saved under $BASE/pids/. Keeps $BASE (pass --purge
-# to remove it, with skyuser and the python3.10 link). Env: NEMORUN_SKY_BASE.
+# Stop what scripts/skypilot-up.sh and scripts/slurm-up.sh started: the SkyPilot API server
+# (`sky api stop`, with the HOME it was started with, since a plain SIGTERM leaves its workers
+# running), then sshd, the slurmds, slurmctld, slurmdbd, MariaDB and munged by the PIDs saved
+# under $BASE/pids/. Keeps $BASE (pass --purge to remove it, with skyuser, the python3.10 link
+# the /etc/slurm links and the /etc/hosts line). Env: NEMORUN_SKY_BASE.
 set -uo pipefail
 BASE="${NEMORUN_SKY_BASE:-/tmp/nemorun-sky}"
 SKYHOME="$BASE/skyhome"
@@ -48,13 +49,20 @@ fi
 if [ -s "$PIDS/sshd" ]; then stop_pids "sshd sessions" $(pgrep -P "$(cat "$PIDS/sshd")" 2>/dev/null); fi
 stop_pid sshd
 if id skyuser >/dev/null 2>&1; then stop_pids "skyuser processes" $(pgrep -u skyuser 2>/dev/null); fi
-for d in slurmd slurmctld munged; do stop_pid "$d"; done
+# the slurmds first (and "slurmd", from older versions of slurm-up.sh), the database last
+for f in "$PIDS"/slurmd "$PIDS"/slurmd-*; do [ -e "$f" ] && stop_pid "$(basename "$f")"; done
+for d in slurmctld slurmdbd mariadb munged; do stop_pid "$d"; done
 
 if [ "${1:-}" = "--purge" ]; then
   while read -r link; do
     case "$(readlink "$link")" in "$BASE"/*) rm -f "$link" ;; esac
   done <"$BASE/created-links" 2>/dev/null
-  case "$(readlink /etc/slurm/slurm.conf)" in "$BASE"/*) rm -f /etc/slurm/slurm.conf ;; esac
+  if grep -qF "# nemo_run scripts/slurm-up.sh" /etc/hosts; then
+    grep -vF "# nemo_run scripts/slurm-up.sh" /etc/hosts >"$BASE/hosts.new" && cat "$BASE/hosts.new" >/etc/hosts
+  fi
+  for f in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf; do
+    case "$(readlink "$f")" in "$BASE"/*) rm -f "$f" ;; esac
+  done
   id skyuser >/dev/null 2>&1 && userdel skyuser
   rm -rf "$BASE"
 fi

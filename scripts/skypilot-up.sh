@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start what the SkyPilot integration tests talk to, on one machine, as root on Debian:
-#   - a single-node Slurm cluster "localcluster" (munged, slurmctld, slurmd),
-#   - an sshd on 127.0.0.1:$NEMORUN_SKY_SSH_PORT (default 2222) letting an unprivileged
-#     user (skyuser) in with a key: SkyPilot reaches Slurm through this "login node",
+#   - the local Slurm cluster "localcluster" of scripts/slurm-up.sh (munged, MariaDB,
+#     slurmdbd, slurmctld, slurmds; partition debug) with its "login node": an sshd on
+#     127.0.0.1:$NEMORUN_SKY_SSH_PORT (default 2222) letting an unprivileged user (skyuser) in
+#     with a key; SkyPilot reaches Slurm through it,
 #   - a Python 3.10 on PATH (SkyPilot's cluster runtime runs `uv venv --python 3.10`),
 #   - the SkyPilot API server, run with HOME=$BASE/skyhome, whose ~/.slurm/config points
 #     at the cluster; then `sky check slurm` must report Slurm enabled.
@@ -16,6 +17,7 @@
 #      NEMORUN_SKY_PY310   a Python 3.10 interpreter to use on the cluster side (default:
 #                          python3.10 on PATH, else pyenv's newest 3.10.x, else uv-managed)
 #      NEMORUN_SKY_SSH_PORT sshd port (default 2222)
+#      (and those of scripts/slurm-up.sh)
 #
 # Before each sky.launch of a new cluster NAME, run `scripts/skypilot-prepare-cluster.sh NAME`
 # (SkyPilot's cluster side must find uv pre-seeded: its installer site is unreachable here).
@@ -30,28 +32,11 @@ SKYUSER=skyuser
 CLUSTER=localcluster
 INFRA="slurm/$CLUSTER"
 SKYHOME="$BASE/skyhome"
-UHOME="$BASE/skyuser-home"
 LOGS="$BASE/logs"
 PIDS="$BASE/pids"
-T0=$SECONDS
-
-unavailable() {
-  echo "skypilot=unavailable: $*"
-  if [ "${CI:-}" = "true" ]; then exit 1; fi
-  exit 0
-}
-say() { echo "skypilot-up: $* ($((SECONDS - T0))s)" >&2; }
-alive() { [ -s "$PIDS/$1" ] && kill -0 "$(cat "$PIDS/$1")" 2>/dev/null; }
-wait_for() {  # wait_for SECONDS CMD...: poll CMD every 0.2 s
-  local n=$(($1 * 5)); shift
-  for _ in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  "$@" >/dev/null 2>&1
-}
-start_daemon() {  # start_daemon NAME CMD...: run CMD in the foreground mode, in the background
-  local name=$1; shift
-  setsid nohup "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$name"
-}
+STACK=skypilot
+# shellcheck source=scripts/stack-lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/stack-lib.sh"
 
 [ "$(id -u)" = 0 ] || unavailable "must run as root (starts slurm, munge, sshd)"
 command -v apt-get >/dev/null 2>&1 || unavailable "needs Debian/apt-get"
@@ -66,137 +51,32 @@ sky_cli() {  # the `sky` CLI of that python, with the API server's HOME
   else HOME="$SKYHOME" "$PY" -c 'import sys; from sky.cli import cli; sys.argv[0] = "sky"; cli()' "$@"; fi
 }
 
-mkdir -p "$BASE" "$PIDS" "$LOGS" "$BASE/sshd" "$BASE/slurm/state" "$BASE/slurm/spool" "$BASE/bin"
+mkdir -p "$BASE" "$PIDS" "$LOGS" "$BASE/bin"
 chmod 755 "$BASE"
 echo "$PY" >"$BASE/python"
 
-# --- Debian packages ----------------------------------------------------------------------
+# --- Debian packages (Slurm's: scripts/slurm-up.sh) ---------------------------------------
 need=()
-command -v slurmctld >/dev/null 2>&1 || need+=(slurmctld)
-command -v slurmd >/dev/null 2>&1 || need+=(slurmd)
-command -v sinfo >/dev/null 2>&1 || need+=(slurm-client)
-command -v munged >/dev/null 2>&1 || need+=(munge)
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v patchelf >/dev/null 2>&1 || need+=(patchelf)
 if [ ${#need[@]} -gt 0 ]; then
   say "apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # daemons must not be started by the packages' maintainer scripts: we start our own
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"; } \
+  # the package lists are refreshed only when the install fails without
+  { apt-get install -y -qq --no-install-recommends "${need[@]}" \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"; }; } \
     >"$LOGS/apt.log" 2>&1
   rc=$?
-  rm -f /usr/sbin/policy-rc.d
   [ $rc = 0 ] || unavailable "apt-get install ${need[*]} failed (see $LOGS/apt.log)"
 fi
 
-# --- the cluster user ---------------------------------------------------------------------
-if ! id "$SKYUSER" >/dev/null 2>&1; then
-  useradd -m -d "$UHOME" -s /bin/bash "$SKYUSER" || unavailable "useradd $SKYUSER failed"
-elif [ "$(getent passwd "$SKYUSER" | cut -d: -f6)" != "$UHOME" ]; then
-  usermod -d "$UHOME" "$SKYUSER"
-fi
-usermod -p '*' "$SKYUSER"  # no password, but not locked (sshd refuses locked accounts)
-mkdir -p "$UHOME" && chown "$SKYUSER": "$UHOME"
-
-# --- munge --------------------------------------------------------------------------------
-munge_ok() { munge -n </dev/null | unmunge >/dev/null; }
-mkdir -p /run/munge /var/log/munge /var/lib/munge && chown munge:munge /run/munge /var/log/munge /var/lib/munge
-[ -s /etc/munge/munge.key ] || { mungekey -c -k /etc/munge/munge.key && chown munge:munge /etc/munge/munge.key; } \
-  || unavailable "no munge key and mungekey failed"
-if ! munge_ok 2>/dev/null; then
-  say "starting munged"
-  start_daemon munged setpriv --reuid=munge --regid=munge --init-groups -- /usr/sbin/munged -F
-  wait_for 10 munge_ok || unavailable "munged does not answer (see $LOGS/munged.log)"
-fi
-
-# --- slurm --------------------------------------------------------------------------------
-NODE="$(hostname -s)"
-CPUS="$(nproc)"
-MEM="$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)"
-cat >"$BASE/slurm/slurm.conf.new" <<CONF
-# written by nemo_run scripts/skypilot-up.sh
-ClusterName=$CLUSTER
-SlurmctldHost=$NODE
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-ReturnToService=2
-MpiDefault=none
-StateSaveLocation=$BASE/slurm/state
-SlurmdSpoolDir=$BASE/slurm/spool
-SlurmctldPidFile=$BASE/slurm/slurmctld.pid
-SlurmdPidFile=$BASE/slurm/slurmd.pid
-SlurmctldLogFile=$LOGS/slurmctld-file.log
-SlurmdLogFile=$LOGS/slurmd-file.log
-NodeName=$NODE CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE DefaultTime=12:00:00 State=UP
-CONF
-conf_changed=0
-cmp -s "$BASE/slurm/slurm.conf.new" "$BASE/slurm/slurm.conf" || conf_changed=1
-mv "$BASE/slurm/slurm.conf.new" "$BASE/slurm/slurm.conf"
-chmod 644 "$BASE/slurm/slurm.conf"
-mkdir -p /etc/slurm
-if [ "$(readlink /etc/slurm/slurm.conf)" != "$BASE/slurm/slurm.conf" ]; then
-  [ -e /etc/slurm/slurm.conf ] && [ ! -L /etc/slurm/slurm.conf ] && mv /etc/slurm/slurm.conf /etc/slurm/slurm.conf.nemorun-bak
-  ln -sfn "$BASE/slurm/slurm.conf" /etc/slurm/slurm.conf
-fi
-if [ $conf_changed = 1 ]; then
-  for d in slurmd slurmctld; do alive $d && { kill "$(cat "$PIDS/$d")"; sleep 1; }; done
-fi
-node_ready() { sinfo -h -N -n "$NODE" -o %T 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'; }
-if ! alive slurmctld; then
-  say "starting slurmctld"
-  start_daemon slurmctld slurmctld -D
-  wait_for 20 scontrol ping || unavailable "slurmctld does not answer (see $LOGS/slurmctld.log)"
-fi
-if ! alive slurmd; then
-  say "starting slurmd"
-  start_daemon slurmd slurmd -D
-fi
-if ! wait_for 30 node_ready; then
-  scontrol update nodename="$NODE" state=resume >/dev/null 2>&1
-  wait_for 10 node_ready || unavailable "slurm node $NODE not ready: $(sinfo -h -N -o '%T %E' 2>&1) (see $LOGS/slurmd.log)"
-fi
-
-# --- sshd: the "login node" SkyPilot reaches as skyuser -------------------------------------
-[ -s "$BASE/sshd/host_key" ] || ssh-keygen -q -t ed25519 -N "" -f "$BASE/sshd/host_key"
-[ -s "$BASE/sshd/client_key" ] || ssh-keygen -q -t ed25519 -N "" -f "$BASE/sshd/client_key"
-install -d -o "$SKYUSER" -m 700 "$UHOME/.ssh"
-install -o "$SKYUSER" -m 600 "$BASE/sshd/client_key.pub" "$UHOME/.ssh/authorized_keys"
-cat >"$BASE/sshd/sshd_config" <<CONF
-Port $PORT
-ListenAddress 127.0.0.1
-HostKey $BASE/sshd/host_key
-PidFile $BASE/sshd/sshd.pid
-AllowUsers $SKYUSER
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp /usr/lib/openssh/sftp-server
-MaxSessions 100
-MaxStartups 100:30:200
-CONF
-ssh_ok() {
-  ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-    -o ConnectTimeout=5 -i "$BASE/sshd/client_key" -p "$PORT" "$SKYUSER@127.0.0.1" true
-}
-if ! alive sshd; then
-  say "starting sshd on 127.0.0.1:$PORT"
-  mkdir -p /run/sshd && chmod 755 /run/sshd
-  start_daemon sshd /usr/sbin/sshd -D -e -f "$BASE/sshd/sshd_config"
-fi
-wait_for 10 ssh_ok || unavailable "ssh $SKYUSER@127.0.0.1:$PORT fails (see $LOGS/sshd.log)"
+# --- the Slurm cluster and its login node (sshd, skyuser) ----------------------------------
+slurm="$(NEMORUN_SKY_BASE="$BASE" NEMORUN_SKY_SSH_PORT="$PORT" CI= bash "$HERE/slurm-up.sh" | tail -n 1)"
+say "$slurm"
+case "$slurm" in
+  slurm=ok*) ;;
+  *) unavailable "the local Slurm cluster: ${slurm#slurm=}" ;;
+esac
 
 # --- uv binary for the cluster side (from the uv wheel on PyPI) ----------------------------
 if ! "$BASE/bin/uv" --version >/dev/null 2>&1; then

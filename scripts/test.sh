@@ -5,7 +5,7 @@
 # processes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-EXTRAS="test,docker,lepton,skypilot" source "$ROOT/scripts/bootstrap.sh"
+EXTRAS="test,docker,lepton,skypilot,dashboard" source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
@@ -24,13 +24,38 @@ peerlog="${TMPDIR:-/tmp}/nemorun-peer-venv.log"
   fi
 ) >"$peerlog" 2>&1 &
 peer_pid=$!
+# headless Chromium and its driver for the dashboard's browser tests (apt-get only if missing)
+browser="$(bash "$ROOT/scripts/browser-up.sh" | tail -n 1)"
+echo "browser: $browser"
+case "$browser" in
+  browser=ok*) ;;
+  *) export NEMORUN_TEST_BROWSER_SKIP="${browser#browser=unavailable: }" ;;
+esac
 engine="$(bash "$ROOT/scripts/docker-up.sh" | tail -n 1)"
 echo "docker: $engine"
 case "$engine" in
   engine=ok*) export NEMORUN_TEST_IMAGE="${engine#*image=}" ;;
   *) export NEMORUN_TEST_DOCKER_SKIP="${engine#engine=}" ;;
 esac
-# SkyPilot: a local Slurm cluster, sshd on loopback and an API server; stopped by PID on exit
+# Slurm: a local cluster with accounting (sacct) and an sshd login node on loopback; the
+# SkyPilot stack below is built on it. Both are stopped by PID on exit.
+slurmlog="${TMPDIR:-/tmp}/nemorun-slurm-up.log"
+if bash "$ROOT/scripts/slurm-up.sh" >"$slurmlog" 2>&1; then
+  slurm="$(tail -n 1 "$slurmlog")"
+else
+  tail -n 30 "$slurmlog"
+  exit 1
+fi
+echo "slurm: $slurm"
+case "$slurm" in
+  slurm=ok*)
+    base="${slurm#*base=}"
+    export NEMORUN_TEST_SLURM_BASE="${base%% *}"
+    trap 'bash "$ROOT/scripts/skypilot-down.sh" >/dev/null 2>&1 || true' EXIT
+    ;;
+  *) export NEMORUN_TEST_SLURM_SKIP="${slurm#slurm=unavailable: }" ;;
+esac
+# SkyPilot: an API server using that cluster
 skylog="${TMPDIR:-/tmp}/nemorun-skypilot-up.log"
 if NEMORUN_SKY_PYTHON="$VENV/bin/python" bash "$ROOT/scripts/skypilot-up.sh" >"$skylog" 2>&1; then
   sky="$(tail -n 1 "$skylog")"

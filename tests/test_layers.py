@@ -12,8 +12,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "nemo_run"
 # itself, the lazy facade `import nemo_run`, only by its exact name).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("package", ("nemo_run",)),
+    ("help", ("nemo_run.help",)),  # 0.11.1's run.help: arguments and the cli's factories
     ("testing", ("nemo_run.testing",)),  # API emulators, started by the tests
     ("cli", ("nemo_run.cli",)),
+    ("dashboard", ("nemo_run.dashboard",)),  # `nemorun dashboard`'s server, loaded by the cli
     ("run", ("nemo_run.run", "nemo_run.api")),  # experiment, driver, api, job; 0.11.1's api
     ("torchx_backend", ("nemo_run.run.torchx_backend",)),  # runner, poller, packaging
     ("schedulers", ("nemo_run.run.torchx_backend.schedulers",)),
@@ -22,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 BACKEND_MODULES = frozenset(
     f"nemo_run.run.torchx_backend.schedulers.{name}"
-    for name in ("local", "docker", "skypilot", "dgxcloud", "lepton")
+    for name in ("local", "docker", "skypilot", "dgxcloud", "lepton", "slurm")
 )
 
 
@@ -100,6 +102,6 @@ def test_no_backend_imports_another():
 def test_the_layer_check_sees_an_upward_import(tmp_path):
     """The check itself: a core module importing the CLI would be reported."""
     fake = tmp_path / "fake.py"
-    fake.write_text("def f():\n    from nemo_run.cli import main\n")
+    fake.write_text("def f():\n    from nemo_run.cli import nemorun\n")
     names = [name for _, name in imported_modules("nemo_run.core.fake", fake)]
-    assert names == ["nemo_run.cli.main"] and layer_of(names[0]) < layer_of("nemo_run.core")
+    assert names == ["nemo_run.cli.nemorun"] and layer_of(names[0]) < layer_of("nemo_run.core")

@@ -28,6 +28,10 @@ from nemo_run.run.torchx_backend.runner import get_runner
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_LAUNCHES = 8
+# Backends whose scheduler makes a job wait on others itself (Slurm's `--dependency`): a task
+# on one of them launches as soon as its dependencies on the same backend are launched, with
+# their handles in `executor.dependencies`, so no driver has to stay alive to start it.
+NATIVE_DEPENDENCIES = frozenset({"slurm_tunnel"})
 IDLE_STEP_S = 0.5  # how often a waiting driver looks at cancel requests and blocked tasks
 
 
@@ -44,6 +48,25 @@ def driver_alive(record: ExperimentRecord) -> bool:
     d = record.driver
     return bool(d) and processes.is_same_process_alive(
         d["pid"], d.get("start_ticks") or -1, d.get("boot_id", "")
+    )
+
+
+def internal_dependencies(entry: TaskEntry) -> list[str]:
+    return [d for d in entry.dependencies if not is_external_dependency(d)]
+
+
+def waits_natively(entry: TaskEntry, dep: TaskEntry) -> bool:
+    """The backend of `entry` can make it wait on `dep` itself (same backend, one that can)."""
+    return entry.backend in NATIVE_DEPENDENCIES and dep.backend == entry.backend
+
+
+def needs_no_driver(record: ExperimentRecord) -> bool:
+    """Every dependency is one the backends wait on themselves: a detached run can launch
+    everything now (in dependency order) and leave no process behind."""
+    return all(
+        not is_external_dependency(d) and waits_natively(entry, record.task(d))
+        for entry in record.tasks
+        for d in entry.dependencies
     )
 
 
@@ -79,6 +102,12 @@ class Driver:
             if dep.skipped or dep.error:
                 return f"dependency {dep_id!r} did not run"
             state = self.states.get(dep_id)
+            if (
+                dep.handle
+                and waits_natively(entry, dep)
+                and (state is None or not is_terminal(state))
+            ):
+                continue  # the backend holds it until the dependency succeeded
             if dep.handle is None or state is None or not is_terminal(state):
                 return None
             if state != AppState.SUCCEEDED:
@@ -134,6 +163,13 @@ class Driver:
         return info
 
     def _launch(self, entry: TaskEntry, info: Any) -> None:
+        native = [
+            dep.handle
+            for dep in map(self.record.task, internal_dependencies(entry))
+            if dep.handle and waits_natively(entry, dep)
+        ]
+        if native:  # 0.11.1's way: the handles of what it waits on, for its scheduler
+            info.executor.dependencies = native
         try:
             handle = self.runner.schedule(info)
         except Exception as e:
@@ -204,6 +240,13 @@ class Driver:
         if changed:
             self.record.save()
         return pending or running, changed
+
+    def launch_all(self) -> None:
+        """Launch every task that can be launched now, layer by layer (a detached run whose
+        dependencies the backends wait on themselves); stops when a step launches nothing."""
+        while any(not (e.handle or e.skipped or e.error) for e in self.record.tasks):
+            if not self.step()[1]:
+                break
 
     def _watched(self) -> list[TaskEntry]:
         """Launched tasks whose job has not ended (as far as this driver has seen)."""

@@ -43,7 +43,12 @@ from nemo_run.exceptions import (
 )
 from nemo_run.run import experiment_files as files
 from nemo_run.run import task_definitions
-from nemo_run.run.driver import Driver, driver_alive, identity_of_this_process
+from nemo_run.run.driver import (
+    Driver,
+    driver_alive,
+    identity_of_this_process,
+    needs_no_driver,
+)
 from nemo_run.run.experiment_files import ExperimentRecord, TaskEntry
 from nemo_run.run.experiment_status import task_done, task_status
 from nemo_run.run.job import Job, JobGroup, job_log_lines, parse_handle, stored_record
@@ -526,7 +531,7 @@ nemorun experiment cancel {exp_id} TASK
         )
         self._record = record
         has_dependencies = any(p.dependencies for p in self._planned)
-        if detach and has_dependencies:
+        if detach and has_dependencies and not needs_no_driver(record):
             self._spawn_driver(record, apps)
             return True
         record.driver = identity_of_this_process()
@@ -543,7 +548,7 @@ nemorun experiment cancel {exp_id} TASK
             max_parallel=self.threadpool_workers,
         )
         if detach:
-            driver.step()
+            driver.launch_all()
             self.launch_errors = driver.launch_errors
             if not record.launch_done:
                 record.launch_done = True
@@ -993,6 +998,10 @@ _LAZY_NAMES = {
     "configure_logging": "nemo_run.core.frontend.console.api",
     "deconfigure_logging": "nemo_run.core.frontend.console.api",
     "TeeStdoutStderr": "nemo_run.run.utils",
+    "SlurmExecutor": "nemo_run.core.execution.slurm",
+    "SSHTunnel": "nemo_run.core.tunnel.client",
+    "Tunnel": "nemo_run.core.tunnel.client",
+    "rsync": "nemo_run.core.tunnel.rsync",
     "Config": "nemo_run.core.configurable",
     "Partial": "nemo_run.core.configurable",
     "DGXCloudExecutor": "nemo_run.core.execution.dgxcloud",

@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 from nemo_run.core.atomic import atomic_write
+from nemo_run.core.diskerrors import raise_if_disk_trouble
 from nemo_run.core.redact import is_secret_name, redact_args, redact_text
 from nemo_run.exceptions import ConfigError
 from nemo_run.run.plan import PlannedTask
@@ -48,7 +49,12 @@ def save(folder: str, planned: list[PlannedTask]) -> None:
             for p in planned
         ],
     }
-    atomic_write(os.path.join(folder, DEFINITIONS_FILE), json.dumps(body, indent=1), mode=0o600)
+    path = os.path.join(folder, DEFINITIONS_FILE)
+    try:
+        atomic_write(path, json.dumps(body, indent=1), mode=0o600)
+    except OSError as e:
+        raise_if_disk_trouble(e, path, "writing the experiment's task definitions")
+        raise
 
 
 def load(folder: str, exp_id: str) -> list[PlannedTask]:

@@ -21,7 +21,7 @@ from tests.helpers import REPO
 def cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
     """`nemorun ARGS` in a fresh interpreter (NEMORUN_HOME comes from the test's environment)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "nemo_run.cli.main", *args],
+        [sys.executable, "-m", "nemo_run.cli.nemorun", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -233,7 +233,7 @@ def test_a_reader_thread_error_reaches_the_consumer(monkeypatch):
 
 
 def invoke(args: list[str], env: dict[str, str] | None = None):
-    from nemo_run.cli.main import app
+    from nemo_run.cli.nemorun import app
 
     return CliRunner().invoke(app, args, env=env)
 

@@ -17,7 +17,7 @@ from tests.run.torchx_backend.schedulers.test_remote_faults import lepton_emulat
 def _login(args: list[str], home, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DGX_CLOUD_")}
     return subprocess.run(
-        [sys.executable, "-m", "nemo_run.cli.main", "login", "dgxcloud", *args],
+        [sys.executable, "-m", "nemo_run.cli.nemorun", "login", "dgxcloud", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -80,7 +80,7 @@ def test_lepton_login_writes_the_profile_the_scheduler_uses(lepton_emulator, nem
         [
             sys.executable,
             "-m",
-            "nemo_run.cli.main",
+            "nemo_run.cli.nemorun",
             "login",
             "lepton",
             "--workspace-id",
@@ -119,7 +119,7 @@ def test_lepton_login_with_a_refused_token_writes_nothing(lepton_emulator, nemor
         [
             sys.executable,
             "-m",
-            "nemo_run.cli.main",
+            "nemo_run.cli.nemorun",
             "login",
             "lepton",
             "--workspace-id",

@@ -19,7 +19,7 @@ TRIALS = 12
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nemo_run.cli.main", *args]
+    return [sys.executable, "-m", "nemo_run.cli.nemorun", *args]
 
 
 def _job_processes(home: str) -> dict[int, str]:

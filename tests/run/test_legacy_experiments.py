@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import nemo_run as run
-from nemo_run.cli.main import app
+from nemo_run.cli.nemorun import app
 from nemo_run.exceptions import ConfigError, UnknownExperimentError
 from nemo_run.run import experiment_files as files
 from nemo_run.run.legacy_experiments import (

@@ -33,7 +33,7 @@ def test_status_json_from_the_cli_shows_state_names(tmp_path):
     exp.add(run.Script(inline="true"), name="a")
     exp.run()
     out = subprocess.run(
-        [sys.executable, "-m", "nemo_run.cli.main", "experiment", "status", exp.id, "--json"],
+        [sys.executable, "-m", "nemo_run.cli.nemorun", "experiment", "status", exp.id, "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -62,6 +62,19 @@ class ExecutorMacros(ConfigurableMixin):
     het_group_host_var: str = ""
     ft_launcher_cfg_path_var: str = "FAULT_TOL_CFG_PATH"
 
+    @classmethod
+    def named_by(cls, executor: Any) -> ExecutorMacros:
+        """The macros of an executor that names its platform's variables in class attributes
+        (`HEAD_NODE_IP_VAR`, `NPROC_PER_NODE_VAR`, `NUM_NODES_VAR`, `NODE_RANK_VAR`,
+        `HET_GROUP_HOST_VAR`), as 0.11.1's Slurm and SkyPilot executors do."""
+        return cls(
+            head_node_ip_var=executor.HEAD_NODE_IP_VAR,
+            nproc_per_node_var=executor.NPROC_PER_NODE_VAR,
+            num_nodes_var=executor.NUM_NODES_VAR,
+            node_rank_var=executor.NODE_RANK_VAR,
+            het_group_host_var=executor.HET_GROUP_HOST_VAR,
+        )
+
     @staticmethod
     def group_host(index: int) -> str:
         """A reference to the head host of heterogeneous group `index` (`$<het var>_<index>`)."""

@@ -219,13 +219,7 @@ class SkypilotExecutor(Executor):
 
     def macro_values(self) -> ExecutorMacros:
         """Variables on every node of the task (SkyPilot's, and the two the run script sets)."""
-        return ExecutorMacros(
-            head_node_ip_var=self.HEAD_NODE_IP_VAR,
-            nproc_per_node_var=self.NPROC_PER_NODE_VAR,
-            num_nodes_var=self.NUM_NODES_VAR,
-            node_rank_var=self.NODE_RANK_VAR,
-            het_group_host_var=self.HET_GROUP_HOST_VAR,
-        )
+        return ExecutorMacros.named_by(self)
 
     def package_configs(self, *cfgs: tuple[str, str]) -> list[str]:
         """Write (name, text) configs under `<job_dir>/configs`; the paths the task reads them

@@ -16,7 +16,12 @@ TIMEOUT_S = float(os.environ.get("NEMORUN_STANDIN_TIMEOUT", "60"))
 
 
 def me() -> dict:
-    node = os.environ.get("NEMORUN_STANDIN_NODE_ADDR") or socket.gethostname()
+    # a Slurm node is its slurmd's name (several slurmd may share one host, as in the tests)
+    node = (
+        os.environ.get("NEMORUN_STANDIN_NODE_ADDR")
+        or os.environ.get("SLURMD_NODENAME")
+        or socket.gethostname()
+    )
     return {"rank": int(os.environ["RANK"]), "node": node}
 
 

@@ -85,7 +85,7 @@ def test_cli_run_on_a_full_home_says_no_space_in_one_line(tmpfs):
     home.mkdir()
     _fill(tmpfs)
     proc = subprocess.run(
-        [sys.executable, "-m", "nemo_run.cli.main", "run", "--", "true"],
+        [sys.executable, "-m", "nemo_run.cli.nemorun", "run", "--", "true"],
         capture_output=True,
         text=True,
         timeout=60,

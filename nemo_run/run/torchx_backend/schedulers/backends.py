@@ -72,6 +72,13 @@ BACKENDS: tuple[Backend, ...] = (
         "nemo_run.core.execution.lepton:LeptonExecutor",
         f"{SCHEDULERS_PACKAGE}.lepton",
     ),
+    Backend(
+        "slurm_tunnel",
+        "slurm",
+        "nemo_run.core.execution.slurm:SlurmExecutor",
+        f"{SCHEDULERS_PACKAGE}.slurm",
+        True,
+    ),
 )
 
 

@@ -540,6 +540,25 @@ def login_lepton(
     )
 
 
+# -- dashboard -------------------------------------------------------------------------------
+@app.command("dashboard")
+@_guard
+def dashboard(
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; any but loopback needs the token."
+    ),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the page in a browser."),
+    read_only: bool = typer.Option(False, "--read-only", help="Hide and refuse cancelling."),
+) -> None:
+    """A web page of every experiment and job, with live logs.   Example: nemorun dashboard --open"""
+    # the optional server stack (starlette, uvicorn: the `dashboard` extra) and torchx, which
+    # no other command needs: loaded only when this one runs
+    from nemo_run.dashboard.server import serve  # noqa: PLC0415
+
+    serve(host, port, open_browser=open_browser, read_only=read_only)
+
+
 def main() -> None:
     app()
 
