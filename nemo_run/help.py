@@ -5,8 +5,10 @@ line), so a user finds the factories a CLI command accepts."""
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +18,19 @@ from rich.table import Table
 from rich.text import Text
 
 from nemo_run.api import help as print_arguments
-from nemo_run.cli.registry import factories_for, factories_in, type_hints, type_name
+from nemo_run.cli.help import BOX_STYLE as BOX_STYLE
+from nemo_run.cli.help import RECURSIVE_TYPES as RECURSIVE_TYPES
+from nemo_run.cli.help import TABLE_STYLES as TABLE_STYLES
+from nemo_run.cli.registry import (
+    factories_for,
+    factories_in,
+    registered_executors,
+    type_hints,
+    type_name,
+)
 from nemo_run.config import get_type_namespace
+from nemo_run.config import get_underlying_types as get_underlying_types
+from nemo_run.core.frontend.console.api import CONSOLE as CONSOLE
 
 
 def help(  # noqa: A001 - 0.11.1's name: `run.help(fn)`
@@ -28,7 +41,89 @@ def help(  # noqa: A001 - 0.11.1's name: `run.help(fn)`
 ) -> None:
     """Print `entity`'s arguments, then a "Factory for <arg>" panel per argument that
     registered factories can fill; with `namespace`, the factories registered under it."""
-    out = console or Console(file=sys.stdout)
+    _help(entity, with_docs, console or Console(file=sys.stdout), namespace, False)
+
+
+def help_for_callable(
+    entity: Callable[..., Any],
+    with_docs: bool = True,
+    namespace: str | None = None,
+    display_executors: bool = True,
+) -> None:
+    """`run.help` on the shared console (0.11.1's name), the registered executors too."""
+    if not callable(entity):
+        CONSOLE.print(f"Help unavailable for {entity}: it is not callable.", markup=False)
+        return
+    _help(entity, with_docs, CONSOLE, namespace, display_executors)
+
+
+def help_for_type(
+    entity: Any,
+    console: Console,
+    with_docs: bool = True,
+    arg_name: str | None = None,
+    title: str | None = None,
+) -> None:
+    """A panel of the factories registered for type `entity` (a Union's members too);
+    nothing when there are none."""
+    found = factories_for(entity)
+    if not found:
+        return
+    shown = class_to_str(entity)
+    _print_factories(
+        console,
+        title or f"Factory for {f'{arg_name}: ' if arg_name else ''}{shown}",
+        found,
+        with_docs,
+    )
+
+
+def class_to_str(class_obj: Any) -> str:
+    """A type as the help shows it: builtins by name, classes as `module.Name` (a script's
+    by its file name), `Optional[X]`, `X | Y`, `list[int]`, `Callable[..., X]`."""
+    origin = typing.get_origin(class_obj)
+    args = typing.get_args(class_obj)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        inner = " | ".join(class_to_str(a) for a in members)
+        return f"Optional[{inner}]" if len(members) < len(args) else inner
+    if origin is not None:
+        base = getattr(origin, "__name__", None) or str(origin).replace("typing.", "")
+        if base == "Callable" and len(args) == 2:
+            first = args[0]
+            if first is Ellipsis:
+                params = "..."
+            elif isinstance(first, list):
+                params = f"[{', '.join(class_to_str(a) for a in first)}]"
+            else:
+                params = class_to_str(first)
+            return f"Callable[{params}, {class_to_str(args[1])}]"
+        if origin is typing.Literal:
+            return f"Literal[{', '.join(repr(a) for a in args)}]"
+        return f"{base}[{', '.join(class_to_str(a) for a in args)}]" if args else base
+    if isinstance(class_obj, type):
+        if class_obj.__module__ == "builtins":
+            return class_obj.__name__
+        return f"{_module_of(class_obj)}.{class_obj.__name__}"
+    return str(class_obj)
+
+
+def _module_of(cls: type) -> str:
+    """`cls`'s module, a script run as `__main__` named by its file."""
+    if cls.__module__ != "__main__":
+        return cls.__module__
+    path = getattr(sys.modules.get("__main__"), "__file__", None) or "__main__"
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _help(
+    entity: Callable[..., Any],
+    with_docs: bool,
+    out: Console,
+    namespace: str | None,
+    display_executors: bool,
+) -> None:
+    """The arguments, then factories per argument (or under `namespace`), then executors."""
     print_arguments(entity, with_docs=with_docs, console=out)
     fn = _callable(entity)
     if namespace:
@@ -44,6 +139,10 @@ def help(  # noqa: A001 - 0.11.1's name: `run.help(fn)`
             shown = get_type_namespace(hint) if isinstance(hint, type) else type_name(hint)
             title = f"Factory for {name}: {shown}"
             _print_factories(out, title, found, with_docs)
+    if display_executors:
+        executors = registered_executors()
+        if executors:
+            _print_factories(out, "Registered executors", executors, with_docs)
 
 
 def _callable(entity: Any) -> Any:

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import inspect
 import logging
 import os
 import sys
+import typing
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict, TypeVar
 
 from nemo_run.cli import registry
 from nemo_run.cli.errors import ArgumentParsingError
+from nemo_run.cli.help import BOX_STYLE as BOX_STYLE
+from nemo_run.cli.help import RECURSIVE_TYPES as RECURSIVE_TYPES
+from nemo_run.cli.help import TABLE_STYLES as TABLE_STYLES
 from nemo_run.cli.help import render as render_help
 from nemo_run.cli.registry import DEFAULT_NAME as DEFAULT_NAME
 from nemo_run.cli.registry import ROOT_ENTRYPOINT_NAMESPACE as ROOT_ENTRYPOINT_NAMESPACE
@@ -33,7 +39,63 @@ MAIN_ENTRYPOINT = None
 NEMORUN_SKIP_CONFIRMATION: bool | None = None
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 _ENTRYPOINT_TYPES = ("task", "experiment")
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
+log = logger
+# 0.11.1's switches, read from the environment the same way
+INCLUDE_WORKSPACE_FILE = os.environ.get("INCLUDE_WORKSPACE_FILE", "true").lower() == "true"
+NEMORUN_PRETTY_EXCEPTIONS = os.environ.get("NEMORUN_PRETTY_EXCEPTIONS", "false").lower() == "true"
+
+# 0.11.1's re-exports, loaded on first use: `--help` must not load fiddle, torchx or executors
+_LAZY_NAMES: dict[str, tuple[str, str]] = {
+    "Config": ("nemo_run.config", "Config"),
+    "Partial": ("nemo_run.config", "Partial"),
+    "Executor": ("nemo_run.core.execution.base", "Executor"),
+    "LocalExecutor": ("nemo_run.core.execution.local", "LocalExecutor"),
+    "SkypilotExecutor": ("nemo_run.core.execution.skypilot", "SkypilotExecutor"),
+    "SlurmExecutor": ("nemo_run.core.execution.slurm", "SlurmExecutor"),
+    "Experiment": ("nemo_run.run.experiment", "Experiment"),
+    "Plugin": ("nemo_run.run.plugin", "ExperimentPlugin"),
+    "get_nemorun_home": ("nemo_run.config", "get_nemorun_home"),
+    "get_type_namespace": ("nemo_run.config", "get_type_namespace"),
+    "parse_cli_args": ("nemo_run.cli.cli_parser", "parse_cli_args"),
+    "parse_factory": ("nemo_run.cli.cli_parser", "parse_factory"),
+}
+_LAZY_BUILT = ("EXECUTOR_CLASSES", "PLUGIN_CLASSES")
+
+
+def __getattr__(name: str) -> Any:
+    """A re-export or table of 0.11.1's, imported on first access and then kept."""
+    if name in _LAZY_NAMES:
+        module, attr = _LAZY_NAMES[name]
+        value = getattr(importlib.import_module(module), attr)
+    elif name == "EXECUTOR_CLASSES":
+        value = [__getattr__(n) for n in _EXECUTOR_NAMES]
+    elif name == "PLUGIN_CLASSES":
+        plugin = __getattr__("Plugin")
+        value = [plugin, typing.List[plugin]]  # type: ignore[valid-type]  # noqa: UP006
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_NAMES, *_LAZY_BUILT])
+
+
+_EXECUTOR_NAMES = ("Executor", "LocalExecutor", "SkypilotExecutor", "SlurmExecutor")
+
+
+class RunContextError(ConfigError):
+    """Base exception for RunContext related errors (0.11.1's name): bad command-line input."""
+
+
+class InvalidOptionError(RunContextError):
+    """Raised when an invalid option is provided."""
+
+
+class MissingRequiredOptionError(RunContextError):
+    """Raised when a required option is missing."""
 
 
 class CommandDefaults(TypedDict, total=False):
@@ -72,11 +134,43 @@ class RunContext:
     to_yaml: str | None = None
     to_toml: str | None = None
     to_json: str | None = None
-    executor: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
-    plugins: list[Any] = dataclasses.field(
-        default_factory=list, init=False, repr=False, compare=False
-    )
+    # set by parse_args (0.11.1's fields without a default); None and [] until then
+    executor: Any = dataclasses.field(init=False, repr=False, compare=False)
+    plugins: list[Any] = dataclasses.field(init=False, repr=False, compare=False)
     verbose: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Readable before `parse_args`: no executor, no plugins."""
+        self.executor = None
+        self.plugins = []
+
+    @classmethod
+    def cli_command(
+        cls,
+        parent: Any,
+        name: str,
+        fn: Callable[..., Any],
+        default_factory: Callable[..., Any] | None = None,
+        default_executor: Any = None,
+        default_plugins: Any = None,
+        type: EntrypointType = "task",  # noqa: A002 - 0.11.1's parameter name
+        command_kwargs: dict[str, Any] = {},  # noqa: B006 - 0.11.1's default; never mutated
+        is_main: bool = False,
+        cmd_defaults: dict[str, Any] | None = None,
+    ) -> Callable[..., Any]:
+        """Add command `name` running `fn` to the typer app `parent` (options and KEY=VALUE
+        arguments as `run.cli.main`, this class as its run context); returns the command."""
+        entry = Entrypoint(
+            fn,
+            getattr(fn, "__module__", "__main__"),
+            default_factory=default_factory,
+            default_executor=default_executor,
+            default_plugins=default_plugins,
+            name=name,
+            type=type,
+            run_ctx_cls=cls,
+        )
+        return _add_command(parent, name, entry, cmd_defaults, dict(command_kwargs))
 
     @classmethod
     def get_help(cls) -> str:
@@ -183,7 +277,16 @@ class Entrypoint:
             )
         return next(iter(params))
 
-    def help(self, prog: str | None = None) -> str:
+    def help(self, console: Any = None, with_docs: bool = True) -> None:
+        """Print the `--help` text (0.11.1's signature; `console` is a rich Console or None
+        for stdout; the entrypoint's doc line is part of the text either way)."""
+        text = self.help_text()
+        if console is None:
+            sys.stdout.write(text)
+        else:
+            console.print(text, markup=False, highlight=False)
+
+    def help_text(self, prog: str | None = None) -> str:
         """The `--help` text."""
         skip = (self.context_param(),) if self.type == "experiment" else ()
         return render_help(
@@ -196,7 +299,7 @@ class Entrypoint:
         )
 
     def main(
-        self, args: list[str] | None = None, cmd_defaults: CommandDefaults | None = None
+        self, cmd_defaults: CommandDefaults | None = None, args: list[str] | None = None
     ) -> int:
         """Run the command for `args` (default: `sys.argv[1:]`); the exit status."""
         argv = list(sys.argv[1:] if args is None else args)
@@ -204,7 +307,7 @@ class Entrypoint:
         try:
             ctx, overrides, wants_help = parse_options(self, argv, cmd_defaults)
             if wants_help:
-                sys.stdout.write(self.help())
+                sys.stdout.write(self.help_text())
                 return EXIT_OK
             ctx.cli_execute(self.fn, overrides, self.type)
         except JobFailedError as e:
@@ -217,6 +320,23 @@ class Entrypoint:
             print("interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         return EXIT_OK
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function itself, as if undecorated."""
+        return self.fn(*args, **kwargs)
+
+    def configure(self, **fn_kwargs: Any) -> None:
+        """Keep `run.Config(fn, **fn_kwargs)` on the entrypoint (0.11.1's `_configured_fn`)."""
+        self._configured_fn = __getattr__("Config")(self.fn, **fn_kwargs)
+
+    def parse_partial(self, args: list[str], **default_args: Any) -> Any:
+        """`fn` as a run.Partial: `default_args` first, then the KEY=VALUE `args` (which win)."""
+        partial = __getattr__("Partial")(self.fn, **default_args)
+        return __getattr__("parse_cli_args")(partial, list(args))
+
+    def cli(self, parent: Any) -> None:
+        """Add this entrypoint as command `name` of the typer app `parent`."""
+        _add_command(parent, self.name, self)
 
     def __repr__(self) -> str:
         return f"Entrypoint({self.path}, type={self.type!r})"
@@ -421,11 +541,11 @@ def factory(
         if not callable(func):
             raise ConfigError(f"a factory must be a function, got {func!r}")
         reg = FactoryRegistration(
-            func,
+            namespace,
             name or func.__name__,
+            fn=func,
             target=target,
             target_arg=target_arg,
-            namespace=namespace,
             is_target_default=is_target_default,
         )
         registry.add_factory(reg)
@@ -520,7 +640,7 @@ def main(
         help_str=settings.pop("help", None),
         **settings,
     )
-    sys.exit(entry.main(None, cmd_defaults))
+    sys.exit(entry.main(cmd_defaults))
 
 
 def create_cli(add_verbose_callback: bool = False, nested_entrypoints_creation: bool = True) -> Any:
@@ -543,11 +663,17 @@ def create_cli(add_verbose_callback: bool = False, nested_entrypoints_creation: 
     return app
 
 
-def _add_command(parent: Any, name: str, entry: Entrypoint) -> None:
+def _add_command(
+    parent: Any,
+    name: str,
+    entry: Entrypoint,
+    cmd_defaults: CommandDefaults | dict[str, Any] | None = None,
+    command_kwargs: dict[str, Any] | None = None,
+) -> Callable[..., Any]:
     """One typer command that hands its raw arguments to the entrypoint's own parser."""
 
     def command(ctx: Any) -> None:
-        code = entry.main(list(ctx.args))
+        code = entry.main(typing.cast(CommandDefaults, cmd_defaults), args=list(ctx.args))
         if code:
             raise SystemExit(code)
 
@@ -555,11 +681,63 @@ def _add_command(parent: Any, name: str, entry: Entrypoint) -> None:
     import typer  # noqa: PLC0415 - as in create_cli
 
     command.__annotations__ = {"ctx": typer.Context, "return": None}
-    parent.command(
-        name,
-        context_settings={
-            "allow_extra_args": True,
-            "ignore_unknown_options": True,
-            "help_option_names": [],
-        },
-    )(command)
+    settings = {
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    }
+    extra = dict(command_kwargs or {})
+    settings.update(extra.pop("context_settings", {}))
+    parent.command(name, context_settings=settings, **extra)(command)
+    return command
+
+
+def add_global_options(app: Any) -> Callable[..., None]:
+    """Give the typer app `app` 0.11.1's global options (`-v/--verbose` and the accepted
+    `--rich-*` switches) as its callback; returns the callback."""
+    import typer  # noqa: PLC0415 - as in create_cli
+
+    def global_options(
+        verbose: bool = typer.Option(False, "-v", "--verbose"),
+        rich_exceptions: bool = typer.Option(False, "--rich-exceptions/--no-rich-exceptions"),
+        rich_traceback: bool = typer.Option(False, "--rich-traceback-short/--rich-traceback-full"),
+        rich_locals: bool = typer.Option(True, "--rich-show-locals/--rich-hide-locals"),
+        rich_theme: str | None = typer.Option(None, "--rich-theme"),
+    ) -> None:
+        configure_logging(verbose)
+
+    app.callback()(global_options)
+    return global_options
+
+
+def configure_logging(verbose: bool) -> None:
+    """torchx's messages at INFO with --verbose, WARNING without (0.11.1); ours at DEBUG too."""
+    logging.getLogger("torchx").setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:
+        logging.getLogger("nemo_run").setLevel(logging.DEBUG)
+
+
+def extract_constituent_types(type_hint: Any) -> set[Any]:
+    """Every type a hint involves, generics with their arguments: `Union[int, str]` gives
+    {int, str}, `List[int]` {List[int], list, int}, `Annotated[X, ...]` X's; None left out."""
+    if inspect.isfunction(type_hint) or inspect.isclass(type_hint):
+        return {type_hint} if type_hint is not type(None) else set()
+    origin = typing.get_origin(type_hint)
+    if origin is typing.Annotated:
+        return extract_constituent_types(typing.get_args(type_hint)[0])
+    if origin in _UNION_ORIGINS:
+        return {t for a in typing.get_args(type_hint) for t in extract_constituent_types(a)}
+    if origin is None:
+        return {type_hint} if type_hint is not None else set()
+    found: set[Any] = {type_hint}
+    if origin is Literal:
+        return found
+    found |= extract_constituent_types(origin)
+    for arg in typing.get_args(type_hint):
+        for item in arg if isinstance(arg, list) else [arg]:
+            if item is not Ellipsis:
+                found |= extract_constituent_types(item)
+    return found
+
+
+_UNION_ORIGINS: tuple[Any, ...] = (typing.Union, type(int | str))

@@ -15,12 +15,14 @@ import copy
 import dataclasses
 import difflib
 import enum
+import functools
 import inspect
+import logging
 import operator
 import re
 import typing
 from collections.abc import Callable
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar
 
 import fiddle as fdl
@@ -49,6 +51,17 @@ from nemo_run.cli.registry import type_name as type_name
 from nemo_run.core.configurable import Config, Partial, dataclass_to_config
 
 OutputT = TypeVar("OutputT")
+logger = logging.getLogger(__name__)
+
+# 0.11.1's tables between builtin collection types and their `typing` aliases
+BUILTIN_TO_TYPING: dict[Any, Any] = {
+    list: typing.List,  # noqa: UP006 - the typing alias is the value
+    dict: typing.Dict,  # noqa: UP006
+    tuple: tuple,
+    set: set,
+    type: typing.Type,  # noqa: UP006
+}
+TYPING_TO_BUILTIN: dict[Any, Any] = {v: k for k, v in BUILTIN_TO_TYPING.items()}
 
 _UNIONS: tuple[Any, ...] = (typing.Union, type(int | str))
 _NONE = type(None)
@@ -372,6 +385,9 @@ def convert(text: str, hint: Any, where: _Where) -> Any:
     """Command-line `text` as a value of type `hint` for the parameter `where`."""
     hint = _strip(hint)
     text = text.strip()
+    custom = _custom_parser(hint)
+    if custom is not None:
+        return custom(text, hint)
     if _is_missing(hint):
         return _guess(text)
     if text in _NONE_TEXT and _allows_none(hint):
@@ -769,3 +785,180 @@ def missing_message(missing: list[tuple[str, Any, Any]]) -> str:
             + _choices_hint(hint, owner, arg)
         )
     return "\n".join(lines)
+
+
+# -- 0.11.1's type-parser API (`type_parser.parse(value, annotation)`), on the converter above
+class TypeParser:
+    """Reads command-line text as a value of an annotation (0.11.1's class): every `parse_*`
+    goes through this module's converter, so it reads what an override would.
+    `strict_mode=False` returns the text unchanged for a type it cannot read;
+    `register_parser(T)` decorates a `fn(value, annotation)` used for `T` everywhere, overrides
+    on the command line included when registered on the module's `type_parser`."""
+
+    __slots__ = ("custom_parsers", "parsers", "strict_mode")
+
+    def __init__(self, strict_mode: bool = True) -> None:
+        self.strict_mode = strict_mode
+        self.custom_parsers: dict[Any, Callable[[str, Any], Any]] = {}
+        self.parsers: dict[Any, Callable[[str, Any], Any]] = {
+            int: self.parse_int,
+            float: self.parse_float,
+            str: self.parse_str,
+            bool: self.parse_bool,
+            list: self.parse_list,
+            dict: self.parse_dict,
+            PurePath: self.parse_path,
+            typing.Any: self.parse_any,
+            Literal: self.parse_literal,
+            typing.Union: self.parse_union,
+        }
+
+    def register_parser(self, type_: Any) -> Callable[[Callable[[str, Any], Any]], Any]:
+        """Decorator: `fn(value, annotation)` reads values of `type_` from now on."""
+
+        def add(fn: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+            self.custom_parsers[type_] = fn
+            return fn
+
+        return add
+
+    def get_parser(self, annotation: Any) -> Callable[[str, Any], Any]:
+        """The function that reads values of `annotation` (custom ones first)."""
+        custom = _lookup(self.custom_parsers, annotation)
+        if custom is not None:
+            return custom
+        origin = typing.get_origin(annotation)
+        if origin in _UNIONS:
+            return self.parse_union
+        if isinstance(annotation, type) and issubclass(annotation, PurePath):
+            return self.parse_path
+        return _lookup(self.parsers, origin or annotation) or self._parse_any_kind
+
+    def parse(self, value: str, annotation: Any) -> Any:
+        """`value` read as `annotation`; a CLIException (ParseError) when it does not fit."""
+        return self.get_parser(annotation)(value, annotation)
+
+    def _parse_any_kind(self, value: str, annotation: Any) -> Any:
+        if isinstance(annotation, (str, typing.ForwardRef)):
+            return self.parse_forward_ref(value, annotation)
+        return self._convert(value, annotation)
+
+    def _convert(self, value: str, annotation: Any) -> Any:
+        try:
+            return convert(value, annotation, _Where("value"))
+        except UnknownTypeError:
+            if self.strict_mode:
+                raise
+            return value
+
+    def parse_buildable(self, value: str, annotation: Any) -> Any:
+        """A factory name or call (`llama3(seq=8)`) for a `run.Config[T]`/`run.Partial[T]`."""
+        return _convert_factory(value.strip(), _strip(annotation), _Where("value"))
+
+    def parse_int(self, value: str, _: Any) -> int:
+        return typing.cast(int, self._convert(value, int))
+
+    def parse_float(self, value: str, _: Any) -> float:
+        return typing.cast(float, self._convert(value, float))
+
+    def parse_str(self, value: str, _: Any) -> str:
+        return typing.cast(str, self._convert(value, str))
+
+    def parse_bool(self, value: str, _: Any) -> bool:
+        return typing.cast(bool, self._convert(value, bool))
+
+    def parse_list(self, value: str, annotation: Any) -> list[Any]:
+        return typing.cast(list[Any], self._convert(value, annotation))
+
+    def parse_dict(self, value: str, annotation: Any) -> dict[Any, Any]:
+        return typing.cast(dict[Any, Any], self._convert(value, annotation))
+
+    def parse_optional(self, value: str, annotation: Any) -> Any:
+        return self._convert(value, annotation)
+
+    def parse_union(self, value: str, annotation: Any) -> Any:
+        return self._convert(value, annotation)
+
+    def parse_unknown(self, value: str, annotation: Any) -> Any:
+        """0.11.1's fallback: refused in strict mode, the text itself otherwise."""
+        if self.strict_mode:
+            raise UnknownTypeError(value, annotation, f"Unsupported type: {annotation}")
+        return value
+
+    def parse_any(self, value: str, _: Any) -> Any:
+        return _guess(value.strip())
+
+    def parse_literal(self, value: str, annotation: Any) -> Any:
+        return self._convert(value, annotation)
+
+    def parse_path(self, value: str, _: Any) -> Path:
+        """A `pathlib.Path` (or the `Path` subclass annotated)."""
+        kind = _ if isinstance(_, type) and issubclass(_, Path) else Path
+        return typing.cast(Path, self._convert(value, kind))
+
+    def parse_forward_ref(self, value: str, annotation: Any) -> Any:
+        """A string annotation (`"int"`, `"list[int]"`): evaluated among builtins and typing."""
+        text = (
+            annotation.__forward_arg__ if isinstance(annotation, typing.ForwardRef) else annotation
+        )
+        try:
+            resolved = eval(text, {**vars(typing), "__builtins__": __builtins__})  # noqa: S307
+        except Exception:  # noqa: BLE001 - a name the parser cannot see
+            return self.parse_unknown(value, annotation)
+        return self.parse(value, resolved)
+
+    def infer_type(self, value: str) -> type:
+        """The type `value` reads as without an annotation (`"1"` int, `"[1]"` list, ...)."""
+        return type(_guess(value.strip()))
+
+
+def _lookup(table: dict[Any, Any], key: Any) -> Any:
+    """`table[key]`, None for an unhashable key."""
+    try:
+        return table.get(key)
+    except TypeError:
+        return None
+
+
+def _custom_parser(hint: Any) -> Callable[[str, Any], Any] | None:
+    try:
+        return type_parser.custom_parsers.get(hint)
+    except TypeError:  # an unhashable annotation
+        return None
+
+
+type_parser = TypeParser()
+
+
+def parse_attribute(attr: str, nested: Any) -> Any:
+    """`nested.attr` for one dotted step with indexes (`layers[0]`): what an override key
+    walks through; ArgumentValueError naming the step when it is not there."""
+    result = nested
+    for step in _STEP.finditer(attr):
+        name, index = step[1], step[2]
+        try:
+            result = getattr(result, name) if name is not None else result[int(index)]
+        except (AttributeError, IndexError, KeyError, TypeError) as e:
+            what = f"attribute {name!r}" if name is not None else f"index [{index}]"
+            raise ArgumentValueError(
+                f"invalid {what} in {attr!r}: {type(result).__name__} has none", attr
+            ) from e
+    return result
+
+
+def cli_exception_handler(func: Callable[..., OutputT]) -> Callable[..., OutputT]:
+    """Decorator: a CLIException is logged (its message) and re-raised; any other error is
+    logged and raised as a CLIException caused by it, so callers catch one kind."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> OutputT:
+        try:
+            return func(*args, **kwargs)
+        except CLIException as e:
+            logger.error(e.user_friendly_message())
+            raise
+        except Exception as e:
+            logger.error("unexpected error: %s", e)
+            raise CLIException(f"An unexpected error occurred: {e}", "", {}) from e
+
+    return wrapper

@@ -2,7 +2,9 @@
 
 They live in a module of their own, without fiddle, so `main` can tell a bad override (exit 2,
 one message, no traceback) from a failure of the task whatever has been imported. Each is a
-`ConfigError`: bad input, reported before anything starts.
+`ConfigError`: bad input, reported before anything starts. Their public home is 0.11.1's,
+`nemo_run.cli.cli_parser` (which re-exports these very classes): `__module__` says so, so
+tracebacks, pickles and `except nemo_run.cli.cli_parser.CLIException` name the path users know.
 """
 
 from __future__ import annotations
@@ -73,3 +75,21 @@ class DictParseError(CollectionParseError):
 
 class UnknownTypeError(ParseError):
     """An annotation the parser has no way to read values for."""
+
+
+_PUBLIC_MODULE = "nemo_run.cli.cli_parser"
+for _cls in (
+    CLIException,
+    ArgumentParsingError,
+    TypeParsingError,
+    OperationError,
+    ArgumentValueError,
+    UndefinedVariableError,
+    ParseError,
+    LiteralParseError,
+    CollectionParseError,
+    ListParseError,
+    DictParseError,
+    UnknownTypeError,
+):
+    _cls.__module__ = _PUBLIC_MODULE

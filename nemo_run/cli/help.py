@@ -12,10 +12,25 @@ import inspect
 import os
 import shutil
 import textwrap
+import typing
 from collections.abc import Callable
 from typing import Any
 
 from nemo_run.cli import registry
+
+# 0.11.1's styles of its rich help tables (`box` name, `Table` keywords), kept as plain data
+# here so `run.help` and `nemo_run.cli.api` share them without loading rich at start-up
+BOX_STYLE = ""
+TABLE_STYLES: dict[str, Any] = {
+    "show_lines": False,
+    "leading": 0,
+    "border_style": None,
+    "row_styles": None,
+    "pad_edge": False,
+    "padding": (0, 1),
+}
+# hints whose members the help looks through for factories
+RECURSIVE_TYPES: tuple[Any, ...] = (typing.Union, typing.Optional)
 
 # (flags, metavar, text) in the order shown
 OPTIONS: tuple[tuple[str, str, str], ...] = (

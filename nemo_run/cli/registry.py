@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nemo_run.config import get_type_namespace
+from nemo_run.exceptions import ConfigError
 from nemo_run.run.torchx_backend.schedulers.backends import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,25 @@ _UNIONS: tuple[Any, ...] = (typing.Union, type(int | str))
 _NONE = type(None)
 
 
+def _no_function(*args: Any, **kwargs: Any) -> Any:
+    """The `fn` of a registration made without one (0.11.1's `FactoryRegistration(ns, name)`)."""
+    raise ConfigError(
+        "this factory registration has no function; register one with @run.cli.factory"
+    )
+
+
 @dataclasses.dataclass
 class FactoryRegistration:
-    """One `@run.cli.factory`: its namespace is worked out on first use, so a return annotation
-    naming a class defined further down the module (`from __future__ import annotations`)
-    still resolves."""
+    """One `@run.cli.factory`, 0.11.1's `(namespace, name)` first: `namespace=None` means
+    worked out on first use from the target or the return type, so a return annotation naming
+    a class defined further down the module (`from __future__ import annotations`) still
+    resolves."""
 
-    fn: Callable[..., Any]
+    namespace: str | None
     name: str
+    fn: Callable[..., Any] = _no_function
     target: Any = None
     target_arg: str | None = None
-    namespace: str | None = None
     is_target_default: bool = False
     _resolved: tuple[str, Any] | None = dataclasses.field(default=None, repr=False)
 
@@ -58,9 +67,13 @@ class FactoryRegistration:
         """(namespace, the type or function it produces); NameError while a forward reference
         cannot be read yet."""
         if self._resolved is None:
-            produced = self.target if self.target is not None else return_target(self.fn)
+            produced = self.target
+            if produced is None and self.fn is not _no_function:
+                produced = return_target(self.fn)
             if self.namespace:
                 space = self.namespace
+            elif produced is None:
+                raise NameError(f"factory registration {self.name!r} names no namespace")
             else:
                 space = get_type_namespace(produced)
                 if self.target_arg:
