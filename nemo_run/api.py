@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import fiddle as fdl
 from fiddle.experimental import auto_config
 from rich.console import Console
-from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
@@ -133,43 +131,3 @@ def _executor_text(executor: Executor) -> str:
     if isinstance(env, dict):
         object.__setattr__(shown, "env_vars", redact_env(env))
     return redact_text(repr(shown))
-
-
-def help(  # noqa: A001 - 0.11.1's name: `run.help(fn)`
-    entity: Callable[..., Any],
-    with_docs: bool = True,
-    console: Console | None = None,
-    namespace: str | None = None,
-) -> None:
-    """Print `entity`'s arguments (name, type, default) in an "Arguments" panel, and its
-    docstring when `with_docs`. `namespace` is accepted for 0.11.1's signature: this package
-    has no CLI factory registry to list."""
-    out = console or Console(file=sys.stdout)
-    if isinstance(entity, fdl.Buildable):
-        entity = fdl.get_callable(entity)
-    doc = inspect.getdoc(entity) if with_docs else None
-    if doc:
-        out.print(Text(doc))
-    table = Table(show_header=False, box=None, expand=True)
-    for _ in range(3):
-        table.add_column(ratio=1)
-    try:
-        parameters = inspect.signature(entity).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature
-        parameters = []  # type: ignore[assignment]
-    for p in parameters:
-        kind = "" if p.annotation is p.empty else _type_name(p.annotation)
-        default = "" if p.default is p.empty else repr(p.default)
-        table.add_row(Text(p.name), Text(kind), Text(default))
-    out.print(Panel(table, title="Arguments", title_align="left"))
-
-
-def _type_name(annotation: Any) -> str:
-    """`module.Name` for classes, the annotation's text otherwise."""
-    if isinstance(annotation, type):
-        return (
-            annotation.__name__
-            if annotation.__module__ == "builtins"
-            else (f"{annotation.__module__}.{annotation.__qualname__}")
-        )
-    return str(annotation)

@@ -17,7 +17,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from nemo_run.api import help as print_arguments
 from nemo_run.cli.help import BOX_STYLE as BOX_STYLE
 from nemo_run.cli.help import RECURSIVE_TYPES as RECURSIVE_TYPES
 from nemo_run.cli.help import TABLE_STYLES as TABLE_STYLES
@@ -26,9 +25,7 @@ from nemo_run.cli.registry import (
     factories_in,
     registered_executors,
     type_hints,
-    type_name,
 )
-from nemo_run.config import get_type_namespace
 from nemo_run.config import get_underlying_types as get_underlying_types
 from nemo_run.core.frontend.console.api import CONSOLE as CONSOLE
 
@@ -124,25 +121,47 @@ def _help(
     display_executors: bool,
 ) -> None:
     """The arguments, then factories per argument (or under `namespace`), then executors."""
-    print_arguments(entity, with_docs=with_docs, console=out)
     fn = _callable(entity)
+    _print_arguments(fn, with_docs, out)
     if namespace:
         _print_factories(out, f"Factories in {namespace}", factories_in(namespace), with_docs)
         return
     hints = type_hints(fn)
-    for name in _parameters(fn):
+    for name in [p.name for p in _signature_parameters(fn)]:
         if name not in hints:
             continue
         found = factories_for(hints[name], fn, name)
         if found:
             hint = hints[name]
-            shown = get_type_namespace(hint) if isinstance(hint, type) else type_name(hint)
+            shown = class_to_str(hint)
             title = f"Factory for {name}: {shown}"
             _print_factories(out, title, found, with_docs)
     if display_executors:
         executors = registered_executors()
         if executors:
             _print_factories(out, "Registered executors", executors, with_docs)
+
+
+def _print_arguments(fn: Any, with_docs: bool, out: Console) -> None:
+    """The docstring (with `with_docs`), then an "Arguments" panel: name, type, default."""
+    doc = inspect.getdoc(fn) if with_docs else None
+    if doc:
+        out.print(Text(doc))
+    table = Table(show_header=False, box=None, expand=True)
+    for _ in range(3):
+        table.add_column(ratio=1)
+    for p in _signature_parameters(fn):
+        kind = "" if p.annotation is p.empty else class_to_str(p.annotation)
+        default = "" if p.default is p.empty else repr(p.default)
+        table.add_row(Text(p.name), Text(kind), Text(default))
+    out.print(Panel(table, title="Arguments", title_align="left"))
+
+
+def _signature_parameters(fn: Any) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature
+        return []
 
 
 def _callable(entity: Any) -> Any:
@@ -155,20 +174,13 @@ def _callable(entity: Any) -> Any:
     return entity
 
 
-def _parameters(fn: Any) -> list[str]:
-    try:
-        return list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return []
-
-
 def _print_factories(out: Console, title: str, registrations: list[Any], with_docs: bool) -> None:
     table = Table(show_header=False, box=None, expand=True)
     for _ in range(4):
         table.add_column(ratio=1)
     for reg in registrations:
         fn = reg.fn
-        where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', reg.name)}"
+        where = f"{_module_of(fn)}.{getattr(fn, '__qualname__', reg.name)}"
         try:
             line = f"line {inspect.getsourcelines(fn)[1]}"
         except (OSError, TypeError):

@@ -523,7 +523,11 @@ nemorun experiment cancel {exp_id} TASK
                     backend=backend_for_executor(p.executor).scheduler,
                     roles=[r.name for r in apps[p.id][0].roles],
                     dependencies=list(p.dependencies),
-                    executor={"type": type(p.executor).__name__, **p.executor.describe_fields()},
+                    executor={
+                        "type": type(p.executor).__name__,
+                        "info": p.executor.info(),
+                        **p.executor.describe_fields(),
+                    },
                     plugins=[describe_plugin(plugin) for plugin in self._plugins.get(p.id, [])],
                 )
                 for p in self._planned
@@ -916,26 +920,24 @@ nemorun experiment cancel {exp_id} TASK
 
 def _with_peer_keys(row: dict[str, Any], entry: TaskEntry) -> dict[str, Any]:
     """A status row with 0.11.1's keys beside ours (`name`, `status` as an AppState,
-    `executor`, `job_id`, `handle`, `local_dir`, and `remote_dir` where the job has one), so
-    callers written for 0.11.1 read the same dict."""
+    `executor` as `Executor.info()`, `job_id`, `handle`, `local_dir`: the executor's job folder
+    here, and `remote_dir` where the job's files live on a remote machine), so callers
+    written for 0.11.1 read the same dict."""
     handle = entry.handle or ""
     try:
         job_id = parse_handle(handle)[2] if handle else ""
     except (UnknownJobError, ConfigError):
         job_id = ""
     executor = entry.executor or {}
-    info = str(executor.get("type", ""))
-    if executor.get("tunnel_key"):
-        info += f" on {executor['tunnel_key']}"
     row.update(
         name=entry.id,
         status=_app_state(row["state"]),
-        executor=info,
+        executor=str(executor.get("info") or executor.get("type", "")),
         job_id=job_id,
-        local_dir=row.get("job_dir") or "",
+        local_dir=str(executor.get("job_dir") or row.get("job_dir") or ""),
     )
-    if row.get("remote_dir") is None and executor.get("remote_dir"):
-        row["remote_dir"] = executor["remote_dir"]
+    if not row.get("remote_dir"):
+        row.pop("remote_dir", None)  # 0.11.1 has the key only where a job has one
     return row
 
 

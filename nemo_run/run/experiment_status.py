@@ -59,6 +59,7 @@ def task_status(entry: TaskEntry, record: ExperimentRecord, launcher_gone: bool)
                 exit_code=job["exit_code"],
                 reason=job["msg"] or None,
                 job_dir=job["job_dir"] or entry.job_dir,
+                remote_dir=job.get("remote_dir"),
             )
     elif record.cancel_requested(entry.id):
         row.update(state="CANCELLED", reason="cancelled before launch")

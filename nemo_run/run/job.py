@@ -14,6 +14,7 @@ from torchx.specs import AppState, parse_app_handle
 
 from nemo_run.core.states import FINAL_JOB_STATES
 from nemo_run.core.store import JobRecord, get_store
+from nemo_run.core.store.records import REMOTE_DIR
 from nemo_run.exceptions import ConfigError, LogsGoneError, UnknownJobError
 from nemo_run.run.torchx_backend.runner import Runner, get_runner
 from nemo_run.run.torchx_backend.schedulers.backends import BACKENDS
@@ -118,6 +119,7 @@ def job_status(handle: str) -> dict[str, Any]:
         "msg": msg if msg and msg != "<NONE>" else "",
         "num_restarts": restarts,
         "job_dir": record.log_dir if record else None,
+        "remote_dir": data.get(REMOTE_DIR),
         "experiment_id": record.experiment_id if record else None,
         "started_at": record.created_at if record else None,
         "ended_at": data.get("ended_at"),

@@ -24,7 +24,9 @@ def test_status_dict_has_0_11_1_keys_beside_ours():
     assert row["name"] == "a" and row["status"] == AppState.SUCCEEDED
     assert row["executor"] == "LocalExecutor"
     assert row["handle"].endswith("/" + row["job_id"]) and row["job_id"]
-    assert row["local_dir"] == row["job_dir"] and row["local_dir"]
+    # as 0.11.1: the executor's job folder, which holds the job's own folder
+    assert row["local_dir"] and row["job_dir"].startswith(row["local_dir"] + "/")
+    assert "remote_dir" not in row  # a local job has none
     assert row["state"] == "SUCCEEDED"  # ours stay
 
 

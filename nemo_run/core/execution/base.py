@@ -75,6 +75,16 @@ class ExecutorMacros(ConfigurableMixin):
             het_group_host_var=executor.HET_GROUP_HOST_VAR,
         )
 
+    def variable_names(self) -> list[str]:
+        """The four node variables (head address, processes per node, nodes, node rank), for
+        launch scripts that must leave them for each node's shell to expand."""
+        return [
+            self.head_node_ip_var,
+            self.nproc_per_node_var,
+            self.num_nodes_var,
+            self.node_rank_var,
+        ]
+
     @staticmethod
     def group_host(index: int) -> str:
         """A reference to the head host of heterogeneous group `index` (`$<het var>_<index>`)."""

@@ -282,13 +282,7 @@ class SkypilotExecutor(Executor):
     def run_script(self, cmd: list[str]) -> str:
         """The task's `run`: head node address and node count from SkyPilot's variables, then
         the command (references to the node variables expand on each node)."""
-        macros = self.macro_values()
-        names = [
-            macros.head_node_ip_var,
-            macros.nproc_per_node_var,
-            macros.num_nodes_var,
-            macros.node_rank_var,
-        ]
+        names = self.macro_values().variable_names()
         link = getattr(self.packager, "code_link", None)  # symlink_from_remote_dir: code there
         return "\n".join(
             [

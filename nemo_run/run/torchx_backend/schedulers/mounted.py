@@ -85,13 +85,7 @@ class MountedJobRequest:
         macros = self.executor.macro_values()
         if macros is None:
             return []
-        names = [
-            macros.head_node_ip_var,
-            macros.nproc_per_node_var,
-            macros.num_nodes_var,
-            macros.node_rank_var,
-            "MASTER_PORT",
-        ]
+        names = [*macros.variable_names(), "MASTER_PORT"]
         return [n for n in names if n]
 
     def setup_commands(self) -> list[str]:

@@ -835,7 +835,8 @@ def follow_command(pick: str, job_id: str) -> str:
 
 def submit_program(request: SlurmJobRequest, archive: str, depends_on: list[dict[str, str]]) -> str:
     """The `bash -s` program of a launch (sent on stdin, never written whole anywhere):
-    folder, code, script, sbatch, and the id written next to the script."""
+    folder, code, script, sbatch, and the id written next to the script before it is
+    printed."""
     job_dir = shlex.quote(request.job_dir)
     script = shlex.quote(request.script_path)
     marker = f"NEMO_RUN_SCRIPT_{secrets.token_hex(8)}"
@@ -858,7 +859,9 @@ def submit_program(request: SlurmJobRequest, archive: str, depends_on: list[dict
         f'echo "$id" > {JOB_ID_FILE}',
         'echo "NEMO_RUN_JOB_ID=$id"',
     ]
-    return "\n".join(lines) + "\n"
+    # parsed whole before anything runs (a connection lost mid-send runs nothing), and not
+    # stopped by a hang-up once it runs: the id file is written whenever sbatch answered
+    return "trap '' HUP PIPE\n{\n" + "\n".join(lines) + "\n}\n"
 
 
 def secret_env(request: SlurmJobRequest) -> dict[str, str]:

@@ -48,10 +48,7 @@ def batch_request(app: AppDef, executor: SlurmExecutor, job_dir: str) -> SlurmBa
     ships = bool(getattr(packager, "ships_code", False) or getattr(packager, "code_link", None))
     macro = executor.macro_values()
     expand = [
-        macro.head_node_ip_var,
-        macro.nproc_per_node_var,
-        macro.num_nodes_var,
-        macro.node_rank_var,
+        *macro.variable_names(),
         *(f"{macro.het_group_host_var}_{i}" for i in range(len(groups))),
         *SLURM_VARS,
     ]

@@ -106,6 +106,9 @@ def test_a_script_succeeds_and_its_output_reads_back(stack, tunnel_kind):
     assert any("hello-from-slurm" in line for line in lines), lines
     # the script stays in the job folder, with no secret in the record
     assert os.path.exists(record.data["script"])
+    # 0.11.1's status keys: where the job runs, and its folder on the cluster
+    assert status["executor"] == f"SlurmExecutor on {ex.tunnel.user}@{ex.tunnel.host}"
+    assert status["remote_dir"].startswith(ex.tunnel.job_dir)
 
 
 def test_a_failure_reads_failed_with_its_exit_code(stack):
@@ -310,3 +313,38 @@ def test_two_nodes_meet_at_the_head_node(stack):
     lines = list(get_runner().log_lines(result.handle, "meet", 0))
     assert result.ok, lines
     assert sorted(assert_met(lines)) == ["node1", "node2"]
+
+
+LAUNCH_AND_HANG = textwrap.dedent(
+    """
+    import sys
+    import nemo_run as run
+    root, account, partition = sys.argv[1:4]
+    ex = run.SlurmExecutor(
+        account=account, partition=partition, time="00:05:00",
+        tunnel=run.LocalTunnel(job_dir=root), packager=run.Packager(),
+    )
+    run.run(run.Script(inline="sleep 2; echo survived"), executor=ex, name="killed", detach=True)
+    """
+)
+
+
+def test_a_launcher_killed_once_sbatch_answered_leaves_a_true_record(stack):
+    """kill -9 of the launching process the moment Slurm has the job (its id file exists):
+    the job is in the store, and describe from this process follows it to its real end."""
+    root = job_root(stack)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH_AND_HANG, root, stack.account, stack.partition],
+        env=os.environ.copy(),
+    )
+    id_file = wait_for(
+        lambda: next(Path(root).rglob(slurm.JOB_ID_FILE), None), timeout=60, what="sbatch"
+    )
+    os.kill(launcher.pid, 9)
+    launcher.wait()
+    job_id = wait_for(lambda: id_file.read_text().strip(), timeout=10, what="the job id")
+    records = [r for r in get_store().list(backend=slurm.BACKEND) if "killed" in r.app_id]
+    assert len(records) == 1, records  # no job runs without a record
+    handle = records[0].handle
+    assert wait_state(handle, {AppState.SUCCEEDED, AppState.FAILED}) == AppState.SUCCEEDED
+    assert str(record_of(handle).data[REMOTE_ID]) == job_id
