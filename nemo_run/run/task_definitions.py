@@ -43,8 +43,8 @@ def save(folder: str, planned: list[PlannedTask]) -> None:
                 "id": p.id,
                 "dependencies": list(p.dependencies),
                 "tail_logs": p.tail_logs,
-                "tasks": [_encode_task(t) for t in p.tasks],
-                "executor": _encode(p.executor),
+                "tasks": [_saved(_encode_task, t) for t in p.tasks],
+                "executor": _saved(_encode, p.executor),
             }
             for p in planned
         ],
@@ -55,6 +55,16 @@ def save(folder: str, planned: list[PlannedTask]) -> None:
     except OSError as e:
         raise_if_disk_trouble(e, path, "writing the experiment's task definitions")
         raise
+
+
+def _saved(encode: Any, value: Any) -> Any:
+    """`encode(value)`, or a note of why it cannot be saved: a value this file cannot hold
+    never stops a launch (the launch itself says whether the task can run); only a later
+    `reset()` refuses it, with that reason."""
+    try:
+        return encode(value)
+    except Exception as e:  # noqa: BLE001 - ConfigError, fiddle's UnserializableValueError...
+        return {"__unsaved__": f"{type(e).__name__}: {e}"}
 
 
 def load(folder: str, exp_id: str) -> list[PlannedTask]:
@@ -102,6 +112,9 @@ def _encode_task(task: Any) -> dict[str, Any]:
 
 
 def _decode_task(item: dict[str, Any], where: str, problems: list[str]) -> Any:
+    if "__unsaved__" in item:
+        problems.append(f"{where} could not be saved ({item['__unsaved__']})")
+        return None
     if item.get("kind") == "object":
         return _decode(item["value"], where, problems)
     from fiddle.experimental import serialization  # noqa: PLC0415 - as in _encode_task
@@ -146,6 +159,9 @@ def _encode(value: Any, key: str = "") -> Any:
 
 
 def _decode(value: Any, where: str, problems: list[str]) -> Any:
+    if isinstance(value, dict) and "__unsaved__" in value:
+        problems.append(f"{where} could not be saved ({value['__unsaved__']})")
+        return None
     if isinstance(value, dict) and "__type__" in value:
         module, _, qualname = value["__type__"].partition(":")
         cls: Any = importlib.import_module(module)

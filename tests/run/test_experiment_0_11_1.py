@@ -335,3 +335,14 @@ def test_bad_external_dependencies_fail_before_anything_starts(nemorun_home):
     with pytest.raises(ConfigError, match="which the job store does not know"):
         exp.run()
     assert not (nemorun_home / "experiments").exists()
+
+
+def test_a_task_that_cannot_be_saved_still_runs_and_reset_says_why():
+    from pathlib import Path
+
+    exp = run.Experiment("unsaveable", enable_goodbye_message=False)
+    exp.add(run.Script(inline="true", metadata={"where": Path("/data")}), name="a")
+    exp.run()
+    assert states(exp) == {"a": "SUCCEEDED"}
+    with pytest.raises(ConfigError, match=r"task a could not be saved \(ConfigError: .*PosixPath"):
+        run.Experiment.from_id(exp.id).reset()
